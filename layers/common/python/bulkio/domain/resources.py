@@ -1,0 +1,57 @@
+"""The three resources this service imports and exports, and the file formats it reads."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Resource(StrEnum):
+    USERS = "users"
+    ARTICLES = "articles"
+    COMMENTS = "comments"
+
+
+class Format(StrEnum):
+    CSV = "csv"
+    NDJSON = "ndjson"
+    JSON = "json"
+
+
+# Column order of each resource, as stored in PostgreSQL and staged by the writers.
+COLUMNS: dict[Resource, tuple[str, ...]] = {
+    Resource.USERS: ("id", "email", "name", "role", "active", "created_at", "updated_at"),
+    Resource.ARTICLES: (
+        "id",
+        "slug",
+        "title",
+        "body",
+        "author_id",
+        "tags",
+        "published_at",
+        "status",
+        "created_at",
+        "updated_at",
+    ),
+    Resource.COMMENTS: ("id", "article_id", "user_id", "body", "created_at", "updated_at"),
+}
+
+# The natural key a record without id is matched on; comments have none.
+NATURAL_KEY: dict[Resource, str | None] = {
+    Resource.USERS: "email",
+    Resource.ARTICLES: "slug",
+    Resource.COMMENTS: None,
+}
+
+
+def parse_resource(value: str | None) -> Resource | None:
+    try:
+        return Resource(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def parse_format(value: str | None) -> Format | None:
+    try:
+        return Format(value.lower()) if value is not None else None
+    except ValueError:
+        return None
