@@ -1,0 +1,616 @@
+"""Streaming decode and framing of import files into records with their source line numbers.
+
+Everything here reads the source in bounded pieces: memory stays constant whatever the file size, and a
+single oversized record costs at most about `max_record_bytes`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from itertools import chain
+from typing import Any, BinaryIO
+
+import orjson
+
+from bulkio.domain.errors import ErrorCode, RecordError
+from bulkio.domain.resources import Format, Resource
+
+READ_SIZE = 64 * 1024
+RAW_TEXT_LIMIT = 64 * 1024
+DEFAULT_MAX_RECORD_BYTES = 1_048_576
+
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+# 32 + 15: let zlib read the gzip (or zlib) header itself.
+GZIP_WBITS = 47
+
+# CSV cells are all text; these columns are coerced so that CSV and JSON sources validate alike.
+CSV_BOOLEAN_COLUMNS: dict[Resource, frozenset[str]] = {
+    Resource.USERS: frozenset({"active"}),
+    Resource.ARTICLES: frozenset(),
+    Resource.COMMENTS: frozenset(),
+}
+CSV_LIST_COLUMNS: dict[Resource, frozenset[str]] = {
+    Resource.USERS: frozenset(),
+    Resource.ARTICLES: frozenset({"tags"}),
+    Resource.COMMENTS: frozenset(),
+}
+CSV_LIST_SEPARATOR = "|"
+
+FORMAT_BY_EXTENSION: dict[str, Format] = {
+    "csv": Format.CSV,
+    "ndjson": Format.NDJSON,
+    "jsonl": Format.NDJSON,
+    "json": Format.JSON,
+}
+
+
+class FileErrorCode(StrEnum):
+    """Why a whole file cannot be read; stable strings that clients may match on."""
+
+    INVALID_GZIP = "invalid_gzip"
+    INVALID_CSV_HEADER = "invalid_csv_header"
+    NOT_A_JSON_ARRAY = "not_a_json_array"
+    UNTERMINATED_JSON_ARRAY = "unterminated_json_array"
+    TRAILING_DATA = "trailing_data"
+    EMPTY_FILE = "empty_file"
+    UNKNOWN_FORMAT = "unknown_format"
+
+
+class UnreadableFile(Exception):
+    """The whole file cannot be read: the job fails with this reason."""
+
+    def __init__(self, code: FileErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code: str = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class SourceRecord:
+    index: int
+    """1-based record number in the file, unparseable records included."""
+    line: int | None
+    """1-based line of the source file where the record starts (the CSV header is line 1)."""
+    data: dict[str, Any] | None
+    """The parsed record, None when it could not be parsed."""
+    error: RecordError | None
+    """Why the record could not be parsed."""
+    raw: str | None
+    """The record's source text when it could not be parsed (truncated to 64 KiB), for the error report."""
+
+
+def detect_format(filename: str | None, head: bytes) -> Format | None:
+    """Format named by the file extension, else sniffed from the first bytes of the content.
+
+    `head` may be gzip-compressed. Returns None when the head holds no text to sniff (empty, whitespace only,
+    or binary such as a spreadsheet or UTF-16 text).
+    """
+    if filename:
+        name = filename.lower().removesuffix(".gz")
+        _, dot, extension = name.rpartition(".")
+        if dot and extension in FORMAT_BY_EXTENSION:
+            return FORMAT_BY_EXTENSION[extension]
+    if head.startswith(GZIP_MAGIC):
+        try:
+            head = zlib.decompressobj(GZIP_WBITS).decompress(head, READ_SIZE)
+        except zlib.error:
+            return None
+    text = head.removeprefix(UTF8_BOM)
+    # UTF-16 and binary formats are full of NUL bytes; UTF-8 text never has them.
+    if b"\x00" in text[:1024]:
+        return None
+    text = text.lstrip()
+    if not text:
+        return None
+    if text.startswith(b"["):
+        return Format.JSON
+    if text.startswith(b"{"):
+        return Format.NDJSON
+    return Format.CSV
+
+
+def iter_source_records(
+    stream: BinaryIO,
+    fmt: Format | None,
+    resource: Resource,
+    *,
+    filename: str | None = None,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> Iterator[SourceRecord]:
+    """Records of `stream` in file order. Raises UnreadableFile when the file as a whole cannot be read,
+    possibly after yielding the records before the problem."""
+    head, chunks = _text_chunks(stream)
+    if fmt is None:
+        fmt = detect_format(filename, head)
+        if fmt is None:
+            raise UnreadableFile(
+                FileErrorCode.UNKNOWN_FORMAT,
+                "the file is not UTF-8 text (a spreadsheet, an archive or UTF-16 text?): "
+                "export it as CSV (UTF-8), NDJSON or a JSON array",
+            )
+    if fmt is Format.NDJSON:
+        return _ndjson_records(chunks, max_record_bytes)
+    if fmt is Format.JSON:
+        return _json_array_records(chunks, max_record_bytes)
+    return _csv_records(chunks, resource, max_record_bytes)
+
+
+# ------------------------------------------------------------------------------------------- bytes and text
+
+
+def _read_chunks(stream: BinaryIO) -> Iterator[bytes]:
+    while chunk := stream.read(READ_SIZE):
+        yield chunk
+
+
+def _peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:
+    """At least `size` leading bytes (fewer only at end of input), and the chunks after them."""
+    taken: list[bytes] = []
+    taken_size = 0
+    for chunk in chunks:
+        taken.append(chunk)
+        taken_size += len(chunk)
+        if taken_size >= size:
+            break
+    return b"".join(taken), chunks
+
+
+def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Decompress a gzip stream of one or more concatenated members, yielding bounded pieces."""
+    decompressor = zlib.decompressobj(GZIP_WBITS)
+    member_started = False
+    for chunk in chunks:
+        pending = chunk
+        while True:
+            member_started = member_started or bool(pending)
+            try:
+                output = decompressor.decompress(pending, READ_SIZE)
+            except zlib.error as exc:
+                raise _invalid_gzip(f"the data is corrupt ({exc})") from exc
+            if output:
+                yield output
+            if decompressor.eof:
+                pending = decompressor.unused_data
+                decompressor = zlib.decompressobj(GZIP_WBITS)
+                member_started = False
+                if not pending:
+                    break
+            else:
+                pending = decompressor.unconsumed_tail
+                # A full output piece may leave decompressed bytes inside zlib even when all input is taken.
+                if not pending and len(output) < READ_SIZE:
+                    break
+    if member_started:
+        raise _invalid_gzip("it ends in the middle of the compressed data (truncated upload?)")
+
+
+def _invalid_gzip(problem: str) -> UnreadableFile:
+    return UnreadableFile(
+        FileErrorCode.INVALID_GZIP, f"the file starts like gzip but {problem}: upload a complete .gz file"
+    )
+
+
+def _text_chunks(stream: BinaryIO) -> tuple[bytes, Iterator[bytes]]:
+    """Decompressed, BOM-less chunks, and the first one holding something other than whitespace."""
+    magic, rest = _peek(_read_chunks(stream), len(GZIP_MAGIC))
+    chunks: Iterator[bytes] = chain((magic,), rest)
+    if magic.startswith(GZIP_MAGIC):
+        chunks = _gunzip(chunks)
+    head, rest = _peek(chunks, len(UTF8_BOM))
+    chunks = chain((head.removeprefix(UTF8_BOM),), rest)
+    # Leading whitespace-only chunks only matter for line numbers, so only their newlines are kept.
+    blank_lines = 0
+    for chunk in chunks:
+        if chunk.strip():
+            return chunk, chain((b"\n" * blank_lines,), (chunk,), chunks)
+        blank_lines += chunk.count(b"\n")
+    raise UnreadableFile(
+        FileErrorCode.EMPTY_FILE, "the file is empty: upload a file with at least one record"
+    )
+
+
+@dataclass(slots=True)
+class _OversizedLine:
+    start: bytes
+    """The first bytes of the line, for the error report."""
+
+
+def _split_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[bytes | _OversizedLine]:
+    """Physical lines without their '\\n'; a line longer than the limit is skipped without being buffered."""
+    pending = b""
+    oversized: _OversizedLine | None = None
+    for chunk in chunks:
+        if oversized is not None:
+            newline = chunk.find(b"\n")
+            if newline < 0:
+                continue
+            yield oversized
+            oversized = None
+            chunk = chunk[newline + 1 :]
+        lines = (pending + chunk if pending else chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line if len(line) <= max_line_bytes else _OversizedLine(line[:RAW_TEXT_LIMIT])
+        if len(pending) > max_line_bytes:
+            oversized = _OversizedLine(pending[:RAW_TEXT_LIMIT])
+            pending = b""
+    if oversized is not None:
+        yield oversized
+    elif pending:
+        yield pending
+
+
+def _raw_text(data: bytes) -> str:
+    return data[:RAW_TEXT_LIMIT].decode("utf-8", "replace").strip()
+
+
+def _too_large(max_record_bytes: int) -> RecordError:
+    return RecordError(
+        ErrorCode.RECORD_TOO_LARGE,
+        None,
+        f"the record is larger than {max_record_bytes} bytes: shorten its fields or split it",
+    )
+
+
+def _json_type_name(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+# -------------------------------------------------------------------------------------------------- NDJSON
+
+
+def _ndjson_records(chunks: Iterator[bytes], max_record_bytes: int) -> Iterator[SourceRecord]:
+    index = 0
+    for line_number, line in enumerate(_split_lines(chunks, max_record_bytes), 1):
+        if isinstance(line, _OversizedLine):
+            index += 1
+            yield SourceRecord(index, line_number, None, _too_large(max_record_bytes), _raw_text(line.start))
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if not line.strip():
+                continue
+            index += 1
+            yield SourceRecord(index, line_number, None, _ndjson_syntax_error(line, exc), _raw_text(line))
+            continue
+        index += 1
+        if type(value) is dict:
+            yield SourceRecord(index, line_number, value, None, None)
+        else:
+            error = RecordError(
+                ErrorCode.INVALID_JSON,
+                None,
+                f"the line must be a JSON object, got {_json_type_name(value)}: "
+                'write each record as {"field": value, ...} on its own line',
+            )
+            yield SourceRecord(index, line_number, None, error, _raw_text(line))
+
+
+def _ndjson_syntax_error(line: bytes, exc: orjson.JSONDecodeError) -> RecordError:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return RecordError(
+            ErrorCode.INVALID_JSON, None, "the line is not valid UTF-8 text: save the file as UTF-8"
+        )
+    return RecordError(
+        ErrorCode.INVALID_JSON,
+        None,
+        f"the line is not valid JSON ({exc}): each line must be one complete JSON object",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- JSON array
+
+_SKIP_WHITESPACE = re.compile(rb"[ \t\r\n]*+")
+# Each pattern runs, in C, up to the next byte the framer must look at; strings are skipped whole when they
+# end inside the chunk, otherwise the match stops at their opening quote.
+_TO_STRUCTURE_IN_CONTAINER = re.compile(rb'(?:[^"{}\[\]]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
+_TO_STRUCTURE_AT_TOP = re.compile(rb'(?:[^"{}\[\],]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
+_TO_STRING_END = re.compile(rb'(?:[^"\\]++|\\.)*+', re.DOTALL)
+_QUOTE, _BACKSLASH, _COMMA = ord('"'), ord("\\"), ord(",")
+_OPEN_BRACKET, _CLOSE_BRACKET, _OPEN_BRACE, _CLOSE_BRACE = ord("["), ord("]"), ord("{"), ord("}")
+
+
+def _frame_json_array(chunks: Iterator[bytes], max_record_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(start line, bytes, oversized) of each element of a top-level JSON array.
+
+    Elements are split at top-level commas only, so a malformed element costs that element alone; the bytes
+    of an oversized element are its first RAW_TEXT_LIMIT bytes.
+    """
+    line = 1  # line number at offset `counted` of the current chunk
+    array_opened = array_closed = False
+    in_element = in_string = escaped = oversized = False
+    element_expected = False  # after a comma, ']' would close an empty element
+    depth = 0  # nesting inside the current element
+    element_line = 0
+    carried = bytearray()  # the current element's bytes from earlier chunks
+    for chunk in chunks:
+        size = len(chunk)
+        position = counted = element_start = 0
+        while position < size:
+            if in_string:
+                if escaped:
+                    escaped = False
+                    position += 1
+                    continue
+                end = _TO_STRING_END.match(chunk, position).end()  # type: ignore[union-attr]
+                if end == size:
+                    break
+                if chunk[end] == _BACKSLASH:
+                    escaped = True
+                    break
+                in_string = False
+                position = end + 1
+                continue
+            if not in_element:
+                position = _SKIP_WHITESPACE.match(chunk, position).end()  # type: ignore[union-attr]
+                if position == size:
+                    break
+                byte = chunk[position]
+                if array_closed:
+                    raise UnreadableFile(
+                        FileErrorCode.TRAILING_DATA,
+                        "there is data after the closing ']' of the array: put all records inside one array",
+                    )
+                if not array_opened:
+                    if byte != _OPEN_BRACKET:
+                        raise _not_an_array()
+                    array_opened = True
+                    position += 1
+                    continue
+                line += chunk.count(b"\n", counted, position)
+                counted = position
+                if byte == _CLOSE_BRACKET and not element_expected:
+                    array_closed = True
+                    position += 1
+                    continue
+                in_element = True
+                element_line = line
+                element_start = position
+            pattern = _TO_STRUCTURE_IN_CONTAINER if depth else _TO_STRUCTURE_AT_TOP
+            end = pattern.match(chunk, position).end()  # type: ignore[union-attr]
+            if end == size:
+                break
+            byte = chunk[end]
+            position = end + 1
+            if byte == _QUOTE:
+                in_string = True
+            elif byte in (_OPEN_BRACE, _OPEN_BRACKET):
+                depth += 1
+            elif depth:
+                depth -= 1
+            elif byte != _CLOSE_BRACE:  # a top-level ',' or ']' ends the element; a stray '}' stays in it
+                if oversized or len(carried) + end - element_start > max_record_bytes:
+                    element = bytes((carried + chunk[element_start:end])[:RAW_TEXT_LIMIT])
+                    yield element_line, element, True
+                elif carried:
+                    yield element_line, bytes(carried + chunk[element_start:end]), False
+                else:
+                    yield element_line, chunk[element_start:end], False
+                in_element = oversized = False
+                carried = bytearray()
+                element_expected = byte == _COMMA
+                array_closed = byte == _CLOSE_BRACKET
+        if in_element and not oversized:
+            carried += memoryview(chunk)[element_start:]
+            if len(carried) > max_record_bytes:
+                oversized = True
+                del carried[RAW_TEXT_LIMIT:]
+        line += chunk.count(b"\n", counted)
+    if not array_opened:
+        raise _not_an_array()
+    if not array_closed:
+        raise UnreadableFile(
+            FileErrorCode.UNTERMINATED_JSON_ARRAY,
+            "the file ends before the closing ']' of the array (truncated upload?): upload the complete file",
+        )
+
+
+def _not_an_array() -> UnreadableFile:
+    return UnreadableFile(
+        FileErrorCode.NOT_A_JSON_ARRAY,
+        "a .json file must hold one array of objects, like [{...}, {...}]: "
+        "wrap the records in [ ] or upload one object per line as .ndjson",
+    )
+
+
+def _json_array_records(chunks: Iterator[bytes], max_record_bytes: int) -> Iterator[SourceRecord]:
+    frames = _frame_json_array(chunks, max_record_bytes)
+    for index, (line, element, oversized) in enumerate(frames, 1):
+        if oversized:
+            yield SourceRecord(index, line, None, _too_large(max_record_bytes), _raw_text(element))
+            continue
+        try:
+            value = orjson.loads(element)
+        except orjson.JSONDecodeError as exc:
+            yield SourceRecord(index, line, None, _json_element_error(element, exc), _raw_text(element))
+            continue
+        if type(value) is dict:
+            yield SourceRecord(index, line, value, None, None)
+        else:
+            error = RecordError(
+                ErrorCode.INVALID_JSON,
+                None,
+                f"each array element must be a JSON object, got {_json_type_name(value)}: "
+                'write each record as {"field": value, ...}',
+            )
+            yield SourceRecord(index, line, None, error, _raw_text(element))
+
+
+def _json_element_error(element: bytes, exc: orjson.JSONDecodeError) -> RecordError:
+    if not element.strip():
+        message = "the array has an empty element: remove the extra comma"
+    else:
+        try:
+            element.decode("utf-8")
+        except UnicodeDecodeError:
+            message = "the element is not valid UTF-8 text: save the file as UTF-8"
+        else:
+            message = (
+                f"the element is not valid JSON ({exc}): check for a missing comma, quote or bracket; "
+                "elements must be separated by commas"
+            )
+    return RecordError(ErrorCode.INVALID_JSON, None, message)
+
+
+# ----------------------------------------------------------------------------------------------------- CSV
+
+
+def _csv_lines(
+    lines: Iterator[bytes | _OversizedLine], line_errors: dict[int, tuple[RecordError, bytes]], max_bytes: int
+) -> Iterator[str]:
+    """Decoded lines for csv.reader, one per physical line so that reader.line_num is the line number.
+
+    Lines that cannot be given to the reader as they are get a stand-in and an entry in `line_errors`, which
+    the record spanning them reports.
+    """
+    for line_number, line in enumerate(lines, 1):
+        if isinstance(line, _OversizedLine):
+            line_errors[line_number] = (_too_large(max_bytes), line.start)
+            yield "\n"
+            continue
+        try:
+            yield line.decode("utf-8") + "\n"
+        except UnicodeDecodeError:
+            error = RecordError(
+                ErrorCode.INVALID_CSV_ROW, None, "the row is not valid UTF-8 text: save the file as CSV UTF-8"
+            )
+            line_errors[line_number] = (error, line)
+            yield line.decode("utf-8", "replace") + "\n"
+
+
+def _csv_text(row: list[str]) -> str:
+    text = io.StringIO()
+    csv.writer(text, lineterminator="").writerow(row)
+    return text.getvalue()
+
+
+def _read_csv_header(reader: Any, line_errors: dict[int, tuple[RecordError, bytes]]) -> list[str]:
+    try:
+        row: list[str] = []
+        while not any(cell.strip() for cell in row):
+            row = next(reader)
+    except StopIteration:
+        raise UnreadableFile(
+            FileErrorCode.INVALID_CSV_HEADER, "the CSV file has no header row: put the column names on line 1"
+        ) from None
+    except csv.Error as exc:
+        raise UnreadableFile(
+            FileErrorCode.INVALID_CSV_HEADER, f"the CSV header cannot be read ({exc}): fix line 1"
+        ) from exc
+    if line_errors:
+        error, _ = next(iter(line_errors.values()))
+        raise UnreadableFile(FileErrorCode.INVALID_CSV_HEADER, f"the CSV header is unusable: {error.message}")
+    header = [name.strip() for name in row]
+    for position, name in enumerate(header, 1):
+        if not name:
+            raise UnreadableFile(
+                FileErrorCode.INVALID_CSV_HEADER,
+                f"column {position} of the CSV header has no name: name every column "
+                "or remove the extra separators",
+            )
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise UnreadableFile(
+            FileErrorCode.INVALID_CSV_HEADER,
+            f"the CSV header repeats the column(s) {', '.join(duplicates)}: every column name must be unique",
+        )
+    return header
+
+
+def _coerce_boolean(cell: str) -> Any:
+    lowered = cell.strip().lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    return cell
+
+
+def _coerce_list(cell: str) -> Any:
+    stripped = cell.strip()
+    if stripped.startswith("["):
+        try:
+            return orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            return cell
+    return [item.strip() for item in stripped.split(CSV_LIST_SEPARATOR) if item.strip()]
+
+
+def _csv_records(
+    chunks: Iterator[bytes], resource: Resource, max_record_bytes: int
+) -> Iterator[SourceRecord]:
+    # The limit is process-wide; raising it to the record limit only lets csv accept fields our limit accepts.
+    if csv.field_size_limit() < max_record_bytes:
+        csv.field_size_limit(max_record_bytes)
+    line_errors: dict[int, tuple[RecordError, bytes]] = {}
+    reader = csv.reader(_csv_lines(_split_lines(chunks, max_record_bytes), line_errors, max_record_bytes))
+    header = _read_csv_header(reader, line_errors)
+    width = len(header)
+    coercions = [(name, _coerce_boolean) for name in header if name in CSV_BOOLEAN_COLUMNS[resource]] + [
+        (name, _coerce_list) for name in header if name in CSV_LIST_COLUMNS[resource]
+    ]
+    index = 0
+    last_line = reader.line_num
+    while True:
+        start_line = last_line + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            last_line = reader.line_num
+            index += 1
+            if "field larger than field limit" in str(exc):
+                error = _too_large(max_record_bytes)
+            else:
+                error = RecordError(ErrorCode.INVALID_CSV_ROW, None, f"the row cannot be read as CSV ({exc})")
+            yield SourceRecord(index, start_line, None, error, None)
+            continue
+        last_line = reader.line_num
+        if line_errors:
+            lines = range(start_line, last_line + 1)
+            spanned = [line_errors.pop(number) for number in lines if number in line_errors]
+            if spanned:
+                index += 1
+                error, source = spanned[0]
+                yield SourceRecord(index, start_line, None, error, _raw_text(source))
+                continue
+        if not any(row) or (len(row) == 1 and not row[0].strip()):
+            continue
+        index += 1
+        if len(row) != width:
+            error = RecordError(
+                ErrorCode.INVALID_CSV_ROW,
+                None,
+                f"the row has {len(row)} cells but the header has {width}: check for an unquoted comma "
+                'inside a value (quote it: "a, b") or a missing or extra separator',
+            )
+            yield SourceRecord(index, start_line, None, error, _csv_text(row)[:RAW_TEXT_LIMIT])
+            continue
+        if last_line > start_line and sum(map(len, row)) > max_record_bytes:
+            raw = _csv_text(row)[:RAW_TEXT_LIMIT]
+            yield SourceRecord(index, start_line, None, _too_large(max_record_bytes), raw)
+            continue
+        data = {name: cell for name, cell in zip(header, row, strict=True) if cell != ""}
+        for name, coerce in coercions:
+            if name in data:
+                data[name] = coerce(data[name])
+        yield SourceRecord(index, start_line, data, None, None)
