@@ -138,6 +138,7 @@ class StackTemplate:
     queues: dict[str, Queue]
     tables: dict[str, Table]
     binary_media_types: list[str]
+    api_stage: str = "prod"
 
     def function(self, name_or_logical_id: str) -> Function:
         """Find a function by logical id, FunctionName or ARN (with or without a qualifier)."""
@@ -386,6 +387,7 @@ def load_template(
     queues: dict[str, Queue] = {}
     tables: dict[str, Table] = {}
     binary_media_types: list[str] = list(api_globals.get("BinaryMediaTypes") or [])
+    api_stage = "prod"
     for logical_id, resource in resources.items():
         if "Condition" in resource and not resolver.condition(resource["Condition"]):
             continue
@@ -412,6 +414,7 @@ def load_template(
             )
         elif resource_type == "AWS::Serverless::Api":
             binary_media_types.extend(properties.get("BinaryMediaTypes") or [])
+            api_stage = str(properties.get("StageName") or api_stage)
 
     functions: dict[str, Function] = {}
     for logical_id, resource in resources.items():
@@ -430,6 +433,7 @@ def load_template(
         queues=queues,
         tables=tables,
         binary_media_types=binary_media_types,
+        api_stage=api_stage,
     )
 
 

@@ -1,0 +1,143 @@
+"""Worker process of the local functions host: the counterpart of the Lambda Python runtime.
+
+Started as `python -S -P lambda_runtime.py` with cwd = the function's code folder. Standard library only,
+because the import path is exactly what the function would see on Lambda (code folder + layers).
+
+Protocol on two dedicated pipes (LOCAL_RUNTIME_FDS="<read fd>,<write fd>"), never stdout/stderr, so whatever
+the function prints cannot corrupt it. Each frame is `>II` (header length, payload length), a JSON header
+with a "type", then a raw payload:
+  host -> worker  invoke        header {request_id, deadline_ms, invoked_function_arn}, payload = event JSON
+  worker -> host  ready         after the handler module imported (the cold start)
+                  init_error    payload = error JSON; the worker exits
+                  result        payload = response JSON
+                  error         payload = {"errorMessage", "errorType", "stackTrace"}
+                  stream_start  payload = response metadata JSON (statusCode, headers) of a streamed response
+                  chunk         payload = raw body bytes
+                  stream_end    the streamed body is complete
+A handler streams by returning a generator/iterator of bytes or str, or a dict whose "body" is one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import site
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
+
+_FRAME_PREFIX = struct.Struct(">II")
+
+
+def write_frame(stream: BinaryIO, message_type: str, payload: bytes = b"", **header: Any) -> None:
+    encoded_header = json.dumps({"type": message_type, **header}).encode()
+    stream.write(_FRAME_PREFIX.pack(len(encoded_header), len(payload)) + encoded_header + payload)
+    stream.flush()
+
+
+def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
+    prefix = stream.read(_FRAME_PREFIX.size)
+    if len(prefix) < _FRAME_PREFIX.size:
+        return None
+    header_length, payload_length = _FRAME_PREFIX.unpack(prefix)
+    header = json.loads(stream.read(header_length))
+    return header, stream.read(payload_length)
+
+
+class LambdaContext:
+    """The attributes and method of the AWS Lambda Python context object that functions use."""
+
+    def __init__(self, request_id: str, deadline_ms: int, invoked_function_arn: str):
+        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
+        self.invoked_function_arn = invoked_function_arn
+        self.aws_request_id = request_id
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+        self.identity = None
+        self.client_context = None
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self._deadline_ms - int(time.time() * 1000))
+
+
+def error_payload(error: BaseException) -> bytes:
+    return json.dumps(
+        {
+            "errorMessage": str(error),
+            "errorType": type(error).__name__,
+            "stackTrace": traceback.format_tb(error.__traceback__),
+        }
+    ).encode()
+
+
+def _is_stream(value: Any) -> bool:
+    plain_values = str | bytes | bytearray | dict | list
+    return isinstance(value, Iterator | Iterable) and not isinstance(value, plain_values)
+
+
+def _send_result(channel: BinaryIO, result: Any) -> None:
+    if _is_stream(result):
+        _send_stream(channel, {}, result)
+    elif isinstance(result, dict) and _is_stream(result.get("body")):
+        metadata = {key: value for key, value in result.items() if key != "body"}
+        _send_stream(channel, metadata, result["body"])
+    else:
+        write_frame(channel, "result", json.dumps(result).encode())
+
+
+def _send_stream(channel: BinaryIO, metadata: dict[str, Any], body: Iterable[bytes | str]) -> None:
+    write_frame(channel, "stream_start", json.dumps(metadata).encode())
+    for piece in body:
+        data = piece.encode() if isinstance(piece, str) else bytes(piece)
+        if data:
+            write_frame(channel, "chunk", data)
+    write_frame(channel, "stream_end")
+
+
+def _configure_logging() -> None:
+    # The Lambda runtime installs a root handler on stderr; powertools and plain `logging` rely on it.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(levelname)s]\t%(asctime)s\t%(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "INFO"))
+
+
+def main() -> int:
+    # Layers built from requirements are site directories: .pth files in them must be honoured.
+    for site_dir in filter(None, os.environ.get("LOCAL_RUNTIME_SITE_DIRS", "").split(os.pathsep)):
+        site.addsitedir(site_dir)
+    read_fd, write_fd = (int(fd) for fd in os.environ["LOCAL_RUNTIME_FDS"].split(","))
+    requests = os.fdopen(read_fd, "rb")
+    channel = os.fdopen(write_fd, "wb")
+    _configure_logging()
+    module_name, _, handler_name = os.environ["_HANDLER"].rpartition(".")
+    try:
+        handler = getattr(importlib.import_module(module_name), handler_name)
+    except Exception as error:
+        traceback.print_exc()
+        write_frame(channel, "init_error", error_payload(error))
+        return 1
+    write_frame(channel, "ready")
+    while (frame := read_frame(requests)) is not None:
+        header, payload = frame
+        context = LambdaContext(header["request_id"], header["deadline_ms"], header["invoked_function_arn"])
+        try:
+            _send_result(channel, handler(json.loads(payload), context))
+        except Exception as error:
+            traceback.print_exc()
+            write_frame(channel, "error", error_payload(error))
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
