@@ -1,0 +1,25 @@
+"""boto3 clients, created once per process (a warm Lambda reuses them).
+
+No endpoint is configured here: boto3 reads AWS_ENDPOINT_URL itself, so the same code talks to AWS,
+LocalStack or the embedded stack.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
+
+
+@cache
+def client(service: str) -> Any:
+    return boto3.session.Session().client(service, config=_CONFIG)
+
+
+@cache
+def dynamodb_table(name: str) -> Any:
+    return boto3.session.Session().resource("dynamodb", config=_CONFIG).Table(name)

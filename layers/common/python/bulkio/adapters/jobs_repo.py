@@ -1,0 +1,328 @@
+"""Job records in DynamoDB (single table, partition key `pk`).
+
+Items: `job#<id>` (an import job), `idem#<scope>#<key>` (an Idempotency-Key, expiring through TTL),
+`drop#<bucket>#<key>#<etag>` (an S3 drop already turned into a job).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import ClientError
+
+from bulkio.domain.idempotency import StoredRequest
+from bulkio.domain.jobs import (
+    FINAL_STATUSES,
+    STARTABLE_STATUSES,
+    Counters,
+    ImportJob,
+    JobFailure,
+    JobSource,
+    JobStatus,
+    SourceKind,
+    iso,
+    parse_iso,
+    utc_now,
+)
+from bulkio.domain.resources import Format, Resource
+
+CHUNKER_LEASE_SECONDS = 16 * 60  # longer than the chunker's 15-minute Lambda limit
+
+
+def _job_pk(job_id: str) -> str:
+    return f"job#{job_id}"
+
+
+def _is_condition_failure(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") in {
+        "ConditionalCheckFailedException",
+        "TransactionCanceledException",
+    }
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, Decimal | int) else None
+
+
+def job_to_item(job: ImportJob) -> dict[str, Any]:
+    source = {k: v for k, v in vars_of(job.source).items() if v is not None}
+    item: dict[str, Any] = {
+        "pk": _job_pk(job.job_id),
+        "kind": "import",
+        "job_id": job.job_id,
+        "resource": job.resource.value,
+        "status": job.status.value,
+        "source": source,
+        "created_at": iso(job.created_at),
+        "processed": job.counters.processed,
+        "succeeded": job.counters.succeeded,
+        "failed": job.counters.failed,
+    }
+    if job.format:
+        item["format"] = job.format.value
+    return item
+
+
+def vars_of(source: JobSource) -> dict[str, Any]:
+    return {
+        "kind": source.kind.value,
+        "bucket": source.bucket,
+        "key": source.key,
+        "url": source.url,
+        "filename": source.filename,
+        "etag": source.etag,
+    }
+
+
+def job_from_item(item: dict[str, Any]) -> ImportJob:
+    source = item.get("source", {})
+    failure = item.get("failure")
+    return ImportJob(
+        job_id=item["job_id"],
+        resource=Resource(item["resource"]),
+        format=Format(item["format"]) if item.get("format") else None,
+        status=JobStatus(item["status"]),
+        source=JobSource(
+            kind=SourceKind(source["kind"]),
+            bucket=source.get("bucket"),
+            key=source.get("key"),
+            url=source.get("url"),
+            filename=source.get("filename"),
+            etag=source.get("etag"),
+        ),
+        created_at=parse_iso(item["created_at"]) or datetime.min,
+        started_at=parse_iso(item.get("started_at")),
+        finished_at=parse_iso(item.get("finished_at")),
+        chunks_total=_int(item.get("chunks_total")),
+        chunks_done=len(item.get("chunks_done", ())),
+        counters=Counters(
+            total=_int(item.get("records_total")),
+            processed=_int(item.get("processed")) or 0,
+            succeeded=_int(item.get("succeeded")) or 0,
+            failed=_int(item.get("failed")) or 0,
+        ),
+        errors_by_code={k: int(v) for k, v in item.get("errors_by_code", {}).items()},
+        failure=JobFailure(failure["code"], failure["message"]) if failure else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    scope: str
+    key: str
+    fingerprint: str
+    job_id: str
+    ttl_seconds: int
+    lock_seconds: int = 60
+
+
+class DynamoJobRepository:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    # ------------------------------------------------------------ jobs
+    def create(self, job: ImportJob) -> None:
+        """Idempotent: writing the same new job twice (a retried request) leaves one item."""
+        try:
+            self._table.put_item(
+                Item=job_to_item(job),
+                ConditionExpression="attribute_not_exists(pk) OR #s IN (:q, :a)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":q": JobStatus.QUEUED.value, ":a": JobStatus.AWAITING_UPLOAD.value},
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+
+    def get(self, job_id: str) -> ImportJob | None:
+        item = self._table.get_item(Key={"pk": _job_pk(job_id)}, ConsistentRead=True).get("Item")
+        return job_from_item(item) if item and item.get("kind") == "import" else None
+
+    def create_for_drop(self, job: ImportJob) -> str:
+        """Creates the job for an S3 drop once per (bucket, key, etag); returns the job id that owns it."""
+        source = job.source
+        drop_pk = f"drop#{source.bucket}#{source.key}#{source.etag}"
+        client = self._table.meta.client
+        try:
+            client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table.name,
+                            "Item": _to_wire({"pk": drop_pk, "job_id": job.job_id}),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {"Put": {"TableName": self._table.name, "Item": _to_wire(job_to_item(job))}},
+                ]
+            )
+            return job.job_id
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+        existing = self._table.get_item(Key={"pk": drop_pk}, ConsistentRead=True)["Item"]
+        return str(existing["job_id"])
+
+    def start_processing(self, job_id: str, format_: Format | None) -> bool:
+        """Claims the job for one chunker run. False when another run owns it or it has moved on."""
+        now = int(time.time())
+        names = {"#s": "status"}
+        values: dict[str, Any] = {
+            ":processing": JobStatus.PROCESSING.value,
+            ":now": now,
+            ":lease": now + CHUNKER_LEASE_SECONDS,
+            ":started": iso_now(),
+            ":q": JobStatus.QUEUED.value,
+            ":a": JobStatus.AWAITING_UPLOAD.value,
+        }
+        update = "SET #s = :processing, lease_until = :lease, started_at = if_not_exists(started_at, :started)"
+        if format_:
+            update += ", #f = :format"
+            names["#f"] = "format"
+            values[":format"] = format_.value
+        try:
+            self._table.update_item(
+                Key={"pk": _job_pk(job_id)},
+                UpdateExpression=update,
+                ConditionExpression=(
+                    "attribute_exists(pk) AND (#s IN (:q, :a) OR (#s = :processing AND lease_until < :now"
+                    " AND attribute_not_exists(chunks_total)))"
+                ),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+            return True
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+
+    def set_format(self, job_id: str, format_: Format) -> None:
+        self._table.update_item(
+            Key={"pk": _job_pk(job_id)},
+            UpdateExpression="SET #f = :f",
+            ExpressionAttributeNames={"#f": "format"},
+            ExpressionAttributeValues={":f": format_.value},
+        )
+
+    def set_totals(self, job_id: str, chunks_total: int, records_total: int) -> None:
+        self._table.update_item(
+            Key={"pk": _job_pk(job_id)},
+            UpdateExpression="SET chunks_total = :c, records_total = :r",
+            ExpressionAttributeValues={":c": chunks_total, ":r": records_total},
+        )
+
+    def record_chunk(self, job_id: str, chunk_no: int, processed: int, failed: int) -> bool:
+        """Counts a chunk's records exactly once, however often its message is delivered."""
+        try:
+            self._table.update_item(
+                Key={"pk": _job_pk(job_id)},
+                UpdateExpression="ADD chunks_done :chunk, processed :p, failed :f",
+                ConditionExpression="attribute_exists(pk) AND NOT contains(chunks_done, :n)",
+                ExpressionAttributeValues={":chunk": {chunk_no}, ":n": chunk_no, ":p": processed, ":f": failed},
+            )
+            return True
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+
+    def finish(self, job_id: str, counters: Counters, errors_by_code: dict[str, int]) -> bool:
+        """Marks the job completed (with or without errors) once; False if it had already ended."""
+        status = JobStatus.COMPLETED_WITH_ERRORS if counters.failed else JobStatus.COMPLETED
+        return self._end(
+            job_id,
+            status,
+            "SET processed = :p, succeeded = :s, failed = :f, records_total = :t, errors_by_code = :e",
+            {
+                ":p": counters.processed,
+                ":s": counters.succeeded,
+                ":f": counters.failed,
+                ":t": counters.total or 0,
+                ":e": errors_by_code,
+            },
+        )
+
+    def fail(self, job_id: str, code: str, message: str) -> bool:
+        return self._end(job_id, JobStatus.FAILED, "SET failure = :failure", {":failure": {"code": code, "message": message}})
+
+    def _end(self, job_id: str, status: JobStatus, update: str, values: dict[str, Any]) -> bool:
+        final = {f":final{n}": s.value for n, s in enumerate(sorted(FINAL_STATUSES))}
+        try:
+            self._table.update_item(
+                Key={"pk": _job_pk(job_id)},
+                UpdateExpression=update + ", #s = :status, finished_at = :finished REMOVE lease_until",
+                ConditionExpression=f"attribute_exists(pk) AND NOT #s IN ({', '.join(final)})",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={**values, **final, ":status": status.value, ":finished": iso_now()},
+            )
+            return True
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+
+    # ------------------------------------------------------------ idempotency keys
+    def claim_idempotency_key(self, claim: IdempotencyClaim) -> StoredRequest | None:
+        """Claims the key for this request; returns the live record instead when one exists."""
+        now = int(time.time())
+        pk = f"idem#{claim.scope}#{claim.key}"
+        try:
+            self._table.put_item(
+                Item={
+                    "pk": pk,
+                    "fingerprint": claim.fingerprint,
+                    "job_id": claim.job_id,
+                    "expires_at": now + claim.ttl_seconds,
+                    "locked_until": now + claim.lock_seconds,
+                },
+                # TTL deletion lags by up to days: an expired record counts as absent.
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                ExpressionAttributeValues={":now": now},
+            )
+            return None
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+        return self.stored_request(claim.scope, claim.key)
+
+    def stored_request(self, scope: str, key: str) -> StoredRequest | None:
+        item = self._table.get_item(Key={"pk": f"idem#{scope}#{key}"}, ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        return StoredRequest(
+            fingerprint=item["fingerprint"],
+            job_id=item["job_id"],
+            expires_at=int(item["expires_at"]),
+            locked_until=int(item.get("locked_until", 0)),
+            response_status=_int(item.get("response_status")),
+            response_body=item.get("response_body"),
+        )
+
+    def store_response(self, scope: str, key: str, status: int, body: str) -> None:
+        self._table.update_item(
+            Key={"pk": f"idem#{scope}#{key}"},
+            UpdateExpression="SET response_status = :s, response_body = :b",
+            ExpressionAttributeValues={":s": status, ":b": body},
+        )
+
+    def release_idempotency_key(self, scope: str, key: str) -> None:
+        """Forgets a claim whose request failed, so that a retry with the same key can succeed."""
+        self._table.delete_item(Key={"pk": f"idem#{scope}#{key}"})
+
+
+def iso_now() -> str:
+    return iso(utc_now()) or ""
+
+
+_SERIALIZER = TypeSerializer()
+
+
+def _to_wire(item: dict[str, Any]) -> dict[str, Any]:
+    """The low-level client's attribute format, which transact_write_items needs."""
+    return {k: _SERIALIZER.serialize(v) for k, v in item.items()}

@@ -1,0 +1,138 @@
+"""S3 as the object store for uploads, chunks and error reports."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
+
+PART_SIZE = 8 * 1024 * 1024  # above S3's 5 MiB minimum part size
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedUpload:
+    url: str
+    method: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    size: int
+    etag: str
+
+
+class S3ObjectStore:
+    def __init__(self, s3_client: Any, bucket: str) -> None:
+        self._s3 = s3_client
+        self.bucket = bucket
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    def upload_stream(self, key: str, stream: BinaryIO, content_type: str = "application/octet-stream") -> None:
+        """Streams `stream` to S3 in parts (boto3's managed transfer), never holding the whole object."""
+        self._s3.upload_fileobj(stream, self.bucket, key, ExtraArgs={"ContentType": content_type})
+
+    def open(self, key: str, bucket: str | None = None) -> BinaryIO:
+        """A streaming body read in pieces; FileNotFoundError when the object does not exist."""
+        try:
+            return self._s3.get_object(Bucket=bucket or self.bucket, Key=key)["Body"]
+        except self._s3.exceptions.NoSuchKey as error:
+            raise FileNotFoundError(f"s3://{bucket or self.bucket}/{key}") from error
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def info(self, key: str) -> ObjectInfo | None:
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except self._s3.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return ObjectInfo(size=head["ContentLength"], etag=head["ETag"].strip('"'))
+
+    def presign_put(self, key: str, ttl_seconds: int) -> PresignedUpload:
+        url = self._s3.generate_presigned_url(
+            "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_seconds
+        )
+        return PresignedUpload(url, "PUT", datetime.now(UTC) + timedelta(seconds=ttl_seconds))
+
+    def presign_get(self, key: str, ttl_seconds: int, filename: str | None = None) -> str:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if filename:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        return self._s3.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_seconds)
+
+    def writer(self, key: str, content_type: str = "application/octet-stream") -> MultipartWriter:
+        return MultipartWriter(self._s3, self.bucket, key, content_type)
+
+
+class MultipartWriter(io.RawIOBase):
+    """A write-only file object that uploads to S3 in parts of PART_SIZE: constant memory for any size.
+
+    Use as a context manager: a clean exit completes the upload, an exception aborts it.
+    """
+
+    def __init__(self, s3_client: Any, bucket: str, key: str, content_type: str) -> None:
+        super().__init__()
+        self._s3, self._bucket, self._key, self._content_type = s3_client, bucket, key, content_type
+        self._buffer = bytearray()
+        self._parts: list[dict[str, Any]] = []
+        self._upload_id: str | None = None
+        self.bytes_written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._buffer += data
+        self.bytes_written += len(data)
+        while len(self._buffer) >= PART_SIZE:
+            self._upload_part(bytes(self._buffer[:PART_SIZE]))
+            del self._buffer[:PART_SIZE]
+        return len(data)
+
+    def _upload_part(self, body: bytes) -> None:
+        if self._upload_id is None:
+            created = self._s3.create_multipart_upload(
+                Bucket=self._bucket, Key=self._key, ContentType=self._content_type
+            )
+            self._upload_id = created["UploadId"]
+        number = len(self._parts) + 1
+        part = self._s3.upload_part(
+            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
+        )
+        self._parts.append({"PartNumber": number, "ETag": part["ETag"]})
+
+    def complete(self) -> None:
+        if self._upload_id is None:  # small object: one PUT is cheaper than a multipart upload
+            self._s3.put_object(
+                Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), ContentType=self._content_type
+            )
+        else:
+            if self._buffer:
+                self._upload_part(bytes(self._buffer))
+            self._s3.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        self._buffer.clear()
+
+    def abort(self) -> None:
+        if self._upload_id is not None:
+            self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+        self._buffer.clear()
+
+    def __enter__(self) -> MultipartWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.complete()
+        else:
+            self.abort()

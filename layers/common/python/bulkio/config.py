@@ -1,0 +1,51 @@
+"""Settings read from the environment that template.yaml (or the local stack) gives each function."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    return raw in {"1", "true", "yes", "on"} if raw else default
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    jobs_table: str
+    import_bucket: str
+    chunk_queue_url: str
+    database_url: str
+    chunker_function_name: str
+    chunk_records: int
+    max_upload_bytes: int
+    presign_ttl_seconds: int
+    idempotency_ttl_seconds: int
+    allow_http_urls: bool
+    url_timeout_seconds: int
+    max_record_bytes: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            jobs_table=env.get("JOBS_TABLE", ""),
+            import_bucket=env.get("IMPORT_BUCKET", ""),
+            chunk_queue_url=env.get("CHUNK_QUEUE_URL", ""),
+            database_url=env.get("DATABASE_URL", ""),
+            chunker_function_name=env.get("CHUNKER_FUNCTION_NAME", ""),
+            chunk_records=_int(env, "CHUNK_RECORDS", 1000),
+            max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+            presign_ttl_seconds=_int(env, "PRESIGN_TTL_SECONDS", 3600),
+            idempotency_ttl_seconds=_int(env, "IDEMPOTENCY_TTL_SECONDS", 86400),
+            allow_http_urls=_bool(env, "ALLOW_HTTP_URLS", False),
+            url_timeout_seconds=_int(env, "URL_TIMEOUT_SECONDS", 30),
+            max_record_bytes=_int(env, "MAX_RECORD_BYTES", 1024 * 1024),
+        )

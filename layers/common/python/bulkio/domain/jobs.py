@@ -1,0 +1,160 @@
+"""Import jobs: statuses, counters and the view the API shows. Pure: no AWS, no database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from bulkio.domain.resources import Format, Resource
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    AWAITING_UPLOAD = "awaiting_upload"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+STARTABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.AWAITING_UPLOAD})
+
+
+class SourceKind(StrEnum):
+    MULTIPART = "multipart"
+    PRESIGNED = "presigned"
+    URL = "url"
+    DROP = "drop"
+
+
+@dataclass(slots=True)
+class JobSource:
+    kind: SourceKind
+    bucket: str | None = None
+    key: str | None = None
+    url: str | None = None
+    filename: str | None = None
+    etag: str | None = None
+
+
+@dataclass(slots=True)
+class Counters:
+    total: int | None = None
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+@dataclass(slots=True)
+class JobFailure:
+    code: str
+    message: str
+
+
+@dataclass(slots=True)
+class ImportJob:
+    job_id: str
+    resource: Resource
+    format: Format | None
+    status: JobStatus
+    source: JobSource
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    chunks_total: int | None = None
+    chunks_done: int = 0
+    counters: Counters = field(default_factory=Counters)
+    errors_by_code: dict[str, int] = field(default_factory=dict)
+    failure: JobFailure | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def final_status(failed_records: int) -> JobStatus:
+    return JobStatus.COMPLETED_WITH_ERRORS if failed_records else JobStatus.COMPLETED
+
+
+@dataclass(frozen=True, slots=True)
+class JobMetrics:
+    rows_per_second: float | None
+    error_rate: float | None
+    duration_seconds: float | None
+
+
+def job_metrics(job: ImportJob, now: datetime) -> JobMetrics:
+    """Throughput over the records handled so far, from the start of processing to its end (or now)."""
+    if job.started_at is None:
+        return JobMetrics(None, None, None)
+    duration = max(((job.finished_at or now) - job.started_at).total_seconds(), 0.0)
+    handled = job.counters.processed
+    rows_per_second = round(handled / duration, 1) if duration > 0 else None
+    error_rate = round(job.counters.failed / handled, 4) if handled else None
+    return JobMetrics(rows_per_second, error_rate, round(duration, 3))
+
+
+def progress(job: ImportJob) -> dict[str, Any]:
+    if job.is_final and job.status != JobStatus.FAILED:
+        percent = 100.0
+    elif job.chunks_total:
+        percent = round(100.0 * job.chunks_done / job.chunks_total, 1)
+    else:
+        percent = 0.0
+    return {"chunks_total": job.chunks_total, "chunks_done": job.chunks_done, "percent": percent}
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    return {"self": f"/v1/imports/{job_id}", "errors": f"/v1/imports/{job_id}/errors"}
+
+
+def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """The representation of GET /v1/imports/{job_id}."""
+    metrics = job_metrics(job, now)
+    view: dict[str, Any] = {
+        "job_id": job.job_id,
+        "status": job.status.value,
+        "resource": job.resource.value,
+        "format": job.format.value if job.format else None,
+        "source": {"kind": job.source.kind.value, "filename": job.source.filename},
+        "counters": {
+            "total": job.counters.total,
+            "processed": job.counters.processed,
+            "succeeded": job.counters.succeeded,
+            "failed": job.counters.failed,
+        },
+        "progress": progress(job),
+        "metrics": {
+            "rows_per_second": metrics.rows_per_second,
+            "error_rate": metrics.error_rate,
+            "duration_seconds": metrics.duration_seconds,
+        },
+        "errors_by_code": job.errors_by_code,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "errors": first_errors,
+        "errors_url": job_links(job.job_id)["errors"],
+        "links": job_links(job.job_id),
+    }
+    if job.failure:
+        view["failure"] = {"code": job.failure.code, "message": job.failure.message}
+    return view

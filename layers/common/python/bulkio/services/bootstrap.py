@@ -1,0 +1,39 @@
+"""Wires the import service to the real adapters, once per process (warm invocations reuse it)."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+import orjson
+
+from bulkio.adapters import aws
+from bulkio.adapters.jobs_repo import DynamoJobRepository
+from bulkio.adapters.postgres import ImportStore, connect
+from bulkio.adapters.s3 import S3ObjectStore
+from bulkio.adapters.sqs import ChunkQueue
+from bulkio.config import Settings
+from bulkio.domain.records import ValidationRules
+from bulkio.services.imports import ImportService
+
+
+@cache
+def import_service() -> ImportService:
+    settings = Settings.from_env()
+
+    def launch_chunker(job_id: str) -> None:
+        aws.client("lambda").invoke(
+            FunctionName=settings.chunker_function_name,
+            InvocationType="Event",
+            Payload=orjson.dumps({"job_id": job_id}),
+        )
+
+    return ImportService(
+        settings=settings,
+        jobs=DynamoJobRepository(aws.dynamodb_table(settings.jobs_table)),
+        objects=S3ObjectStore(aws.client("s3"), settings.import_bucket),
+        queue=ChunkQueue(aws.client("sqs"), settings.chunk_queue_url),
+        store=ImportStore(lambda: connect(settings.database_url)),
+        rules=ValidationRules.from_env(os.environ),
+        launch_chunker=launch_chunker,
+    )

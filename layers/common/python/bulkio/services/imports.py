@@ -1,0 +1,429 @@
+"""The import service layer: what the handlers call. Orchestrates the domain and the adapters."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol
+
+import orjson
+from aws_lambda_powertools import Logger
+
+from bulkio.adapters.http_source import SourceUnavailable, open_url
+from bulkio.adapters.jobs_repo import DynamoJobRepository, IdempotencyClaim
+from bulkio.adapters.postgres import FailedRecord, ImportStore, StagedRecord
+from bulkio.adapters.s3 import S3ObjectStore
+from bulkio.adapters.sqs import ChunkQueue
+from bulkio.config import Settings
+from bulkio.domain.chunks import chunk_key, decode_chunk, encode_chunk
+from bulkio.domain.idempotency import Decision, decide, fingerprint
+from bulkio.domain.jobs import (
+    STARTABLE_STATUSES,
+    Counters,
+    ImportJob,
+    JobSource,
+    JobStatus,
+    SourceKind,
+    iso,
+    job_links,
+    job_metrics,
+    job_view,
+    utc_now,
+)
+from bulkio.domain.parsing import SourceRecord, UnreadableFile, iter_source_records
+from bulkio.domain.records import ValidationRules, validate_record
+from bulkio.domain.resources import Format, Resource, parse_resource
+from bulkio.problems import Problem, conflict, not_found, unprocessable
+
+logger = Logger(child=True)
+
+IDEMPOTENCY_SCOPE = "imports"
+IDEMPOTENCY_WAIT_SECONDS = 10.0
+FIRST_ERRORS = 100
+INLINE_REPORT_BYTES = 4 * 1024 * 1024  # below Lambda's 6 MB response cap, with room for base64
+REPORT_URL_TTL_SECONDS = 900
+
+
+def source_key(job_id: str) -> str:
+    # No caller-controlled text in keys: the original file name is kept in the job record only.
+    return f"uploads/{job_id}/source"
+
+
+def report_key(job_id: str, fmt: str) -> str:
+    return f"reports/{job_id}/errors.{fmt}"
+
+
+class ChunkerLauncher(Protocol):
+    def __call__(self, job_id: str) -> None: ...
+
+
+@dataclass(slots=True)
+class NewImport:
+    """A validated POST /v1/imports request."""
+
+    resource: Resource
+    format: Format | None
+    url: str | None = None
+    filename: str | None = None
+    file: BinaryIO | None = None
+    file_sha256: str | None = None
+
+    @property
+    def kind(self) -> SourceKind:
+        if self.file is not None:
+            return SourceKind.MULTIPART
+        return SourceKind.URL if self.url else SourceKind.PRESIGNED
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two requests the same request, for Idempotency-Key checks."""
+        return {
+            "kind": self.kind.value,
+            "resource": self.resource.value,
+            "format": self.format.value if self.format else None,
+            "url": self.url,
+            "filename": self.filename,
+            "file_sha256": self.file_sha256,
+        }
+
+
+@dataclass(slots=True)
+class ApiResult:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ErrorReport:
+    """Either the report itself (small) or where to download it (large)."""
+
+    content_type: str
+    body: bytes | None = None
+    redirect_url: str | None = None
+
+
+class ImportService:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: DynamoJobRepository,
+        objects: S3ObjectStore,
+        queue: ChunkQueue,
+        store: ImportStore,
+        rules: ValidationRules,
+        launch_chunker: ChunkerLauncher,
+        open_source_url: Callable[[str], BinaryIO] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.objects = objects
+        self.queue = queue
+        self.store = store
+        self.launch_chunker = launch_chunker
+        self.rules = rules
+        self._open_url = open_source_url or (
+            lambda url: open_url(url, settings.allow_http_urls, settings.url_timeout_seconds)
+        )
+
+    # ================================================================ API side
+    def submit(self, request: NewImport, idempotency_key: str | None) -> ApiResult:
+        if idempotency_key is None:
+            return self._create(request, str(uuid.uuid4()))
+        request_fingerprint = fingerprint(request.identity())
+        claim = IdempotencyClaim(
+            IDEMPOTENCY_SCOPE,
+            idempotency_key,
+            request_fingerprint,
+            str(uuid.uuid4()),
+            self.settings.idempotency_ttl_seconds,
+        )
+        deadline = time.monotonic() + IDEMPOTENCY_WAIT_SECONDS
+        while True:
+            stored = self.jobs.claim_idempotency_key(claim)
+            if stored is None:
+                return self._create_remembered(request, claim.job_id, idempotency_key)
+            decision = decide(stored, request_fingerprint, int(time.time()))
+            if decision is Decision.MISMATCH:
+                raise unprocessable(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request in the last 24 hours: "
+                    "use a new key for a new request",
+                )
+            if decision is Decision.REPLAY:
+                body = orjson.loads(stored.response_body or "{}")
+                return ApiResult(stored.response_status or 202, body, {"Idempotent-Replayed": "true"})
+            if decision is Decision.TAKE_OVER:
+                return self._create_remembered(request, stored.job_id, idempotency_key)
+            if decision is Decision.IN_PROGRESS and time.monotonic() > deadline:
+                raise conflict(
+                    "idempotency_request_in_progress",
+                    "a request with this Idempotency-Key is still being processed: retry in a few seconds",
+                )
+            time.sleep(0.2)  # PROCEED (the record expired meanwhile) or IN_PROGRESS: look again
+
+    def _create_remembered(self, request: NewImport, job_id: str, idempotency_key: str) -> ApiResult:
+        try:
+            result = self._create(request, job_id)
+        except Exception:
+            self.jobs.release_idempotency_key(IDEMPOTENCY_SCOPE, idempotency_key)
+            raise
+        self.jobs.store_response(
+            IDEMPOTENCY_SCOPE, idempotency_key, result.status, orjson.dumps(result.body).decode()
+        )
+        return result
+
+    def _create(self, request: NewImport, job_id: str) -> ApiResult:
+        kind = request.kind
+        job = ImportJob(
+            job_id=job_id,
+            resource=request.resource,
+            format=request.format,
+            status=JobStatus.AWAITING_UPLOAD if kind is SourceKind.PRESIGNED else JobStatus.QUEUED,
+            source=JobSource(
+                kind=kind,
+                bucket=None if kind is SourceKind.URL else self.objects.bucket,
+                key=None if kind is SourceKind.URL else source_key(job_id),
+                url=request.url,
+                filename=request.filename,
+            ),
+            created_at=utc_now(),
+        )
+        self.jobs.create(job)
+        body: dict[str, Any] = {
+            "job_id": job_id,
+            "status": job.status.value,
+            "resource": job.resource.value,
+            "format": job.format.value if job.format else None,
+            "links": job_links(job_id),
+        }
+        if kind is SourceKind.MULTIPART and request.file is not None:
+            # The object's creation event starts the chunker.
+            self.objects.upload_stream(source_key(job_id), request.file)
+        elif kind is SourceKind.URL:
+            self.launch_chunker(job_id)
+        else:
+            upload = self.objects.presign_put(source_key(job_id), self.settings.presign_ttl_seconds)
+            body["upload"] = {"url": upload.url, "method": upload.method, "expires_at": iso(upload.expires_at)}
+        logger.info("import job created", extra={"job_id": job_id, "resource": job.resource.value, "source": kind.value})
+        return ApiResult(202, body, {"Location": job_links(job_id)["self"]})
+
+    def view(self, job_id: str) -> dict[str, Any]:
+        job = self._job(job_id)
+        first_errors = self.store.first_errors(job_id, FIRST_ERRORS) if job.counters.failed else []
+        return job_view(job, first_errors, utc_now())
+
+    def error_report(self, job_id: str, fmt: str) -> ErrorReport:
+        job = self._job(job_id)
+        content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+        if not job.is_final:
+            raise conflict(
+                "report_not_ready",
+                f"job {job_id} is {job.status.value}; the full error report is written when it ends. "
+                "GET /v1/imports/{job_id} shows the first 100 errors meanwhile",
+            )
+        key = report_key(job_id, fmt)
+        info = self.objects.info(key)
+        if info is None:
+            return ErrorReport(content_type, body=b"")
+        if info.size <= INLINE_REPORT_BYTES:
+            return ErrorReport(content_type, body=self.objects.read_bytes(key))
+        filename = f"import-{job_id}-errors.{fmt}"
+        return ErrorReport(
+            content_type, redirect_url=self.objects.presign_get(key, REPORT_URL_TTL_SECONDS, filename)
+        )
+
+    def _job(self, job_id: str) -> ImportJob:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise not_found("job_not_found", f"no import job {job_id}: check the id returned by POST /v1/imports")
+        return job
+
+    # ================================================================ chunker
+    def on_object_created(self, bucket: str, key: str, etag: str) -> None:
+        if key.startswith("uploads/"):
+            self.run_chunker(key.split("/")[1])
+        elif key.startswith("drop/"):
+            self._import_drop(bucket, key, etag)
+        else:
+            logger.warning("object outside uploads/ and drop/ ignored", extra={"key": key})
+
+    def _import_drop(self, bucket: str, key: str, etag: str) -> None:
+        parts = key.split("/")
+        resource = parse_resource(parts[1] if len(parts) > 2 else None)
+        if resource is None:
+            logger.warning(
+                "dropped object ignored: put files under drop/users/, drop/articles/ or drop/comments/",
+                extra={"key": key},
+            )
+            return
+        filename = parts[-1]
+        job = ImportJob(
+            job_id=str(uuid.uuid4()),
+            resource=resource,
+            format=None,
+            status=JobStatus.QUEUED,
+            source=JobSource(SourceKind.DROP, bucket=bucket, key=key, filename=filename, etag=etag),
+            created_at=utc_now(),
+        )
+        self.run_chunker(self.jobs.create_for_drop(job))
+
+    def run_chunker(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            logger.warning("no job for this source: ignored", extra={"job_id": job_id})
+            return
+        if job.status not in STARTABLE_STATUSES and job.status is not JobStatus.PROCESSING:
+            logger.info("job already ended: source ignored", extra={"job_id": job_id})
+            return
+        if not self.jobs.start_processing(job_id, job.format):
+            logger.info("job is being chunked by another invocation", extra={"job_id": job_id})
+            return
+        self.store.register_job(job_id, job.resource)
+        started = time.monotonic()
+        try:
+            with closing(self._open_source(job)) as stream:
+                records = iter_source_records(
+                    stream,
+                    job.format,
+                    job.resource,
+                    filename=job.source.filename,
+                    max_record_bytes=self.settings.max_record_bytes,
+                )
+                chunks_total, records_total = self._write_chunks(job, records)
+        except (UnreadableFile, SourceUnavailable) as problem:
+            self.fail(job_id, problem.code, problem.message)
+            return
+        self.store.set_totals(job_id, chunks_total, records_total)
+        self.jobs.set_totals(job_id, chunks_total, records_total)
+        logger.info(
+            "source chunked",
+            extra={
+                "job_id": job_id,
+                "chunks": chunks_total,
+                "records": records_total,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        self.finish_if_complete(job_id)
+
+    def _open_source(self, job: ImportJob) -> BinaryIO:
+        if job.source.kind is SourceKind.URL and job.source.url:
+            return self._open_url(job.source.url)
+        key = job.source.key or source_key(job.job_id)
+        try:
+            return self.objects.open(key, job.source.bucket)
+        except FileNotFoundError as error:
+            raise SourceUnavailable(
+                "source_missing", f"s3://{job.source.bucket}/{key} no longer exists: upload the file again"
+            ) from error
+
+    def _write_chunks(self, job: ImportJob, records: Iterable[SourceRecord]) -> tuple[int, int]:
+        chunk_no = 0
+        records_total = 0
+        for batch in _batched(records, self.settings.chunk_records):
+            chunk_no += 1
+            records_total += len(batch)
+            key = chunk_key(job.job_id, chunk_no)
+            self.objects.put_bytes(key, encode_chunk(batch), "application/x-ndjson")
+            self.queue.send(
+                [{"job_id": job.job_id, "resource": job.resource.value, "chunk": chunk_no, "key": key}]
+            )
+        return chunk_no, records_total
+
+    # ================================================================ writers
+    def process_chunk(self, message: dict[str, Any]) -> None:
+        job_id, chunk_no = message["job_id"], int(message["chunk"])
+        job = self.jobs.get(job_id)
+        if job is None or job.status in {JobStatus.FAILED, JobStatus.CANCELLED}:
+            logger.info("chunk of an ended job skipped", extra={"job_id": job_id, "chunk": chunk_no})
+            return
+        staged: list[StagedRecord] = []
+        failed: list[FailedRecord] = []
+        processed = 0
+        for entry in decode_chunk(self.objects.read_bytes(message["key"])):
+            processed += 1
+            if entry.error is not None:
+                failed.append(FailedRecord(entry.index, entry.line, entry.error, entry.raw_json))
+                continue
+            result = validate_record(job.resource, entry.record or {}, self.rules)
+            if result.row is not None:
+                staged.append(StagedRecord(entry.index, entry.line, result.row, entry.raw_json))
+            failed.extend(FailedRecord(entry.index, entry.line, error, entry.raw_json) for error in result.errors)
+        try:
+            self.store.stage_chunk(job_id, job.resource, chunk_no, staged, failed)
+        except Exception as error:
+            self.store.record_chunk_failure(job_id, chunk_no, f"{type(error).__name__}: {error}")
+            raise
+        self.jobs.record_chunk(job_id, chunk_no, processed, len({f.index for f in failed}))
+        self.finish_if_complete(job_id)
+
+    def finish_if_complete(self, job_id: str) -> None:
+        outcome = self.store.try_merge(job_id)
+        if outcome is None:
+            return
+        job = self.jobs.get(job_id)
+        if job is None or job.is_final:
+            return
+        self._write_reports(job_id)
+        counters = Counters(
+            total=outcome.records_total,
+            processed=outcome.records_total,
+            succeeded=outcome.succeeded,
+            failed=outcome.failed,
+        )
+        if self.jobs.finish(job_id, counters, outcome.errors_by_code):
+            finished = self.jobs.get(job_id) or job
+            metrics = job_metrics(finished, utc_now())
+            logger.info(
+                "import job finished",
+                extra={
+                    "job_id": job_id,
+                    "resource": job.resource.value,
+                    "status": finished.status.value,
+                    "rows": outcome.records_total,
+                    "succeeded": outcome.succeeded,
+                    "failed": outcome.failed,
+                    "rows_per_second": metrics.rows_per_second,
+                    "error_rate": metrics.error_rate,
+                    "duration_seconds": metrics.duration_seconds,
+                },
+            )
+
+    def _write_reports(self, job_id: str) -> None:
+        for fmt, content_type in (("ndjson", "application/x-ndjson"), ("csv", "text/csv; charset=utf-8")):
+            with self.objects.writer(report_key(job_id, fmt), content_type) as sink:
+                self.store.write_error_report(job_id, fmt, sink)  # type: ignore[arg-type]
+
+    # ================================================================ failures
+    def fail(self, job_id: str, code: str, message: str) -> None:
+        self.store.fail_run(job_id)
+        if self.jobs.fail(job_id, code, message):
+            logger.warning("import job failed", extra={"job_id": job_id, "code": code, "reason": message})
+
+    def on_dead_letter(self, message: dict[str, Any]) -> None:
+        job_id, chunk_no = message["job_id"], int(message["chunk"])
+        reason = self.store.chunk_failure(job_id, chunk_no) or "the writer crashed without recording a reason"
+        first = (chunk_no - 1) * self.settings.chunk_records + 1
+        self.fail(
+            job_id,
+            "chunk_failed",
+            f"chunk {chunk_no} (records {first} to {first + self.settings.chunk_records - 1}) failed repeatedly "
+            f"and was moved to the dead-letter queue: {reason}. Fix the cause and submit the import again.",
+        )
+
+
+def _batched(records: Iterable[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
+    batch: list[SourceRecord] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+__all__ = ["ApiResult", "ErrorReport", "ImportService", "NewImport", "Problem"]
