@@ -324,15 +324,21 @@ _SKIP_WHITESPACE = re.compile(rb"[ \t\r\n]*+")
 _TO_STRUCTURE_IN_CONTAINER = re.compile(rb'(?:[^"{}\[\]]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
 _TO_STRUCTURE_AT_TOP = re.compile(rb'(?:[^"{}\[\],]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
 _TO_STRING_END = re.compile(rb'(?:[^"\\]++|\\.)*+', re.DOTALL)
+_OBJECT_END_CANDIDATE = re.compile(rb"\}[ \t\r\n]*+[,\]]")
 _QUOTE, _BACKSLASH, _COMMA = ord('"'), ord("\\"), ord(",")
 _OPEN_BRACKET, _CLOSE_BRACKET, _OPEN_BRACE, _CLOSE_BRACE = ord("["), ord("]"), ord("{"), ord("}")
 
 
-def _frame_json_array(chunks: Iterator[bytes], max_record_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
-    """(start line, bytes, oversized) of each element of a top-level JSON array.
+def _frame_json_array(
+    chunks: Iterator[bytes], max_record_bytes: int
+) -> Iterator[tuple[int, bytes, bool, dict[str, Any] | None]]:
+    """(start line, bytes, oversized, parsed object or None) of each element of a top-level JSON array.
 
     Elements are split at top-level commas only, so a malformed element costs that element alone; the bytes
     of an oversized element are its first RAW_TEXT_LIMIT bytes.
+    Fast path: an object is usually followed by its own '}' and a separator, and if orjson accepts the text
+    up to such a '}' as a whole value then that '}' is the element's end (JSON is read left to right), so
+    most elements are found and parsed without the byte-level scan below.
     """
     line = 1  # line number at offset `counted` of the current chunk
     array_opened = array_closed = False
@@ -381,6 +387,20 @@ def _frame_json_array(chunks: Iterator[bytes], max_record_bytes: int) -> Iterato
                     array_closed = True
                     position += 1
                     continue
+                if byte == _OPEN_BRACE:
+                    candidate_end = _OBJECT_END_CANDIDATE.search(chunk, position)
+                    if candidate_end is not None and candidate_end.start() - position < max_record_bytes:
+                        candidate = chunk[position : candidate_end.start() + 1]
+                        try:
+                            value = orjson.loads(candidate)
+                        except orjson.JSONDecodeError:
+                            pass
+                        else:
+                            yield line, candidate, False, value
+                            position = candidate_end.end()
+                            element_expected = chunk[position - 1] == _COMMA
+                            array_closed = not element_expected
+                            continue
                 in_element = True
                 element_line = line
                 element_start = position
@@ -399,11 +419,11 @@ def _frame_json_array(chunks: Iterator[bytes], max_record_bytes: int) -> Iterato
             elif byte != _CLOSE_BRACE:  # a top-level ',' or ']' ends the element; a stray '}' stays in it
                 if oversized or len(carried) + end - element_start > max_record_bytes:
                     element = bytes((carried + chunk[element_start:end])[:RAW_TEXT_LIMIT])
-                    yield element_line, element, True
+                    yield element_line, element, True, None
                 elif carried:
-                    yield element_line, bytes(carried + chunk[element_start:end]), False
+                    yield element_line, bytes(carried + chunk[element_start:end]), False, None
                 else:
-                    yield element_line, chunk[element_start:end], False
+                    yield element_line, chunk[element_start:end], False, None
                 in_element = oversized = False
                 carried = bytearray()
                 element_expected = byte == _COMMA
@@ -433,7 +453,10 @@ def _not_an_array() -> UnreadableFile:
 
 def _json_array_records(chunks: Iterator[bytes], max_record_bytes: int) -> Iterator[SourceRecord]:
     frames = _frame_json_array(chunks, max_record_bytes)
-    for index, (line, element, oversized) in enumerate(frames, 1):
+    for index, (line, element, oversized, parsed) in enumerate(frames, 1):
+        if parsed is not None:
+            yield SourceRecord(index, line, parsed, None, None)
+            continue
         if oversized:
             yield SourceRecord(index, line, None, _too_large(max_record_bytes), _raw_text(element))
             continue
