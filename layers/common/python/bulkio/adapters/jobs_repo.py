@@ -18,7 +18,6 @@ from botocore.exceptions import ClientError
 from bulkio.domain.idempotency import StoredRequest
 from bulkio.domain.jobs import (
     FINAL_STATUSES,
-    STARTABLE_STATUSES,
     Counters,
     ImportJob,
     JobFailure,
@@ -249,7 +248,9 @@ class DynamoJobRepository:
         )
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
-        return self._end(job_id, JobStatus.FAILED, "SET failure = :failure", {":failure": {"code": code, "message": message}})
+        return self._end(
+            job_id, JobStatus.FAILED, "SET failure = :failure", {":failure": {"code": code, "message": message}}
+        )
 
     def _end(self, job_id: str, status: JobStatus, update: str, values: dict[str, Any]) -> bool:
         final = {f":final{n}": s.value for n, s in enumerate(sorted(FINAL_STATUSES))}

@@ -170,9 +170,7 @@ class ImportService:
         except Exception:
             self.jobs.release_idempotency_key(IDEMPOTENCY_SCOPE, idempotency_key)
             raise
-        self.jobs.store_response(
-            IDEMPOTENCY_SCOPE, idempotency_key, result.status, orjson.dumps(result.body).decode()
-        )
+        self.jobs.store_response(IDEMPOTENCY_SCOPE, idempotency_key, result.status, orjson.dumps(result.body).decode())
         return result
 
     def _create(self, request: NewImport, job_id: str) -> ApiResult:
@@ -207,7 +205,9 @@ class ImportService:
         else:
             upload = self.objects.presign_put(source_key(job_id), self.settings.presign_ttl_seconds)
             body["upload"] = {"url": upload.url, "method": upload.method, "expires_at": iso(upload.expires_at)}
-        logger.info("import job created", extra={"job_id": job_id, "resource": job.resource.value, "source": kind.value})
+        logger.info(
+            "import job created", extra={"job_id": job_id, "resource": job.resource.value, "source": kind.value}
+        )
         return ApiResult(202, body, {"Location": job_links(job_id)["self"]})
 
     def view(self, job_id: str) -> dict[str, Any]:
@@ -231,9 +231,7 @@ class ImportService:
         if info.size <= INLINE_REPORT_BYTES:
             return ErrorReport(content_type, body=self.objects.read_bytes(key))
         filename = f"import-{job_id}-errors.{fmt}"
-        return ErrorReport(
-            content_type, redirect_url=self.objects.presign_get(key, REPORT_URL_TTL_SECONDS, filename)
-        )
+        return ErrorReport(content_type, redirect_url=self.objects.presign_get(key, REPORT_URL_TTL_SECONDS, filename))
 
     def _job(self, job_id: str) -> ImportJob:
         job = self.jobs.get(job_id)
@@ -328,9 +326,7 @@ class ImportService:
             records_total += len(batch)
             key = chunk_key(job.job_id, chunk_no)
             self.objects.put_bytes(key, encode_chunk(batch), "application/x-ndjson")
-            self.queue.send(
-                [{"job_id": job.job_id, "resource": job.resource.value, "chunk": chunk_no, "key": key}]
-            )
+            self.queue.send([{"job_id": job.job_id, "resource": job.resource.value, "chunk": chunk_no, "key": key}])
         return chunk_no, records_total
 
     # ================================================================ writers

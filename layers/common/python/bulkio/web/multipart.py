@@ -74,7 +74,7 @@ def parse_form(body: bytes, content_type: str, file_field: str = "file") -> Form
         if name == file_field:
             if spool is not None:
                 raise bad_request("invalid_multipart", "send exactly one 'file' part")
-            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
+            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115 - closed by its reader
             uploaded_filename = filename.decode("utf-8", "replace") if filename else None
 
     def on_part_data(data: bytes, start: int, end: int) -> None:

@@ -1,0 +1,179 @@
+"""The import API: POST /v1/imports, GET /v1/imports/{job_id}, GET /v1/imports/{job_id}/errors, GET /v1/health."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from bulkio.adapters.http_source import check_url
+from bulkio.domain.idempotency import valid_key
+from bulkio.domain.parsing import detect_format
+from bulkio.domain.resources import Format, Resource, parse_format, parse_resource
+from bulkio.problems import (
+    PROBLEM_CONTENT_TYPE,
+    Problem,
+    bad_request,
+    payload_too_large,
+    unsupported_media_type,
+)
+from bulkio.services.bootstrap import import_service
+from bulkio.services.health import check_health
+from bulkio.services.imports import NewImport
+from bulkio.web.multipart import parse_form
+
+logger = Logger()
+app = APIGatewayRestResolver()
+
+JSON_FIELDS = {"resource", "format", "url"}
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, "application/json", orjson.dumps(body).decode(), headers or {})
+
+
+def _problem(problem: Problem) -> Response:
+    return Response(
+        problem.status,
+        PROBLEM_CONTENT_TYPE,
+        orjson.dumps(problem.to_dict(app.current_event.path)).decode(),
+        problem.headers,
+    )
+
+
+@app.exception_handler(Problem)
+def handle_problem(problem: Problem) -> Response:
+    return _problem(problem)
+
+
+@app.not_found
+def handle_not_found(_: Exception) -> Response:
+    return _problem(Problem(404, "route_not_found", "Not found", f"no route {app.current_event.path}"))
+
+
+@app.get("/v1/health")
+def health() -> Response:
+    report = check_health()
+    return _json(200 if report["status"] == "ok" else 503, report)
+
+
+def _resource(value: str | None) -> Resource:
+    resource = parse_resource(value)
+    if resource is None:
+        allowed = ", ".join(r.value for r in Resource)
+        raise bad_request(
+            "invalid_resource",
+            f"resource {value!r} is not supported: use one of {allowed}",
+            allowed=[r.value for r in Resource],
+        )
+    return resource
+
+
+def _format(value: str | None) -> Format | None:
+    if value in (None, ""):
+        return None
+    fmt = parse_format(value)
+    if fmt is None:
+        raise bad_request(
+            "invalid_format",
+            f"format {value!r} is not supported: use one of csv, ndjson, json (or leave it out to infer it)",
+            allowed=[f.value for f in Format],
+        )
+    return fmt
+
+
+def _format_from_name(name: str | None) -> Format | None:
+    """Infers the format from a file name or URL path when it has a known extension; else the chunker sniffs."""
+    return detect_format(urlsplit(name).path, b"") if name else None
+
+
+def _body_bytes() -> bytes:
+    event = app.current_event
+    raw = event.body or ""
+    return base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
+
+
+def _new_import() -> NewImport:
+    settings = import_service().settings
+    content_type = app.current_event.headers.get("content-type") or app.current_event.headers.get("Content-Type") or ""
+    body = _body_bytes()
+    if content_type.startswith("multipart/form-data"):
+        if len(body) > settings.max_upload_bytes:
+            raise payload_too_large(
+                f"the upload is {len(body)} bytes, over the {settings.max_upload_bytes}-byte limit for multipart "
+                "uploads: POST /v1/imports with a JSON body without url to get a presigned S3 upload URL "
+                "(or drop the file under drop/<resource>/ in the import bucket)",
+                limit_bytes=settings.max_upload_bytes,
+            )
+        form = parse_form(body, content_type)
+        if form.file is None:
+            raise bad_request("missing_file", "multipart uploads need a 'file' part holding the data file")
+        unknown = set(form.fields) - {"resource", "format"}
+        if unknown:
+            raise bad_request("unknown_field", f"unknown form fields {sorted(unknown)}: send file, resource, format")
+        return NewImport(
+            resource=_resource(form.fields.get("resource")),
+            format=_format(form.fields.get("format")) or _format_from_name(form.file.filename),
+            filename=form.file.filename,
+            file=form.file.stream,
+            file_sha256=form.file.sha256,
+        )
+    if content_type.startswith("application/json") or not content_type:
+        try:
+            payload = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError as error:
+            raise bad_request("invalid_json_body", f"the request body is not valid JSON: {error}") from error
+        if not isinstance(payload, dict):
+            raise bad_request("invalid_json_body", "the request body must be a JSON object")
+        unknown = set(payload) - JSON_FIELDS
+        if unknown:
+            raise bad_request("unknown_field", f"unknown fields {sorted(unknown)}: send resource, format, url")
+        url = payload.get("url")
+        if url is not None:
+            reason = check_url(str(url), settings.allow_http_urls)
+            if reason:
+                raise bad_request("invalid_url", reason)
+        return NewImport(
+            resource=_resource(payload.get("resource")),
+            format=_format(payload.get("format")) or _format_from_name(url),
+            url=url,
+        )
+    raise unsupported_media_type(
+        f"Content-Type {content_type!r} is not accepted: send multipart/form-data (a file) or application/json"
+    )
+
+
+@app.post("/v1/imports")
+def create_import() -> Response:
+    key = app.current_event.headers.get("Idempotency-Key") or app.current_event.headers.get("idempotency-key")
+    if key is not None and not valid_key(key):
+        raise bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
+    result = import_service().submit(_new_import(), key)
+    return _json(result.status, result.body, result.headers)
+
+
+@app.get("/v1/imports/<job_id>")
+def get_import(job_id: str) -> Response:
+    return _json(200, import_service().view(job_id))
+
+
+@app.get("/v1/imports/<job_id>/errors")
+def get_import_errors(job_id: str) -> Response:
+    fmt = (app.current_event.query_string_parameters or {}).get("format", "ndjson")
+    if fmt not in ("ndjson", "csv"):
+        raise bad_request(
+            "invalid_format", f"error reports come as ndjson or csv, not {fmt!r}", allowed=["ndjson", "csv"]
+        )
+    report = import_service().error_report(job_id, fmt)
+    if report.redirect_url:
+        return Response(303, report.content_type, "", {"Location": report.redirect_url})
+    return Response(200, report.content_type, (report.body or b"").decode())
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)
