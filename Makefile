@@ -1,0 +1,50 @@
+# bulkio - the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STATE ?= .state
+FUNCTION ?= ApiFunction
+EVENT ?= tests/events/health.json
+ROWS ?= 10000
+SEED ?= 42
+
+.PHONY: help venv run reset test test-unit lint invoke migrate data deploy
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt layers/dependencies/requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP) ## create the virtualenv with the pinned dependencies
+
+run: $(STAMP) ## start the embedded local stack (PostgreSQL, AWS endpoint on :4566, API on :3000)
+	$(PY) -m infra.local.run --state-dir $(STATE)
+
+reset: $(STAMP) ## wipe the local stack's state folder (database, objects, queues)
+	$(PY) -m infra.local.reset --state-dir $(STATE)
+
+test: $(STAMP) ## run the whole test suite (starts its own PostgreSQL and local AWS endpoint)
+	$(PY) -m pytest
+
+test-unit: $(STAMP) ## run the unit tests only (no services)
+	$(PY) -m pytest tests/unit
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+
+invoke: $(STAMP) ## run one function once with an event file: make invoke FUNCTION=ApiFunction EVENT=tests/events/health.json
+	$(PY) -m infra.local.invoke $(FUNCTION) $(EVENT)
+
+migrate: $(STAMP) ## apply the SQL migrations to DATABASE_URL
+	$(PY) -m infra.migrate
+
+data: $(STAMP) ## generate sample files in the reference shape: make data ROWS=10000 SEED=42
+	$(PY) -m infra.tools.datagen all --rows $(ROWS) --seed $(SEED) --out-dir sample-data
+
+deploy: ## build and deploy to AWS with SAM (needs the sam CLI and AWS credentials)
+	sam build && sam deploy
