@@ -1,0 +1,643 @@
+"""PostgreSQL side of the import pipeline: staging with COPY, the set-based merge, the error report.
+
+Writers stage each chunk in one transaction (claim the chunk, COPY the valid rows into the resource's UNLOGGED
+staging table and the invalid ones into import_errors). Once every chunk is staged, one caller merges the job
+under a row lock on import_runs. The merge is a single SQL statement whose result depends only on the staged
+rows and on the tables as they were before it ran: never on chunk order or on how many writers there were.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, BinaryIO, Literal, TypeVar
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2.extensions import connection as Connection
+from psycopg2.extensions import cursor as Cursor
+
+from bulkio.domain.errors import RecordError
+from bulkio.domain.resources import COLUMNS, Resource
+
+APPLICATION_NAME = "bulkio"
+COPY_BUFFER_BYTES = 1 << 16
+# Memory for the merge's sorts (three window passes over the job's rows); per transaction, not per server.
+MERGE_WORK_MEM = "256MB"
+# Merges of one resource run one at a time across jobs (pg_advisory_xact_lock(class, resource)), because
+# each one checks uniqueness against the table as it was before it started.
+MERGE_LOCK_CLASS = 0x6275_6C6B  # "bulk"
+MERGE_LOCK_IDS: dict[Resource, int] = {Resource.USERS: 1, Resource.ARTICLES: 2, Resource.COMMENTS: 3}
+
+STAGE_TABLES: dict[Resource, str] = {resource: f"stage_{resource.value}" for resource in Resource}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class StagedRecord:
+    """A valid record. `row` holds normalized values keyed by COLUMNS[resource]; `raw` its original JSON."""
+
+    index: int
+    line: int | None
+    row: dict[str, Any]
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRecord:
+    """An invalid record. `raw` is the original record as JSON text (or a JSON string of unparseable text)."""
+
+    index: int
+    line: int | None
+    error: RecordError
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class MergeOutcome:
+    records_total: int
+    succeeded: int
+    failed: int
+    errors_by_code: dict[str, int]
+    merged_now: bool
+
+
+def connect(dsn: str) -> Connection:
+    """A connection in UTC with autocommit off, named so it can be told apart in pg_stat_activity."""
+    return psycopg2.connect(
+        dsn,
+        application_name=APPLICATION_NAME,
+        options="-c timezone=UTC",
+        connect_timeout=10,
+        keepalives=1,
+        keepalives_idle=30,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- COPY encoding
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _array_literal(items: Iterable[str | None]) -> str:
+    quoted = (
+        "NULL" if item is None else '"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for item in items
+    )
+    return "{" + ",".join(quoted) + "}"
+
+
+def _copy_field(value: Any) -> str:
+    """One value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return _array_literal(value).translate(_COPY_ESCAPES)
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_line(values: Iterable[Any]) -> str:
+    return "\t".join(_copy_field(value) for value in values) + "\n"
+
+
+class _CopySource:
+    """A file-like reader over lazily produced COPY lines, so a chunk is never held in memory twice."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._buffer = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            line = next(self._lines, None)
+            if line is None:
+                break
+            self._buffer += line.encode("utf-8")
+        taken = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        data = bytes(self._buffer[:taken])
+        del self._buffer[:taken]
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+class _CountingSink:
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+        self.bytes_written = 0
+
+    def write(self, data: bytes) -> int:
+        self._sink.write(data)
+        self.bytes_written += len(data)
+        return len(data)
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+# ---------------------------------------------------------------------------------------------- merge SQL
+
+
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    column: str
+    table: str
+    code: str
+    noun: str
+
+
+@dataclass(frozen=True, slots=True)
+class _MergeSpec:
+    resource: Resource
+    noun: str
+    key_column: str | None
+    references: tuple[_Reference, ...]
+    # Values for columns that a record may leave out but the table requires.
+    fallbacks: dict[str, str]
+
+
+_MERGE_SPECS: dict[Resource, _MergeSpec] = {
+    Resource.USERS: _MergeSpec(Resource.USERS, "user", "email", (), {}),
+    Resource.ARTICLES: _MergeSpec(
+        Resource.ARTICLES,
+        "article",
+        "slug",
+        (_Reference("author_id", "users", "unknown_author", "user"),),
+        {"body": "''", "tags": "'{}'::text[]"},
+    ),
+    Resource.COMMENTS: _MergeSpec(
+        Resource.COMMENTS,
+        "comment",
+        None,
+        (
+            _Reference("article_id", "articles", "unknown_article", "article"),
+            _Reference("user_id", "users", "unknown_user", "user"),
+        ),
+        {},
+    ),
+}
+
+_TIMESTAMPS = ("created_at", "updated_at")
+
+
+def _key_sql(spec: _MergeSpec, alias: str) -> str:
+    """The natural key as compared: emails case-insensitively, slugs as they are."""
+    if spec.key_column is None:
+        return "NULL::text"
+    if spec.key_column == "email":
+        return f"lower({alias}.email)"
+    return f"{alias}.{spec.key_column}"
+
+
+def _merge_sql(spec: _MergeSpec) -> str:
+    """Build the merge statement of one resource. Every identifier comes from the constants above.
+
+    Steps, each applied only to the rows that passed the previous one (errors of one step are all reported):
+    a) duplicates inside the job by id and by natural key: the earliest record wins;
+    b) targets: a record without id takes the id of the row holding its natural key, else an id derived
+       from the key (md5 UUID), so re-imports update; two survivors resolving to one id: the later loses;
+    c+d) natural key owned by another row, unknown referenced rows (checked against the table's prior state);
+    e) upsert of the survivors; f) their errors into import_errors.
+    """
+    table = spec.resource.value
+    stage = STAGE_TABLES[spec.resource]
+    columns = COLUMNS[spec.resource]
+    data_columns = [column for column in columns if column != "id"]
+    key = spec.key_column
+    uniqueness_code = f"{key}_taken" if key else None
+
+    staged_columns = ", ".join(f"s.{column}" for column in columns)
+    owner_join = (
+        f"LEFT JOIN {table} owner ON {_key_sql(spec, 'owner')} = st.natural_key"
+        if key
+        else "LEFT JOIN (SELECT NULL::text AS id) owner ON false"
+    )
+    generated_id = f"md5('{table}:' || st.natural_key)::uuid::text" if key else "NULL::text"
+    reference_checks = "".join(
+        f",\n        (c0.in_file_ok AND c0.earlier_same_target IS NULL AND NOT EXISTS ("
+        f"SELECT 1 FROM {ref.table} ref WHERE ref.id = c0.{ref.column})) AS {ref.code}"
+        for ref in spec.references
+    )
+    rejections = [
+        "c.target_id IS NULL",
+        "c.earlier_same_id IS NOT NULL",
+        "c.earlier_same_key IS NOT NULL",
+        "c.earlier_same_target IS NOT NULL",
+        "c.key_taken_by IS NOT NULL",
+        *(f"c.{ref.code}" for ref in spec.references),
+    ]
+    once_per_file = f"each {spec.noun} may appear once per file: remove or merge the later record"
+    error_rows = [
+        "(c.target_id IS NULL, 'missing_key', 'id', "
+        + (
+            f"'a record needs an id or its {key}: add one', NULL::text)"
+            if key
+            else f"'each {spec.noun} needs an id so that a re-import updates it instead of adding a copy',"
+            " NULL::text)"
+        ),
+        f"(c.earlier_same_id IS NOT NULL, 'duplicate_in_file', 'id', "
+        f"format('same id as %%s; {once_per_file}', c.earlier_same_id), to_json(c.id)::text)",
+    ]
+    if key:
+        error_rows += [
+            f"(c.earlier_same_key IS NOT NULL, 'duplicate_in_file', '{key}', "
+            f"format('same {key} as %%s; {once_per_file}', c.earlier_same_key), to_json(c.{key})::text)",
+            f"(c.earlier_same_target IS NOT NULL, 'duplicate_in_file', "
+            f"CASE WHEN c.id IS NULL THEN '{key}' ELSE 'id' END, "
+            f"format('targets the same {spec.noun} (id %%s) as %%s; {once_per_file}', "
+            f"c.target_id, c.earlier_same_target), "
+            f"CASE WHEN c.id IS NULL THEN to_json(c.{key}) ELSE to_json(c.id) END::text)",
+            f"(c.key_taken_by IS NOT NULL, '{uniqueness_code}', '{key}', "
+            f"format('{key} belongs to another {spec.noun} (id %%s): use that id or another {key}', "
+            f"c.key_taken_by), to_json(c.{key})::text)",
+        ]
+    error_rows += [
+        f"(c.{ref.code}, '{ref.code}', '{ref.column}', "
+        f"format('no {ref.noun} has id %%s: import the {ref.noun} first or fix {ref.column}', "
+        f"c.{ref.column}), to_json(c.{ref.column})::text)"
+        for ref in spec.references
+    ]
+
+    def inserted_value(column: str) -> str:
+        if column == "created_at":
+            # A record's own timestamp wins; else an existing row keeps its creation time.
+            return "coalesce(c.created_at, c.existing_created_at, now())"
+        if column == "updated_at":
+            return "coalesce(c.updated_at, now())"
+        if column in spec.fallbacks:
+            return f"coalesce(c.{column}, {spec.fallbacks[column]})"
+        return f"c.{column}"
+
+    error_values = ",\n        ".join(error_rows)
+    return f"""
+WITH staged AS (
+    SELECT s.idx, s.line, s.raw, {staged_columns},
+        {_key_sql(spec, "s")} AS natural_key,
+        coalesce('line ' || s.line::text, 'record ' || s.idx::text) AS place
+    FROM {stage} s
+    WHERE s.job_id = %(job_id)s
+),
+resolved AS (
+    SELECT st.*,
+        owner.id AS key_owner_id,
+        coalesce(st.id, owner.id, {generated_id}) AS target_id,
+        CASE WHEN st.id IS NOT NULL AND row_number() OVER by_id > 1
+             THEN first_value(st.place) OVER by_id END AS earlier_same_id,
+        CASE WHEN st.natural_key IS NOT NULL AND row_number() OVER by_key > 1
+             THEN first_value(st.place) OVER by_key END AS earlier_same_key
+    FROM staged st
+    {owner_join}
+    WINDOW by_id AS (PARTITION BY st.id ORDER BY st.idx),
+           by_key AS (PARTITION BY st.natural_key ORDER BY st.idx)
+),
+first_pass AS (
+    SELECT r.*,
+        (r.target_id IS NOT NULL AND r.earlier_same_id IS NULL AND r.earlier_same_key IS NULL) AS in_file_ok
+    FROM resolved r
+),
+settled AS (
+    SELECT f.*,
+        CASE WHEN f.in_file_ok AND row_number() OVER by_target > 1
+             THEN first_value(f.place) OVER by_target END AS earlier_same_target
+    FROM first_pass f
+    WINDOW by_target AS (PARTITION BY f.in_file_ok, f.target_id ORDER BY f.idx)
+),
+checked0 AS (
+    SELECT c0.*,
+        existing.created_at AS existing_created_at,
+        CASE WHEN c0.in_file_ok AND c0.earlier_same_target IS NULL AND c0.key_owner_id <> c0.target_id
+             THEN c0.key_owner_id END AS key_taken_by{reference_checks}
+    FROM settled c0
+    LEFT JOIN {table} existing ON existing.id = c0.target_id
+),
+checked AS MATERIALIZED (
+    SELECT c.*, NOT ({" OR ".join(rejections)}) AS accepted
+    FROM checked0 c
+),
+errors AS (
+    INSERT INTO import_errors (job_id, idx, line, code, field, message, value_json, record_json)
+    SELECT %(job_id)s, c.idx, c.line, e.code, e.field, e.message, e.value_json, c.raw
+    FROM checked c
+    CROSS JOIN LATERAL (VALUES
+        {error_values}
+    ) AS e(applies, code, field, message, value_json)
+    WHERE NOT c.accepted AND e.applies
+),
+upserted AS (
+    INSERT INTO {table} ({", ".join(columns)})
+    SELECT c.target_id, {", ".join(inserted_value(column) for column in data_columns)}
+    FROM checked c
+    WHERE c.accepted
+    ON CONFLICT (id) DO UPDATE SET {", ".join(f"{column} = excluded.{column}" for column in data_columns)}
+    RETURNING 1
+)
+SELECT count(*) FROM upserted
+"""
+
+
+MERGE_SQL: dict[Resource, str] = {resource: _merge_sql(spec) for resource, spec in _MERGE_SPECS.items()}
+
+_STAGE_COPY_SQL: dict[Resource, str] = {
+    resource: f"COPY {STAGE_TABLES[resource]} (job_id, idx, line, {', '.join(columns)}, raw) FROM STDIN"
+    for resource, columns in COLUMNS.items()
+}
+_ERRORS_COPY_SQL = (
+    "COPY import_errors (job_id, idx, line, code, field, message, value_json, record_json) FROM STDIN"
+)
+
+_REPORT_ORDER = "ORDER BY idx, code, field, message"
+
+
+def _neutralized(column: str) -> str:
+    # Spreadsheets run cells starting with these characters as formulas; a leading quote makes them text.
+    return (
+        f"CASE WHEN left({column}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') "
+        f"THEN '''' || {column} ELSE {column} END"
+    )
+
+
+def _one_line(column: str) -> str:
+    # Valid JSON has line breaks only as insignificant whitespace, so this keeps each error on one line.
+    return f"regexp_replace({column}, '[\\r\\n]+', ' ', 'g')"
+
+
+_NDJSON_REPORT_SQL = f"""
+COPY (
+    SELECT '{{"line":' || coalesce(line::text, 'null')
+        || ',"index":' || idx::text
+        || ',"code":' || to_json(code)::text
+        || ',"field":' || coalesce(to_json(field)::text, 'null')
+        || ',"message":' || to_json(message)::text
+        || ',"value":' || coalesce({_one_line("value_json")}, 'null')
+        || ',"record":' || {_one_line("record_json")}
+        || '}}'
+    FROM import_errors WHERE job_id = %s {_REPORT_ORDER}
+) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')
+"""
+# The CSV format with control characters as delimiter and quote writes each line verbatim: the text format
+# would escape every backslash of the JSON, and valid JSON text never holds a raw control character.
+
+_CSV_REPORT_SQL = f"""
+COPY (
+    SELECT line, idx AS "index", code,
+        {_neutralized("field")} AS field,
+        {_neutralized("message")} AS message,
+        {_neutralized("value_json")} AS value,
+        {_neutralized("record_json")} AS record
+    FROM import_errors WHERE job_id = %s {_REPORT_ORDER}
+) TO STDOUT WITH (FORMAT csv, HEADER true)
+"""
+
+
+# ---------------------------------------------------------------------------------------------- the store
+
+
+class ImportStore:
+    """All PostgreSQL work of the import pipeline. One connection, opened on first use."""
+
+    def __init__(self, connection_factory: Callable[[], Connection]) -> None:
+        self._connection_factory = connection_factory
+        self._connection: Connection | None = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _transaction(self, work: Callable[[Cursor], T], replayable: Callable[[], bool] = lambda: True) -> T:
+        """Run `work` in one transaction; on a broken connection reconnect and run it once more if it can be
+        replayed (a stale pooled connection in a thawed Lambda is the usual cause)."""
+        for attempt in (1, 2):
+            if self._connection is None or self._connection.closed:
+                self._connection = self._connection_factory()
+            connection = self._connection
+            try:
+                with connection.cursor() as cursor:
+                    result = work(cursor)
+                connection.commit()
+                return result
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                self.close()
+                if attempt == 2 or not replayable():
+                    raise
+            except BaseException:
+                if not connection.closed:
+                    connection.rollback()
+                raise
+        raise AssertionError("unreachable")
+
+    def register_job(self, job_id: str, resource: Resource) -> None:
+        self._transaction(
+            lambda cursor: cursor.execute(
+                "INSERT INTO import_runs (job_id, resource) VALUES (%s, %s) ON CONFLICT (job_id) DO NOTHING",
+                (job_id, resource.value),
+            )
+        )
+
+    def stage_chunk(
+        self,
+        job_id: str,
+        resource: Resource,
+        chunk_no: int,
+        staged: Iterable[StagedRecord],
+        failed: Iterable[FailedRecord],
+    ) -> bool:
+        """Stage one chunk exactly once: False (and nothing changed) when it had been staged before."""
+        columns = COLUMNS[resource]
+        copying_started = False
+
+        def staged_lines() -> Iterator[str]:
+            for record in staged:
+                row = record.row
+                yield _copy_line(
+                    (job_id, record.index, record.line, *(row.get(column) for column in columns), record.raw)
+                )
+
+        def failed_lines() -> Iterator[str]:
+            for record in failed:
+                error = record.error
+                yield _copy_line(
+                    (
+                        job_id,
+                        record.index,
+                        record.line,
+                        str(error.code),
+                        error.field,
+                        error.message,
+                        _json_text(error.value),
+                        record.raw,
+                    )
+                )
+
+        def work(cursor: Cursor) -> bool:
+            nonlocal copying_started
+            # The run row may not exist if a writer beats the chunker's register_job; creating it here is
+            # harmless because register_job does nothing on conflict.
+            cursor.execute(
+                "INSERT INTO import_runs (job_id, resource) VALUES (%s, %s) ON CONFLICT (job_id) DO NOTHING",
+                (job_id, resource.value),
+            )
+            cursor.execute(
+                "INSERT INTO import_chunks (job_id, chunk_no) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (job_id, chunk_no),
+            )
+            if cursor.rowcount == 0:
+                return False
+            copying_started = True
+            cursor.copy_expert(_STAGE_COPY_SQL[resource], _CopySource(staged_lines()), COPY_BUFFER_BYTES)
+            cursor.copy_expert(_ERRORS_COPY_SQL, _CopySource(failed_lines()), COPY_BUFFER_BYTES)
+            return True
+
+        def rolled_back_chunk() -> bool:
+            return not copying_started
+
+        return self._transaction(work, replayable=rolled_back_chunk)
+
+    def set_totals(self, job_id: str, chunks_total: int, records_total: int) -> None:
+        def work(cursor: Cursor) -> None:
+            cursor.execute(
+                "UPDATE import_runs SET chunks_total = %s, records_total = %s"
+                " WHERE job_id = %s AND merged_at IS NULL",
+                (chunks_total, records_total, job_id),
+            )
+            if cursor.rowcount == 0:
+                cursor.execute("SELECT 1 FROM import_runs WHERE job_id = %s", (job_id,))
+                if cursor.fetchone() is None:
+                    raise LookupError(f"no import run {job_id!r}: register_job first")
+
+        self._transaction(work)
+
+    def try_merge(self, job_id: str) -> MergeOutcome | None:
+        """Merge the job if all its chunks are staged; exactly one caller ever gets merged_now=True."""
+
+        def work(cursor: Cursor) -> MergeOutcome | None:
+            cursor.execute(
+                "SELECT resource, chunks_total, records_total, merged_at IS NOT NULL, failed_at IS NOT NULL,"
+                " succeeded, failed, errors_by_code"
+                " FROM import_runs WHERE job_id = %s FOR UPDATE",
+                (job_id,),
+            )
+            run = cursor.fetchone()
+            if run is None:
+                return None
+            resource_name, chunks_total, records_total, merged, run_failed, succeeded, failed, by_code = run
+            if merged:
+                return MergeOutcome(records_total, succeeded, failed, dict(by_code), merged_now=False)
+            if run_failed or chunks_total is None:
+                return None
+            cursor.execute("SELECT count(*) FROM import_chunks WHERE job_id = %s", (job_id,))
+            if cursor.fetchone()[0] < chunks_total:
+                return None
+            return self._merge(cursor, job_id, Resource(resource_name), records_total)
+
+        return self._transaction(work)
+
+    @staticmethod
+    def _merge(cursor: Cursor, job_id: str, resource: Resource, records_total: int) -> MergeOutcome:
+        cursor.execute(f"SET LOCAL work_mem = '{MERGE_WORK_MEM}'")
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", (MERGE_LOCK_CLASS, MERGE_LOCK_IDS[resource]))
+        cursor.execute(MERGE_SQL[resource], {"job_id": job_id})
+        succeeded = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT code, count(*) FROM import_errors WHERE job_id = %s GROUP BY code ORDER BY code",
+            (job_id,),
+        )
+        errors_by_code = {code: count for code, count in cursor.fetchall()}
+        cursor.execute("SELECT count(DISTINCT idx) FROM import_errors WHERE job_id = %s", (job_id,))
+        failed = cursor.fetchone()[0]
+        cursor.execute(
+            "UPDATE import_runs SET merged_at = now(), succeeded = %s, failed = %s, errors_by_code = %s"
+            " WHERE job_id = %s",
+            (succeeded, failed, json.dumps(errors_by_code), job_id),
+        )
+        cursor.execute(f"DELETE FROM {STAGE_TABLES[resource]} WHERE job_id = %s", (job_id,))
+        return MergeOutcome(records_total, succeeded, failed, errors_by_code, merged_now=True)
+
+    def chunks_staged(self, job_id: str) -> int:
+        def work(cursor: Cursor) -> int:
+            cursor.execute("SELECT count(*) FROM import_chunks WHERE job_id = %s", (job_id,))
+            return cursor.fetchone()[0]
+
+        return self._transaction(work)
+
+    def first_errors(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        def work(cursor: Cursor) -> list[dict[str, Any]]:
+            cursor.execute(
+                "SELECT line, idx, code, field, message, value_json, record_json"
+                f" FROM import_errors WHERE job_id = %s {_REPORT_ORDER} LIMIT %s",
+                (job_id, limit),
+            )
+            return [
+                {
+                    "line": line,
+                    "index": index,
+                    "code": code,
+                    "field": field,
+                    "message": message,
+                    "value": None if value_json is None else json.loads(value_json),
+                    "record": json.loads(record_json),
+                }
+                for line, index, code, field, message, value_json, record_json in cursor.fetchall()
+            ]
+
+        return self._transaction(work)
+
+    def write_error_report(self, job_id: str, fmt: Literal["ndjson", "csv"], sink: BinaryIO) -> int:
+        """Stream the job's errors into `sink` in constant memory; return the number of bytes written."""
+        report_sql = {"ndjson": _NDJSON_REPORT_SQL, "csv": _CSV_REPORT_SQL}[fmt]
+        counting_sink = _CountingSink(sink)
+
+        def work(cursor: Cursor) -> int:
+            # copy_expert takes no parameters; mogrify binds job_id exactly as execute() would.
+            cursor.copy_expert(cursor.mogrify(report_sql, (job_id,)), counting_sink, COPY_BUFFER_BYTES)
+            return counting_sink.bytes_written
+
+        def nothing_written() -> bool:
+            return counting_sink.bytes_written == 0
+
+        return self._transaction(work, replayable=nothing_written)
+
+    def record_chunk_failure(self, job_id: str, chunk_no: int, error: str) -> None:
+        self._transaction(
+            lambda cursor: cursor.execute(
+                "INSERT INTO import_chunk_failures (job_id, chunk_no, last_error) VALUES (%s, %s, %s)"
+                " ON CONFLICT (job_id, chunk_no) DO UPDATE SET attempts = import_chunk_failures.attempts + 1,"
+                " last_error = excluded.last_error, updated_at = now()",
+                (job_id, chunk_no, error),
+            )
+        )
+
+    def chunk_failure(self, job_id: str, chunk_no: int) -> str | None:
+        def work(cursor: Cursor) -> str | None:
+            cursor.execute(
+                "SELECT last_error FROM import_chunk_failures WHERE job_id = %s AND chunk_no = %s",
+                (job_id, chunk_no),
+            )
+            found = cursor.fetchone()
+            return None if found is None else found[0]
+
+        return self._transaction(work)
+
+    def fail_run(self, job_id: str) -> None:
+        """Mark the run as never to be merged and drop what it had staged. A merged run stays merged."""
+
+        def work(cursor: Cursor) -> None:
+            cursor.execute(
+                "UPDATE import_runs SET failed_at = now() WHERE job_id = %s AND merged_at IS NULL"
+                " RETURNING resource",
+                (job_id,),
+            )
+            found = cursor.fetchone()
+            if found is not None:
+                cursor.execute(f"DELETE FROM {STAGE_TABLES[Resource(found[0])]} WHERE job_id = %s", (job_id,))
+
+        self._transaction(work)
