@@ -1,0 +1,248 @@
+"""Local AWS endpoint: moto's server, with Lambda Invoke API calls routed to the local functions host.
+
+`python -m infra.local.aws_endpoint`. Environment: LOCAL_AWS_PORT (4566), LOCAL_INVOKE_PORT (4567),
+LOCAL_STATE_DIR (.state). GET /_local/ready answers 200 once the saved state is restored.
+
+State under <state>/aws, saved on SIGINT/SIGTERM and restored at start (moto's backends hold locks and
+cannot be pickled, so the data is dumped explicitly):
+- kept: S3 buckets and objects (with content type and user metadata), DynamoDB tables (key schema, indexes,
+  TTL) and items, SQS queues (attributes, redrive policies) and their message bodies and attributes;
+- not kept: SQS receive counts and in-flight state (restored messages are new messages), S3 versions, bucket
+  notifications (the functions host sets them up at each start), Step Functions executions, anything else;
+  and nothing at all when the process is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import boto3
+from werkzeug.serving import make_server
+
+from infra.local.template import ACCOUNT_ID, REGION
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+INVOKE_PATH = re.compile(r"^/2015-03-31/functions/[^/]+/invocations$")
+READY_PATH = "/_local/ready"
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length"}
+
+
+class LambdaInvokeRouter:
+    """WSGI middleware: the Lambda Invoke API goes to the functions host, everything else to moto."""
+
+    def __init__(self, moto_app: Any, invoke_port: int):
+        self.moto_app = moto_app
+        self.invoke_port = invoke_port
+        self.ready = threading.Event()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == READY_PATH:
+            status = "200 OK" if self.ready.is_set() else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain")])
+            return [status.encode()]
+        if environ["REQUEST_METHOD"] == "POST" and INVOKE_PATH.match(path):
+            return self._forward(environ, start_response)
+        return self.moto_app(environ, start_response)
+
+    def _forward(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {
+            key[5:].replace("_", "-").title(): value for key, value in environ.items() if key.startswith("HTTP_")
+        }
+        headers["Content-Type"] = environ.get("CONTENT_TYPE", "application/json")
+        connection = http.client.HTTPConnection("127.0.0.1", self.invoke_port, timeout=960)
+        target = environ["PATH_INFO"] + (f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else "")
+        try:
+            connection.request("POST", target, body=body, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+        except OSError as error:
+            message = json.dumps({"message": f"functions host unreachable on port {self.invoke_port}: {error}"})
+            start_response("502 Bad Gateway", [("Content-Type", "application/json"),
+                                               ("x-amzn-ErrorType", "ServiceException")])
+            return [message.encode()]
+        finally:
+            connection.close()
+        forwarded = [(name, value) for name, value in response.getheaders() if name.lower() not in _HOP_BY_HOP]
+        start_response(f"{response.status} {response.reason}", [*forwarded, ("Content-Length", str(len(payload)))])
+        return [payload]
+
+
+def _client(service: str, endpoint: str) -> Any:
+    return boto3.session.Session().client(
+        service, endpoint_url=endpoint, region_name=REGION,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+
+
+def _object_file_name(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def save_state(endpoint: str, aws_state: Path) -> None:
+    """Dump what moto holds into <state>/aws (replacing the previous dump)."""
+    staging = aws_state.with_name(aws_state.name + ".saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "s3").mkdir(parents=True)
+    s3 = _client("s3", endpoint)
+    for bucket in s3.list_buckets().get("Buckets", []):
+        bucket_dir = staging / "s3" / _object_file_name(bucket["Name"])
+        bucket_dir.mkdir()
+        index = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
+            for listed in page.get("Contents", []):
+                head = s3.head_object(Bucket=bucket["Name"], Key=listed["Key"])
+                file_name = _object_file_name(listed["Key"])
+                s3.download_file(bucket["Name"], listed["Key"], str(bucket_dir / file_name))
+                index.append({"key": listed["Key"], "file": file_name, "content_type": head.get("ContentType"),
+                              "metadata": head.get("Metadata", {})})
+        (bucket_dir / "index.json").write_text(json.dumps({"bucket": bucket["Name"], "objects": index}))
+
+    dynamodb = _client("dynamodb", endpoint)
+    tables = []
+    for table_name in dynamodb.list_tables().get("TableNames", []):
+        description = dynamodb.describe_table(TableName=table_name)["Table"]
+        ttl = dynamodb.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
+        items = [item for page in dynamodb.get_paginator("scan").paginate(TableName=table_name)
+                 for item in page.get("Items", [])]
+        tables.append({"description": description, "ttl": ttl, "items": items})
+
+    queues = []
+    from moto.sqs.models import sqs_backends  # read directly: receiving through the API would change the messages
+
+    sqs_backend = sqs_backends[ACCOUNT_ID][REGION]
+    for queue in sqs_backend.queues.values():
+        attributes = _queue_attributes(endpoint, queue.name)
+        messages = [{"body": message.body, "attributes": message.message_attributes}
+                    for message in queue._messages]
+        queues.append({"name": queue.name, "attributes": attributes, "messages": messages})
+    # Item values hold bytes and sets, which pickle keeps exactly; the state folder is local and trusted.
+    (staging / "data.pickle").write_bytes(pickle.dumps({"tables": tables, "queues": queues}))
+    shutil.rmtree(aws_state, ignore_errors=True)
+    staging.rename(aws_state)
+
+
+def _queue_attributes(endpoint: str, queue_name: str) -> dict[str, str]:
+    sqs = _client("sqs", endpoint)
+    url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    settable = {"DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds",
+                "VisibilityTimeout", "RedrivePolicy", "FifoQueue", "ContentBasedDeduplication"}
+    return {name: value for name, value in attributes.items() if name in settable}
+
+
+def restore_state(endpoint: str, aws_state: Path) -> None:
+    if not (aws_state / "data.pickle").exists():
+        return
+    s3 = _client("s3", endpoint)
+    for index_file in (aws_state / "s3").glob("*/index.json"):
+        index = json.loads(index_file.read_text())
+        s3.create_bucket(Bucket=index["bucket"])
+        for stored in index["objects"]:
+            extra: dict[str, Any] = {"Metadata": stored["metadata"]}
+            if stored["content_type"]:
+                extra["ContentType"] = stored["content_type"]
+            s3.upload_file(str(index_file.parent / stored["file"]), index["bucket"], stored["key"], ExtraArgs=extra)
+
+    data = pickle.loads((aws_state / "data.pickle").read_bytes())  # our own dump, in the local state folder
+    dynamodb = _client("dynamodb", endpoint)
+    for table in data["tables"]:
+        description = table["description"]
+        arguments: dict[str, Any] = {
+            "TableName": description["TableName"],
+            "KeySchema": description["KeySchema"],
+            "AttributeDefinitions": description["AttributeDefinitions"],
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        if description.get("GlobalSecondaryIndexes"):
+            arguments["GlobalSecondaryIndexes"] = [
+                {key: index[key] for key in ("IndexName", "KeySchema", "Projection")}
+                for index in description["GlobalSecondaryIndexes"]
+            ]
+        dynamodb.create_table(**arguments)
+        if table["ttl"].get("TimeToLiveStatus") == "ENABLED":
+            dynamodb.update_time_to_live(
+                TableName=description["TableName"],
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": table["ttl"]["AttributeName"]},
+            )
+        for item in table["items"]:
+            dynamodb.put_item(TableName=description["TableName"], Item=item)
+
+    sqs = _client("sqs", endpoint)
+    urls = {}
+    # Redrive policies name their dead-letter queue, so every queue must exist before any policy is set.
+    for queue in data["queues"]:
+        attributes = {name: value for name, value in queue["attributes"].items() if name != "RedrivePolicy"}
+        urls[queue["name"]] = sqs.create_queue(QueueName=queue["name"], Attributes=attributes)["QueueUrl"]
+    for queue in data["queues"]:
+        if "RedrivePolicy" in queue["attributes"]:
+            sqs.set_queue_attributes(QueueUrl=urls[queue["name"]],
+                                     Attributes={"RedrivePolicy": queue["attributes"]["RedrivePolicy"]})
+        for message in queue["messages"]:
+            arguments = {"QueueUrl": urls[queue["name"]], "MessageBody": message["body"]}
+            if message["attributes"]:
+                arguments["MessageAttributes"] = message["attributes"]
+            sqs.send_message(**arguments)
+
+
+def enable_step_functions_execution() -> None:
+    """Make moto run state machines for real; their Lambda tasks then call our Invoke API route."""
+    from moto.core.config import default_user_config
+
+    default_user_config["stepfunctions"]["execute_state_machine"] = True
+
+
+def main() -> None:
+    port = int(os.environ.get("LOCAL_AWS_PORT", "4566"))
+    invoke_port = int(os.environ.get("LOCAL_INVOKE_PORT", "4567"))
+    state_dir = Path(os.environ.get("LOCAL_STATE_DIR", REPOSITORY_ROOT / ".state")).resolve()
+    aws_state = state_dir / "aws"
+    spool = state_dir / "tmp"
+    spool.mkdir(parents=True, exist_ok=True)
+    # moto spools object bodies above ~5 MB to temporary files: keep them on disk, in the state folder.
+    os.environ["TMPDIR"] = str(spool)
+    tempfile.tempdir = str(spool)
+    # moto's Step Functions Lambda tasks call http://localhost:$MOTO_PORT, i.e. this endpoint.
+    os.environ["MOTO_PORT"] = str(port)
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+
+    enable_step_functions_execution()
+    router = LambdaInvokeRouter(DomainDispatcherApplication(create_backend_app), invoke_port)
+    server = make_server("127.0.0.1", port, router, threaded=True, request_handler=MotoRequestHandler)
+    serving = threading.Thread(target=server.serve_forever, name="aws-endpoint", daemon=True)
+    serving.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    restore_state(endpoint, aws_state)
+    router.ready.set()
+    print(f"[aws] local AWS endpoint ready on {endpoint} (state in {aws_state})", flush=True)
+
+    stopping = threading.Event()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: stopping.set())
+    stopping.wait()
+    try:
+        save_state(endpoint, aws_state)
+        print(f"[aws] state saved to {aws_state}", flush=True)
+    finally:
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    main()

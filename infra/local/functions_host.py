@@ -1,0 +1,541 @@
+"""Local functions host: runs the template's functions for their Api, S3 and SQS events and the Invoke API.
+
+`python -m infra.local.functions_host` (the supervisor starts it). Configuration from the environment:
+LOCAL_TEMPLATE (template.yaml), LOCAL_STATE_DIR (.state), LOCAL_ENV_FILE (infra/local/env.json), DATABASE_URL,
+LOCAL_AWS_PORT (4566), LOCAL_API_PORT (3000), LOCAL_INVOKE_PORT (4567), LOCAL_MAX_REQUEST_BYTES (200 MiB),
+LOCAL_SQS_CONCURRENCY (cpu count), LOCAL_SQS_RETRY_DELAY_SECONDS (2; also the async invoke retry delay).
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import os
+import re
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import boto3
+from botocore.config import Config
+
+from infra.local.template import ACCOUNT_ID, REGION, Function, StackTemplate
+from infra.local.workers import Functions, HostSettings, Outcome, invoke_with_retries, load_stack
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+ASYNC_INVOKE_ATTEMPTS = 3  # Lambda retries a failed asynchronous invocation twice
+INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    settings: HostSettings
+    api_port: int = 3000
+    invoke_port: int = 4567
+    max_request_bytes: int = 209_715_200
+    sqs_concurrency: int = os.cpu_count() or 2
+    retry_delay_seconds: int = 2
+
+    @classmethod
+    def from_environment(cls) -> HostConfig:
+        environ = os.environ
+        return cls(
+            settings=HostSettings(
+                template_path=Path(environ.get("LOCAL_TEMPLATE", REPOSITORY_ROOT / "template.yaml")),
+                state_dir=Path(environ.get("LOCAL_STATE_DIR", REPOSITORY_ROOT / ".state")).resolve(),
+                aws_port=int(environ.get("LOCAL_AWS_PORT", "4566")),
+                env_file=Path(environ.get("LOCAL_ENV_FILE", REPOSITORY_ROOT / "infra/local/env.json")),
+                database_url=environ.get("DATABASE_URL") or None,
+            ),
+            api_port=int(environ.get("LOCAL_API_PORT", "3000")),
+            invoke_port=int(environ.get("LOCAL_INVOKE_PORT", "4567")),
+            max_request_bytes=int(environ.get("LOCAL_MAX_REQUEST_BYTES", "209715200")),
+            sqs_concurrency=int(environ.get("LOCAL_SQS_CONCURRENCY", str(os.cpu_count() or 2))),
+            retry_delay_seconds=int(environ.get("LOCAL_SQS_RETRY_DELAY_SECONDS", "2")),
+        )
+
+
+def problem(status: int, title: str, detail: str, code: str) -> bytes:
+    return json.dumps(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code}
+    ).encode()
+
+
+# ---------------------------------------------------------------------------- API Gateway (REST, v1 proxy)
+@dataclass(frozen=True)
+class Route:
+    function: Function
+    resource: str
+    method: str
+    pattern: re.Pattern[str]
+
+
+def compile_routes(stack: StackTemplate) -> list[Route]:
+    routes = []
+    for function in stack.functions.values():
+        for event in function.api_events:
+            regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(event.path))
+            regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
+            routes.append(Route(function, event.path, event.method, re.compile(f"^{regex}$")))
+    # Literal segments win over parameters, as in API Gateway: /v1/imports/x before /v1/imports/{id}.
+    routes.sort(key=lambda route: route.resource.count("{"))
+    return routes
+
+
+def is_binary(content_type: str, binary_media_types: list[str]) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    patterns = [pattern.replace("~1", "/").lower() for pattern in binary_media_types]
+    return any(fnmatch.fnmatchcase(media_type or "*/*", pattern) for pattern in patterns)
+
+
+def api_event(
+    handler: BaseHTTPRequestHandler, route: Route, path_parameters: dict[str, str], body: bytes | None,
+    stack: StackTemplate,
+) -> dict[str, Any]:
+    url = urlsplit(handler.path)
+    multi_headers: dict[str, list[str]] = {}
+    for name, value in handler.headers.items():
+        multi_headers.setdefault(name, []).append(value)
+    multi_query = parse_qs(url.query, keep_blank_values=True)
+    encode = body is not None and is_binary(handler.headers.get("Content-Type", ""), stack.binary_media_types)
+    request_id = str(uuid.uuid4())
+    return {
+        "resource": route.resource,
+        "path": unquote(url.path),
+        "httpMethod": handler.command,
+        "headers": {name: values[-1] for name, values in multi_headers.items()},
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": {name: values[-1] for name, values in multi_query.items()} or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": {name: unquote(value) for name, value in path_parameters.items()} or None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": route.resource,
+            "httpMethod": handler.command,
+            "path": f"/{stack.api_stage}{url.path}",
+            "stage": stack.api_stage,
+            "requestId": request_id,
+            "extendedRequestId": request_id,
+            "accountId": ACCOUNT_ID,
+            "apiId": "local",
+            "protocol": handler.request_version,
+            "identity": {"sourceIp": handler.client_address[0], "userAgent": handler.headers.get("User-Agent")},
+            "requestTimeEpoch": int(time.time() * 1000),
+        },
+        "body": (base64.b64encode(body).decode() if encode else body.decode("utf-8", "replace"))
+        if body is not None
+        else None,
+        "isBase64Encoded": bool(encode),
+    }
+
+
+class _RequestTooLarge(Exception):
+    pass
+
+
+class _StreamingResponse:
+    """Forwards a streamed function response to the HTTP client with chunked transfer encoding."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler):
+        self.handler = handler
+
+    def start(self, metadata: dict[str, Any]) -> None:
+        self.handler.send_response(int(metadata.get("statusCode", 200)))
+        for name, value in _response_headers(metadata):
+            if name.lower() not in ("content-length", "transfer-encoding"):
+                self.handler.send_header(name, value)
+        self.handler.send_header("Transfer-Encoding", "chunked")
+        self.handler.end_headers()
+
+    def write(self, data: bytes) -> None:
+        self.handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.handler.wfile.flush()
+
+    def finish(self) -> None:
+        self.handler.wfile.write(b"0\r\n\r\n")
+        self.handler.wfile.flush()
+
+
+def _response_headers(response: dict[str, Any]) -> list[tuple[str, str]]:
+    headers = [(name, str(value)) for name, value in (response.get("headers") or {}).items()]
+    single = {name.lower() for name, _ in headers}
+    for name, values in (response.get("multiValueHeaders") or {}).items():
+        if name.lower() not in single:
+            headers.extend((name, str(value)) for value in values)
+    return headers
+
+
+def make_api_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
+    class ApiHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "bulkio-local-api"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            host.access_log(f"API {self.address_string()} {format % args}")
+
+        def _problem(self, status: int, title: str, detail: str, code: str, close: bool = False) -> None:
+            body = problem(status, title, detail, code)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/problem+json")
+            self.send_header("Content-Length", str(len(body)))
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _read_body(self) -> bytes | None:
+            limit = host.config.max_request_bytes
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                return self._read_chunked(limit)
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > limit:
+                raise _RequestTooLarge
+            return self.rfile.read(length) if length else None
+
+        def _read_chunked(self, limit: int) -> bytes:
+            parts: list[bytes] = []
+            size = 0
+            while chunk_size := int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16):
+                size += chunk_size
+                if size > limit:
+                    raise _RequestTooLarge
+                parts.append(self.rfile.read(chunk_size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                continue  # trailers
+            return b"".join(parts)
+
+        def _handle(self) -> None:
+            path = urlsplit(self.path).path
+            matching = [(route, match) for route in host.routes if (match := route.pattern.match(path))]
+            if not matching:
+                self._problem(404, "Not Found", f"No route for {path}.", "not_found")
+                return
+            allowed = [(route, match) for route, match in matching if route.method in (self.command, "ANY")]
+            if not allowed:
+                methods = ", ".join(sorted({route.method for route, _ in matching}))
+                self._problem(405, "Method Not Allowed", f"{path} accepts {methods}.", "method_not_allowed")
+                return
+            route, match = allowed[0]
+            try:
+                body = self._read_body()
+            except _RequestTooLarge:
+                self._problem(
+                    413, "Payload Too Large",
+                    f"The request body exceeds {host.config.max_request_bytes} bytes. For large files, "
+                    "POST /v1/imports with a JSON body without \"url\" to get a presigned upload URL, "
+                    "then PUT the file there.",
+                    "payload_too_large", close=True,
+                )
+                return
+            event = api_event(self, route, match.groupdict(), body, host.stack)
+            streaming = _StreamingResponse(self)
+            outcome = host.functions.pool(route.function.logical_id).invoke(json.dumps(event).encode(), streaming)
+            if outcome.streamed:
+                if outcome.failed:
+                    self.close_connection = True  # the body is cut short: the client must notice
+                else:
+                    streaming.finish()
+                return
+            self._send_proxy_response(outcome)
+
+        def _send_proxy_response(self, outcome: Outcome) -> None:
+            response = None if outcome.failed else outcome.json()
+            if not isinstance(response, dict) or "statusCode" not in response:
+                detail = "The function failed." if outcome.failed else "The function returned no proxy response."
+                host.access_log(f"API 502: {outcome.payload[:2000].decode('utf-8', 'replace')}")
+                self._problem(502, "Bad Gateway", detail, "function_error")
+                return
+            raw_body = response.get("body") or ""
+            body = base64.b64decode(raw_body) if response.get("isBase64Encoded") else str(raw_body).encode()
+            self.send_response(int(response["statusCode"]))
+            for name, value in _response_headers(response):
+                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+    return ApiHandler
+
+
+# ---------------------------------------------------------------------------- Lambda Invoke API
+def make_invoke_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
+    class InvokeHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            host.access_log(f"Invoke {format % args}")
+
+        def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            payload = self.rfile.read(length) if length else b"{}"
+            match = INVOKE_PATH.match(urlsplit(self.path).path)
+            if not match:
+                self._reply(404, json.dumps({"message": f"Unknown path {self.path}"}).encode())
+                return
+            name = unquote(match["name"])
+            try:
+                pool = host.functions.pool(name)
+            except KeyError:
+                error = {"Type": "User", "message": f"Function not found: {name}"}
+                self._reply(404, json.dumps(error).encode(), {"x-amzn-ErrorType": "ResourceNotFoundException"})
+                return
+            request_id = str(uuid.uuid4())
+            headers = {"x-amzn-RequestId": request_id, "X-Amz-Executed-Version": "$LATEST"}
+            invocation_type = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+            if invocation_type == "DryRun":
+                self._reply(204, b"", headers)
+                return
+            if invocation_type == "Event":
+                host.invoke_async(pool.function.logical_id, payload)
+                self._reply(202, b"", headers)
+                return
+            outcome = pool.invoke(payload, request_id=request_id)
+            if outcome.failed:
+                headers["X-Amz-Function-Error"] = "Unhandled"
+            self._reply(200, outcome.payload, headers)
+
+    return InvokeHandler
+
+
+# ---------------------------------------------------------------------------- event sources
+def sqs_records(messages: list[dict[str, Any]], queue_arn: str) -> list[dict[str, Any]]:
+    """SQS messages as Lambda's SQS event source hands them to a function."""
+    records = []
+    for message in messages:
+        attributes = {}
+        for name, value in (message.get("MessageAttributes") or {}).items():
+            attributes[name] = {
+                "stringValue": value.get("StringValue"),
+                "binaryValue": base64.b64encode(value["BinaryValue"]).decode() if "BinaryValue" in value else None,
+                "stringListValues": value.get("StringListValues", []),
+                "binaryListValues": [base64.b64encode(item).decode() for item in value.get("BinaryListValues", [])],
+                "dataType": value["DataType"],
+            }
+        records.append({
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": attributes,
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": REGION,
+        })
+    return records
+
+
+def failed_message_ids(outcome: Outcome, message_ids: list[str], report_item_failures: bool) -> set[str]:
+    """Messages to keep: all of them on an error; with ReportBatchItemFailures, the ones the function names."""
+    if outcome.failed:
+        return set(message_ids)
+    if not report_item_failures:
+        return set()
+    response = outcome.json()
+    failures = response.get("batchItemFailures") if isinstance(response, dict) else None
+    if not failures:
+        return set()
+    named = {failure.get("itemIdentifier") for failure in failures if isinstance(failure, dict)}
+    if not named <= set(message_ids):
+        return set(message_ids)  # Lambda treats an unknown or empty identifier as a failure of the whole batch
+    return {message_id for message_id in message_ids if message_id in named}
+
+
+def internal_s3_queue_name(stack: StackTemplate, function: Function) -> str:
+    return f"{stack.stack_name}-local-s3-events-{function.logical_id}"
+
+
+class FunctionsHost:
+    def __init__(self, config: HostConfig):
+        self.config = config
+        self.stack = load_stack(config.settings)
+        self.functions = Functions(self.stack, config.settings)
+        self.routes = compile_routes(self.stack)
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._servers: list[ThreadingHTTPServer] = []
+        self._access_log_lock = threading.Lock()
+
+    def access_log(self, text: str) -> None:
+        with self._access_log_lock:
+            print(f"[host] {text}", flush=True)
+
+    def client(self, service: str) -> Any:
+        return boto3.session.Session().client(
+            service,
+            endpoint_url=self.config.settings.aws_endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(retries={"max_attempts": 2}),
+        )
+
+    def start(self) -> None:
+        for port, handler in (
+            (self.config.api_port, make_api_handler(self)),
+            (self.config.invoke_port, make_invoke_handler(self)),
+        ):
+            server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+            server.daemon_threads = True
+            self._servers.append(server)
+            self._spawn(server.serve_forever, f"http-{port}")
+        self._wire_s3_notifications()
+        for function in self.stack.functions.values():
+            for event in function.sqs_events:
+                for poller_no in range(self.config.sqs_concurrency):
+                    self._spawn(
+                        lambda f=function, e=event: self._poll_sqs(f, e.queue_url, e.queue_arn, e.batch_size,
+                                                                   e.report_batch_item_failures),
+                        f"sqs-{function.logical_id}-{poller_no}",
+                    )
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _wire_s3_notifications(self) -> None:
+        """Buckets notify an internal queue per function (moto delivers to SQS); a poller invokes the function."""
+        s3, sqs = self.client("s3"), self.client("sqs")
+        configurations: dict[str, list[dict[str, Any]]] = {}
+        for function in self.stack.functions.values():
+            if not function.s3_events:
+                continue
+            queue_name = internal_s3_queue_name(self.stack, function)
+            queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+            queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{queue_name}"
+            for index, event in enumerate(function.s3_events):
+                rules = [{"Name": name, "Value": value}
+                         for name, value in (("prefix", event.prefix), ("suffix", event.suffix)) if value]
+                configuration: dict[str, Any] = {
+                    "Id": f"{function.logical_id}-{index}", "QueueArn": queue_arn, "Events": event.events,
+                }
+                if rules:
+                    configuration["Filter"] = {"Key": {"FilterRules": rules}}
+                configurations.setdefault(event.bucket, []).append(configuration)
+            self._spawn(lambda f=function, url=queue_url: self._poll_s3(f, url), f"s3-{function.logical_id}")
+        for bucket, queue_configurations in configurations.items():
+            s3.put_bucket_notification_configuration(
+                Bucket=bucket, NotificationConfiguration={"QueueConfigurations": queue_configurations}
+            )
+
+    def _poll_s3(self, function: Function, queue_url: str) -> None:
+        sqs = self.client("sqs")
+        pool = self.functions.pool(function.logical_id)
+        while not self.stopping.is_set():
+            messages = self._receive(sqs, queue_url, 1)
+            for message in messages:
+                body = json.loads(message["Body"])
+                attempts = int(message["Attributes"].get("ApproximateReceiveCount", "1"))
+                if "Records" in body:  # the first message of a configured bucket is an s3:TestEvent
+                    outcome = pool.invoke(json.dumps({"Records": body["Records"]}).encode())
+                    if outcome.failed and attempts < ASYNC_INVOKE_ATTEMPTS:
+                        sqs.change_message_visibility(
+                            QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"],
+                            VisibilityTimeout=self.config.retry_delay_seconds,
+                        )
+                        continue
+                    if outcome.failed:
+                        self.access_log(f"{function.name}: S3 event dropped after {attempts} attempts")
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def _receive(self, sqs: Any, queue_url: str, batch_size: int) -> list[dict[str, Any]]:
+        try:
+            return sqs.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=batch_size,
+                WaitTimeSeconds=1,  # short, so that a stopping host is not held up by a long poll
+                AttributeNames=["All"],
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+        except Exception as error:  # the endpoint restarting must not kill the poller
+            if not self.stopping.is_set():
+                self.access_log(f"receive from {queue_url} failed: {error}")
+                self.stopping.wait(1)
+            return []
+
+    def _poll_sqs(
+        self, function: Function, queue_url: str, queue_arn: str, batch_size: int, report_item_failures: bool
+    ) -> None:
+        sqs = self.client("sqs")
+        pool = self.functions.pool(function.logical_id)
+        while not self.stopping.is_set():
+            messages = self._receive(sqs, queue_url, batch_size)
+            if not messages:
+                continue
+            outcome = pool.invoke(json.dumps({"Records": sqs_records(messages, queue_arn)}).encode())
+            message_ids = [message["MessageId"] for message in messages]
+            kept = failed_message_ids(outcome, message_ids, report_item_failures)
+            done = [m for m in messages if m["MessageId"] not in kept]
+            retried = [m for m in messages if m["MessageId"] in kept]
+            if done:
+                sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done)
+                ])
+            if retried:
+                # Failed messages come back after a short delay rather than the queue's visibility timeout.
+                sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=[
+                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"],
+                     "VisibilityTimeout": self.config.retry_delay_seconds}
+                    for n, m in enumerate(retried)
+                ])
+
+    def invoke_async(self, logical_id: str, payload: bytes) -> None:
+        pool = self.functions.pool(logical_id)
+
+        def run() -> None:
+            outcome = invoke_with_retries(
+                lambda: pool.invoke(payload), ASYNC_INVOKE_ATTEMPTS, self.config.retry_delay_seconds, self.stopping
+            )
+            if outcome.failed:
+                self.access_log(f"{pool.function.name}: asynchronous invocation failed: {outcome.payload[:500]!r}")
+
+        threading.Thread(target=run, name=f"async-{logical_id}", daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self.functions.close()
+
+
+def main() -> None:
+    host = FunctionsHost(HostConfig.from_environment())
+    stopped = threading.Event()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: stopped.set())
+    host.start()
+    config = host.config
+    print(
+        f"[host] functions host ready: API http://127.0.0.1:{config.api_port}, "
+        f"Invoke API http://127.0.0.1:{config.invoke_port}", flush=True,
+    )
+    stopped.wait()
+    host.stop()
+
+
+if __name__ == "__main__":
+    main()

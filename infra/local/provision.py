@@ -1,0 +1,69 @@
+"""Create the template's buckets, queues and tables on the local endpoint; safe to run again and again.
+
+`python -m infra.local.provision` (LOCAL_TEMPLATE, LOCAL_AWS_PORT as for the functions host).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from infra.local.template import REGION, StackTemplate, load_template
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _client(service: str, endpoint: str) -> Any:
+    return boto3.session.Session().client(
+        service, endpoint_url=endpoint, region_name=REGION,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+
+
+def provision(stack: StackTemplate, endpoint: str) -> None:
+    s3 = _client("s3", endpoint)
+    existing_buckets = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
+    for bucket in stack.buckets.values():
+        if bucket.name not in existing_buckets:
+            s3.create_bucket(Bucket=bucket.name)
+
+    sqs = _client("sqs", endpoint)
+    # Dead-letter queues first: a redrive policy can only name a queue that exists.
+    for queue in sorted(stack.queues.values(), key=lambda queue: queue.dead_letter_arn is not None):
+        url = sqs.create_queue(QueueName=queue.name)["QueueUrl"]
+        if queue.attributes:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=queue.attributes)
+
+    dynamodb = _client("dynamodb", endpoint)
+    existing_tables = set(dynamodb.list_tables().get("TableNames", []))
+    for table in stack.tables.values():
+        if table.name not in existing_tables:
+            dynamodb.create_table(
+                TableName=table.name,
+                KeySchema=table.key_schema,
+                AttributeDefinitions=table.attribute_definitions,
+                BillingMode="PAY_PER_REQUEST",
+            )
+        if table.ttl_attribute:
+            status = dynamodb.describe_time_to_live(TableName=table.name)["TimeToLiveDescription"]
+            if status.get("TimeToLiveStatus") != "ENABLED":
+                dynamodb.update_time_to_live(
+                    TableName=table.name,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
+                )
+
+
+def main() -> None:
+    endpoint = f"http://127.0.0.1:{os.environ.get('LOCAL_AWS_PORT', '4566')}"
+    template = Path(os.environ.get("LOCAL_TEMPLATE", REPOSITORY_ROOT / "template.yaml"))
+    stack = load_template(template, parameter_overrides={"DatabaseUrl": os.environ.get("DATABASE_URL", "")},
+                          aws_endpoint=endpoint)
+    provision(stack, endpoint)
+    print(f"provisioned {len(stack.buckets)} buckets, {len(stack.queues)} queues, {len(stack.tables)} tables")
+
+
+if __name__ == "__main__":
+    main()
