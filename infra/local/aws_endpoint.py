@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import pickle
 import re
@@ -224,6 +225,8 @@ def main() -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
     enable_step_functions_execution()
+    # One console line per AWS call drowns the functions' own logs.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     router = LambdaInvokeRouter(DomainDispatcherApplication(create_backend_app), invoke_port)
     server = make_server("127.0.0.1", port, router, threaded=True, request_handler=MotoRequestHandler)
     serving = threading.Thread(target=server.serve_forever, name="aws-endpoint", daemon=True)

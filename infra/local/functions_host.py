@@ -32,6 +32,7 @@ from infra.local.workers import Functions, HostSettings, Outcome, invoke_with_re
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 ASYNC_INVOKE_ATTEMPTS = 3  # Lambda retries a failed asynchronous invocation twice
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
+READY_PATH = "/_local/ready"
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,12 @@ def make_invoke_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def do_GET(self) -> None:
+            if urlsplit(self.path).path == READY_PATH and host.ready.is_set():
+                self._reply(200, b'{"ready": true}')
+            else:
+                self._reply(503 if urlsplit(self.path).path == READY_PATH else 404, b"{}")
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             payload = self.rfile.read(length) if length else b"{}"
@@ -373,6 +380,7 @@ class FunctionsHost:
         self.functions = Functions(self.stack, config.settings)
         self.routes = compile_routes(self.stack)
         self.stopping = threading.Event()
+        self.ready = threading.Event()
         self._threads: list[threading.Thread] = []
         self._servers: list[ThreadingHTTPServer] = []
         self._access_log_lock = threading.Lock()
@@ -409,6 +417,7 @@ class FunctionsHost:
                                                                    e.report_batch_item_failures),
                         f"sqs-{function.logical_id}-{poller_no}",
                     )
+        self.ready.set()
 
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
