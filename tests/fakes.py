@@ -1,0 +1,414 @@
+"""In-memory fakes of the adapters the import service uses ("Architecture Patterns with Python", ch. 3).
+
+Each fake has the public methods of its real adapter and keeps the semantics the service relies on (conditional
+claims, counting once, ending once), with plain Python state instead of AWS or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO, Literal
+
+import orjson
+from bulkio.adapters.jobs_repo import CHUNKER_LEASE_SECONDS, IdempotencyClaim
+from bulkio.adapters.postgres import FailedRecord, MergeOutcome, StagedRecord
+from bulkio.adapters.s3 import ObjectInfo, PresignedUpload
+from bulkio.domain.idempotency import StoredRequest
+from bulkio.domain.jobs import (
+    FINAL_STATUSES,
+    STARTABLE_STATUSES,
+    Counters,
+    ImportJob,
+    JobFailure,
+    JobStatus,
+    final_status,
+    utc_now,
+)
+from bulkio.domain.resources import Format, Resource
+
+Clock = Callable[[], float]
+
+
+# ================================================================================================ jobs
+
+
+@dataclass(slots=True)
+class _StoredJob:
+    job: ImportJob
+    chunks_done: set[int] = field(default_factory=set)
+    lease_until: int | None = None
+
+
+class FakeJobRepository:
+    """DynamoJobRepository in a dict. `clock` gives epoch seconds for leases and idempotency expiry."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._jobs: dict[str, _StoredJob] = {}
+        self._drops: dict[tuple[str | None, str | None, str | None], str] = {}
+        self.idempotency_records: dict[tuple[str, str], StoredRequest] = {}
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    # ------------------------------------------------------------ jobs
+    def create(self, job: ImportJob) -> None:
+        stored = self._jobs.get(job.job_id)
+        if stored is None or stored.job.status in STARTABLE_STATUSES:
+            self._jobs[job.job_id] = _StoredJob(copy.deepcopy(job))
+
+    def get(self, job_id: str) -> ImportJob | None:
+        stored = self._jobs.get(job_id)
+        if stored is None:
+            return None
+        return replace(copy.deepcopy(stored.job), chunks_done=len(stored.chunks_done))
+
+    def all_jobs(self) -> list[ImportJob]:
+        return [job for job_id in self._jobs if (job := self.get(job_id)) is not None]
+
+    def create_for_drop(self, job: ImportJob) -> str:
+        drop = (job.source.bucket, job.source.key, job.source.etag)
+        if drop not in self._drops:
+            self._drops[drop] = job.job_id
+            self._jobs[job.job_id] = _StoredJob(copy.deepcopy(job))
+        return self._drops[drop]
+
+    def start_processing(self, job_id: str, format_: Format | None) -> bool:
+        stored = self._jobs.get(job_id)
+        if stored is None:
+            return False
+        now = self._now()
+        job = stored.job
+        lease_expired = stored.lease_until is not None and stored.lease_until < now
+        reclaimable = job.status is JobStatus.PROCESSING and lease_expired and job.chunks_total is None
+        if job.status not in STARTABLE_STATUSES and not reclaimable:
+            return False
+        job.status = JobStatus.PROCESSING
+        stored.lease_until = now + CHUNKER_LEASE_SECONDS
+        job.started_at = job.started_at or utc_now()
+        if format_:
+            job.format = format_
+        return True
+
+    def set_format(self, job_id: str, format_: Format) -> None:
+        self._jobs[job_id].job.format = format_
+
+    def set_totals(self, job_id: str, chunks_total: int, records_total: int) -> None:
+        job = self._jobs[job_id].job
+        job.chunks_total = chunks_total
+        job.counters.total = records_total
+
+    def record_chunk(self, job_id: str, chunk_no: int, processed: int, failed: int) -> bool:
+        stored = self._jobs.get(job_id)
+        if stored is None or chunk_no in stored.chunks_done:
+            return False
+        stored.chunks_done.add(chunk_no)
+        stored.job.counters.processed += processed
+        stored.job.counters.failed += failed
+        return True
+
+    def finish(self, job_id: str, counters: Counters, errors_by_code: dict[str, int]) -> bool:
+        stored = self._end(job_id, final_status(counters.failed))
+        if stored is None:
+            return False
+        stored.job.counters = Counters(
+            total=counters.total or 0,
+            processed=counters.processed,
+            succeeded=counters.succeeded,
+            failed=counters.failed,
+        )
+        stored.job.errors_by_code = dict(errors_by_code)
+        return True
+
+    def fail(self, job_id: str, code: str, message: str) -> bool:
+        stored = self._end(job_id, JobStatus.FAILED)
+        if stored is None:
+            return False
+        stored.job.failure = JobFailure(code, message)
+        return True
+
+    def _end(self, job_id: str, status: JobStatus) -> _StoredJob | None:
+        stored = self._jobs.get(job_id)
+        if stored is None or stored.job.status in FINAL_STATUSES:
+            return None
+        stored.job.status = status
+        stored.job.finished_at = utc_now()
+        stored.lease_until = None
+        return stored
+
+    # ------------------------------------------------------------ idempotency keys
+    def claim_idempotency_key(self, claim: IdempotencyClaim) -> StoredRequest | None:
+        now = self._now()
+        existing = self.idempotency_records.get((claim.scope, claim.key))
+        if existing is not None and existing.expires_at > now:
+            return existing
+        self.idempotency_records[(claim.scope, claim.key)] = StoredRequest(
+            fingerprint=claim.fingerprint,
+            job_id=claim.job_id,
+            expires_at=now + claim.ttl_seconds,
+            locked_until=now + claim.lock_seconds,
+        )
+        return None
+
+    def stored_request(self, scope: str, key: str) -> StoredRequest | None:
+        return self.idempotency_records.get((scope, key))
+
+    def store_response(self, scope: str, key: str, status: int, body: str) -> None:
+        stored = self.idempotency_records[(scope, key)]
+        self.idempotency_records[(scope, key)] = replace(stored, response_status=status, response_body=body)
+
+    def release_idempotency_key(self, scope: str, key: str) -> None:
+        self.idempotency_records.pop((scope, key), None)
+
+
+# ============================================================================================= objects
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    data: bytes
+    content_type: str
+
+
+class FakeObjectWriter(io.RawIOBase):
+    """Like MultipartWriter: the object appears on a clean exit of the `with` block, never on an exception."""
+
+    def __init__(self, store: FakeObjectStore, key: str, content_type: str) -> None:
+        super().__init__()
+        self._store, self._key, self._content_type = store, key, content_type
+        self._buffer = bytearray()
+        self.bytes_written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._buffer += data
+        self.bytes_written += len(data)
+        return len(data)
+
+    def __enter__(self) -> FakeObjectWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self._store.put_bytes(self._key, bytes(self._buffer), self._content_type)
+        self._buffer.clear()
+
+
+class FakeObjectStore:
+    """S3ObjectStore in a dict keyed by (bucket, key). Presigned URLs are recognizable fakes."""
+
+    def __init__(self, bucket: str = "import-bucket") -> None:
+        self.bucket = bucket
+        self.objects: dict[tuple[str, str], StoredObject] = {}
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.objects[(self.bucket, key)] = StoredObject(bytes(data), content_type)
+
+    def put_in_bucket(self, bucket: str, key: str, data: bytes) -> None:
+        """An object written by someone else (a user dropping a file), possibly in another bucket."""
+        self.objects[(bucket, key)] = StoredObject(bytes(data), "application/octet-stream")
+
+    def upload_stream(self, key: str, stream: BinaryIO, content_type: str = "application/octet-stream") -> None:
+        self.put_bytes(key, b"".join(iter(lambda: stream.read(64 * 1024), b"")), content_type)
+
+    def open(self, key: str, bucket: str | None = None) -> BinaryIO:
+        stored = self.objects.get((bucket or self.bucket, key))
+        if stored is None:
+            raise FileNotFoundError(f"s3://{bucket or self.bucket}/{key}")
+        return io.BytesIO(stored.data)
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open(key) as stream:
+            return stream.read()
+
+    def info(self, key: str) -> ObjectInfo | None:
+        stored = self.objects.get((self.bucket, key))
+        if stored is None:
+            return None
+        return ObjectInfo(size=len(stored.data), etag=hashlib.md5(stored.data).hexdigest())
+
+    def presign_put(self, key: str, ttl_seconds: int) -> PresignedUpload:
+        url = f"https://{self.bucket}.s3.example/{key}?method=PUT&expires={ttl_seconds}"
+        return PresignedUpload(url, "PUT", datetime.now(UTC) + timedelta(seconds=ttl_seconds))
+
+    def presign_get(self, key: str, ttl_seconds: int, filename: str | None = None) -> str:
+        return f"https://{self.bucket}.s3.example/{key}?method=GET&expires={ttl_seconds}&filename={filename}"
+
+    def writer(self, key: str, content_type: str = "application/octet-stream") -> FakeObjectWriter:
+        return FakeObjectWriter(self, key, content_type)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return sorted(key for bucket, key in self.objects if bucket == self.bucket and key.startswith(prefix))
+
+
+# =============================================================================================== queue
+
+
+class FakeChunkQueue:
+    """ChunkQueue that records every message. With `deliver`, each message is also handed over at once,
+    as if a writer picked it up before the sender went on (writers faster than the chunker)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.deliver: Callable[[dict[str, Any]], None] | None = None
+
+    def send(self, messages: Iterable[dict[str, Any]]) -> None:
+        for message in messages:
+            self.messages.append(orjson.loads(orjson.dumps(message)))  # what goes over the wire: JSON only
+            if self.deliver is not None:
+                self.deliver(self.messages[-1])
+
+
+# ======================================================================================== import store
+
+
+@dataclass(slots=True)
+class FakeRun:
+    resource: Resource
+    chunks_total: int | None = None
+    records_total: int | None = None
+    staged_chunks: set[int] = field(default_factory=set)
+    staged: list[StagedRecord] = field(default_factory=list)
+    failed: list[FailedRecord] = field(default_factory=list)
+    outcome: MergeOutcome | None = None
+    failed_run: bool = False
+
+
+class FakeImportStore:
+    """ImportStore without SQL. The merge is deliberately simple: every staged record succeeds, every record
+    with an error fails. The real merge (duplicates, keys, references) is tested against PostgreSQL."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, FakeRun] = {}
+        self.chunk_failures: dict[tuple[str, int], str] = {}
+        self.merges = 0
+        self.staging_error: Exception | None = None
+        """When set, stage_chunk raises it (the database refused the chunk)."""
+
+    def close(self) -> None:
+        """Nothing to close: there is no connection."""
+
+    def register_job(self, job_id: str, resource: Resource) -> None:
+        self.runs.setdefault(job_id, FakeRun(resource))
+
+    def stage_chunk(
+        self,
+        job_id: str,
+        resource: Resource,
+        chunk_no: int,
+        staged: Iterable[StagedRecord],
+        failed: Iterable[FailedRecord],
+    ) -> bool:
+        if self.staging_error is not None:
+            raise self.staging_error
+        run = self.runs.setdefault(job_id, FakeRun(resource))
+        if chunk_no in run.staged_chunks:
+            return False
+        run.staged_chunks.add(chunk_no)
+        run.staged.extend(staged)
+        run.failed.extend(failed)
+        return True
+
+    def set_totals(self, job_id: str, chunks_total: int, records_total: int) -> None:
+        run = self.runs.get(job_id)
+        if run is None:
+            raise LookupError(f"no import run {job_id!r}: register_job first")
+        if run.outcome is None:
+            run.chunks_total, run.records_total = chunks_total, records_total
+
+    def try_merge(self, job_id: str) -> MergeOutcome | None:
+        run = self.runs.get(job_id)
+        if run is None:
+            return None
+        if run.outcome is not None:
+            return replace(run.outcome, merged_now=False)
+        if run.failed_run or run.chunks_total is None or len(run.staged_chunks) < run.chunks_total:
+            return None
+        errors_by_code: dict[str, int] = {}
+        for record in run.failed:
+            errors_by_code[record.error.code.value] = errors_by_code.get(record.error.code.value, 0) + 1
+        run.outcome = MergeOutcome(
+            records_total=run.records_total or 0,
+            succeeded=len(run.staged),
+            failed=len({record.index for record in run.failed}),
+            errors_by_code=errors_by_code,
+            merged_now=True,
+        )
+        run.staged = []
+        self.merges += 1
+        return run.outcome
+
+    def chunks_staged(self, job_id: str) -> int:
+        run = self.runs.get(job_id)
+        return len(run.staged_chunks) if run else 0
+
+    def first_errors(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        run = self.runs.get(job_id)
+        if run is None:
+            return []
+        ordered = sorted(run.failed, key=lambda record: (record.index, record.error.code.value))
+        return [_error_row(record) for record in ordered[:limit]]
+
+    def write_error_report(self, job_id: str, fmt: Literal["ndjson", "csv"], sink: BinaryIO) -> int:
+        rows = self.first_errors(job_id, limit=len(self.runs[job_id].failed) if job_id in self.runs else 0)
+        if fmt == "ndjson":
+            data = b"".join(orjson.dumps(row) + b"\n" for row in rows)
+        else:
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            writer.writerow(["line", "index", "code", "field", "message", "value", "record"])
+            for row in rows:
+                writer.writerow([row["line"], row["index"], row["code"], row["field"], row["message"],
+                                 orjson.dumps(row["value"]).decode(), orjson.dumps(row["record"]).decode()])
+            data = text.getvalue().encode() if rows else b""
+        sink.write(data)
+        return len(data)
+
+    def record_chunk_failure(self, job_id: str, chunk_no: int, error: str) -> None:
+        self.chunk_failures[(job_id, chunk_no)] = error
+
+    def chunk_failure(self, job_id: str, chunk_no: int) -> str | None:
+        return self.chunk_failures.get((job_id, chunk_no))
+
+    def fail_run(self, job_id: str) -> None:
+        run = self.runs.get(job_id)
+        if run is not None and run.outcome is None:
+            run.failed_run = True
+            run.staged = []
+
+
+def _error_row(record: FailedRecord) -> dict[str, Any]:
+    return {
+        "line": record.line,
+        "index": record.index,
+        "code": record.error.code.value,
+        "field": record.error.field,
+        "message": record.error.message,
+        "value": record.error.value,
+        "record": orjson.loads(record.raw),
+    }
+
+
+# ============================================================================================ chunker
+
+
+@dataclass(slots=True)
+class ChunkerLaunches:
+    """Records the job ids the API asked the chunker to run for; `error` makes the launch fail."""
+
+    job_ids: list[str] = field(default_factory=list)
+    error: Exception | None = None
+
+    def __call__(self, job_id: str) -> None:
+        if self.error is not None:
+            raise self.error
+        self.job_ids.append(job_id)
