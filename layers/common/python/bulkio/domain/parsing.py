@@ -211,9 +211,7 @@ def _text_chunks(stream: BinaryIO) -> tuple[bytes, Iterator[bytes]]:
         if chunk.strip():
             return chunk, chain((b"\n" * blank_lines,), (chunk,), chunks)
         blank_lines += chunk.count(b"\n")
-    raise UnreadableFile(
-        FileErrorCode.EMPTY_FILE, "the file is empty: upload a file with at least one record"
-    )
+    raise UnreadableFile(FileErrorCode.EMPTY_FILE, "the file is empty: upload a file with at least one record")
 
 
 @dataclass(slots=True)
@@ -306,9 +304,7 @@ def _ndjson_syntax_error(line: bytes, exc: orjson.JSONDecodeError) -> RecordErro
     try:
         line.decode("utf-8")
     except UnicodeDecodeError:
-        return RecordError(
-            ErrorCode.INVALID_JSON, None, "the line is not valid UTF-8 text: save the file as UTF-8"
-        )
+        return RecordError(ErrorCode.INVALID_JSON, None, "the line is not valid UTF-8 text: save the file as UTF-8")
     return RecordError(
         ErrorCode.INVALID_JSON,
         None,
@@ -546,8 +542,7 @@ def _read_csv_header(reader: Any, line_errors: dict[int, tuple[RecordError, byte
         if not name:
             raise UnreadableFile(
                 FileErrorCode.INVALID_CSV_HEADER,
-                f"column {position} of the CSV header has no name: name every column "
-                "or remove the extra separators",
+                f"column {position} of the CSV header has no name: name every column or remove the extra separators",
             )
     duplicates = sorted({name for name in header if header.count(name) > 1})
     if duplicates:
@@ -577,9 +572,7 @@ def _coerce_list(cell: str) -> Any:
     return [item.strip() for item in stripped.split(CSV_LIST_SEPARATOR) if item.strip()]
 
 
-def _csv_records(
-    chunks: Iterator[bytes], resource: Resource, max_record_bytes: int
-) -> Iterator[SourceRecord]:
+def _csv_records(chunks: Iterator[bytes], resource: Resource, max_record_bytes: int) -> Iterator[SourceRecord]:
     # The limit is process-wide; raising it to the record limit only lets csv accept fields our limit accepts.
     if csv.field_size_limit() < max_record_bytes:
         csv.field_size_limit(max_record_bytes)

@@ -254,7 +254,7 @@ class _Check:
             ErrorCode.INVALID_SLUG,
             "slug",
             f"slug {_quoted(value)} is not kebab-case of at most {MAX_SLUG_CHARS} characters: use lowercase "
-            f"letters, digits and single hyphens, e.g. {_quoted(suggestion)}",
+            f"letters, digits and single hyphens, e.g. '{suggestion}'",
             value,
         )
         return None
