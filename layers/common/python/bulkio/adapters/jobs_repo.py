@@ -221,8 +221,9 @@ class DynamoJobRepository:
         try:
             self._table.update_item(
                 Key={"pk": _job_pk(job_id)},
-                UpdateExpression="ADD chunks_done :chunk, processed :p, failed :f",
+                UpdateExpression="ADD chunks_done :chunk, #processed :p, #failed :f",
                 ConditionExpression="attribute_exists(pk) AND NOT contains(chunks_done, :n)",
+                ExpressionAttributeNames={"#processed": "processed", "#failed": "failed"},
                 ExpressionAttributeValues={":chunk": {chunk_no}, ":n": chunk_no, ":p": processed, ":f": failed},
             )
             return True
@@ -237,7 +238,7 @@ class DynamoJobRepository:
         return self._end(
             job_id,
             status,
-            "SET processed = :p, succeeded = :s, failed = :f, records_total = :t, errors_by_code = :e",
+            "SET #processed = :p, #succeeded = :s, #failed = :f, records_total = :t, errors_by_code = :e",
             {
                 ":p": counters.processed,
                 ":s": counters.succeeded,
@@ -259,7 +260,10 @@ class DynamoJobRepository:
                 Key={"pk": _job_pk(job_id)},
                 UpdateExpression=update + ", #s = :status, finished_at = :finished REMOVE lease_until",
                 ConditionExpression=f"attribute_exists(pk) AND NOT #s IN ({', '.join(final)})",
-                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeNames={
+                    "#s": "status",
+                    **{f"#{word}": word for word in ("processed", "succeeded", "failed") if f"#{word}" in update},
+                },
                 ExpressionAttributeValues={**values, **final, ":status": status.value, ":finished": iso_now()},
             )
             return True

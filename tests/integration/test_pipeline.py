@@ -1,0 +1,314 @@
+"""The import pipeline's service layer against real PostgreSQL and moto's server (S3, SQS, DynamoDB).
+
+Writers are driven by hand here so that the tests control the number of workers, the order in which chunks
+finish and redeliveries; the event wiring itself is covered by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import orjson
+import psycopg2
+import pytest
+from bulkio.adapters.jobs_repo import DynamoJobRepository
+from bulkio.adapters.postgres import ImportStore, connect
+from bulkio.adapters.s3 import S3ObjectStore
+from bulkio.adapters.sqs import ChunkQueue
+from bulkio.config import Settings
+from bulkio.domain.records import ValidationRules
+from bulkio.domain.resources import Format, Resource
+from bulkio.services.imports import ImportService, NewImport, source_key
+from moto.server import ThreadedMotoServer
+
+from infra.tools import datagen
+
+BUCKET = "pipeline-imports"
+TABLE = "pipeline-jobs"
+QUEUE = "pipeline-chunks"
+CHUNK_RECORDS = 100
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def aws_endpoint() -> Iterator[str]:
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> boto3.session.Session:
+    for name, value in {
+        "AWS_ENDPOINT_URL": aws_endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    session = boto3.session.Session()
+    s3 = session.client("s3")
+    if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=BUCKET)
+        session.client("dynamodb").create_table(
+            TableName=TABLE,
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        session.client("sqs").create_queue(QueueName=QUEUE)
+    _drain(session)
+    return session
+
+
+def _queue_url(session: boto3.session.Session) -> str:
+    return str(session.client("sqs").get_queue_url(QueueName=QUEUE)["QueueUrl"])
+
+
+def _drain(session: boto3.session.Session) -> list[dict[str, Any]]:
+    """Takes every message off the chunk queue and returns their bodies."""
+    sqs = session.client("sqs")
+    url = _queue_url(session)
+    bodies: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not batch:
+            return bodies
+        for message in batch:
+            bodies.append(orjson.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+@dataclass
+class Pipeline:
+    session: boto3.session.Session
+    database_url: str
+    settings: Settings
+
+    def service(self) -> ImportService:
+        """A service with its own connections, as each Lambda instance has."""
+        return ImportService(
+            settings=self.settings,
+            jobs=DynamoJobRepository(self.session.resource("dynamodb").Table(TABLE)),
+            objects=S3ObjectStore(self.session.client("s3"), BUCKET),
+            queue=ChunkQueue(self.session.client("sqs"), _queue_url(self.session)),
+            store=ImportStore(lambda: connect(self.database_url)),
+            rules=ValidationRules(),
+            launch_chunker=lambda job_id: None,
+        )
+
+    def upload_and_chunk(self, resource: Resource, fmt: Format, data: bytes) -> tuple[str, list[dict[str, Any]]]:
+        service = self.service()
+        created = service.submit(NewImport(resource=resource, format=fmt), idempotency_key=None)
+        job_id = created.body["job_id"]
+        service.objects.put_bytes(source_key(job_id), data)
+        service.run_chunker(job_id)
+        return job_id, _drain(self.session)
+
+
+@pytest.fixture
+def pipeline(aws: boto3.session.Session, clean_db: str) -> Pipeline:
+    settings = Settings.from_env(
+        {
+            "JOBS_TABLE": TABLE,
+            "IMPORT_BUCKET": BUCKET,
+            "DATABASE_URL": clean_db,
+            "CHUNK_RECORDS": str(CHUNK_RECORDS),
+        }
+    )
+    return Pipeline(aws, clean_db, settings)
+
+
+def _file(resource: str, rows: int, fmt: str, seed: int = 7, **kwargs: int) -> bytes:
+    sink = io.BytesIO()
+    datagen.write(resource, datagen.generate(resource, rows, seed, **kwargs), fmt, sink)
+    return sink.getvalue()
+
+
+def _run_writers(pipeline: Pipeline, messages: list[dict[str, Any]], workers: int) -> None:
+    """Processes the chunk messages with `workers` parallel writers, each with its own connections."""
+    pending = list(messages)
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def writer() -> None:
+        service = pipeline.service()
+        while True:
+            with lock:
+                if not pending:
+                    return
+                message = pending.pop()
+            try:
+                service.process_chunk(message)
+            except BaseException as error:  # surfaced below: a thread must not swallow it
+                failures.append(error)
+                return
+
+    threads = [threading.Thread(target=writer) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+
+
+def _snapshot(database_url: str, job_id: str) -> dict[str, Any]:
+    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT id, lower(email), name, role, active FROM users ORDER BY id")
+        users = cursor.fetchall()
+        cursor.execute(
+            "SELECT idx, line, code, field, message FROM import_errors WHERE job_id = %s ORDER BY idx, code, field",
+            (job_id,),
+        )
+        errors = cursor.fetchall()
+    connection.close()
+    return {"users": users, "errors": errors}
+
+
+def _import_users(pipeline: Pipeline, data: bytes, workers: int, order: Callable[[list[Any]], None]) -> dict:
+    job_id, messages = pipeline.upload_and_chunk(Resource.USERS, Format.CSV, data)
+    order(messages)
+    _run_writers(pipeline, messages, workers)
+    job = pipeline.service().jobs.get(job_id)
+    assert job is not None
+    return {"job": job, "snapshot": _snapshot(pipeline.database_url, job_id)}
+
+
+def test_outcome_is_identical_with_one_and_several_writers(pipeline: Pipeline, database_url: str) -> None:
+    data = _file("users", 1500, "csv")
+
+    sequential = _import_users(
+        pipeline, data, workers=1, order=lambda messages: messages.sort(key=lambda m: m["chunk"])
+    )
+    psycopg2_truncate(database_url)
+    parallel = _import_users(pipeline, data, workers=4, order=random.Random(3).shuffle)
+
+    assert sequential["job"].status.value == "completed_with_errors"
+    assert parallel["job"].status == sequential["job"].status
+    assert parallel["job"].counters == sequential["job"].counters
+    assert parallel["job"].errors_by_code == sequential["job"].errors_by_code
+    assert parallel["snapshot"]["users"] == sequential["snapshot"]["users"]
+    # Same errors on the same lines, apart from the job id.
+    assert parallel["snapshot"]["errors"] == sequential["snapshot"]["errors"]
+    codes = set(sequential["job"].errors_by_code)
+    assert {"invalid_email", "invalid_role", "duplicate_in_file"} <= codes
+    counters = sequential["job"].counters
+    assert counters.total == 1500
+    assert counters.succeeded + counters.failed == counters.total
+    assert counters.succeeded == len(sequential["snapshot"]["users"])
+
+
+def psycopg2_truncate(database_url: str) -> None:
+    with psycopg2.connect(database_url) as connection, connection.cursor() as cursor:
+        cursor.execute("TRUNCATE comments, articles, users, import_errors, import_runs, import_chunks")
+    connection.close()
+
+
+def test_a_redelivered_chunk_counts_once(pipeline: Pipeline) -> None:
+    data = _file("users", 250, "csv", seed=11)
+    job_id, messages = pipeline.upload_and_chunk(Resource.USERS, Format.CSV, data)
+    assert len(messages) == 3
+    service = pipeline.service()
+    service.process_chunk(messages[0])
+    service.process_chunk(messages[0])  # at-least-once delivery: the same message again
+    in_progress = service.jobs.get(job_id)
+    assert in_progress is not None
+    assert in_progress.status.value == "processing"
+    assert in_progress.counters.processed == CHUNK_RECORDS
+    assert in_progress.chunks_done == 1
+
+    for message in messages[1:] + messages:  # the rest, then everything again after the job ended
+        service.process_chunk(message)
+    job = service.jobs.get(job_id)
+    assert job is not None
+    assert job.is_final
+    assert job.counters.total == 250
+    assert job.counters.processed == 250
+    assert job.counters.succeeded + job.counters.failed == 250
+    errors = service.store.first_errors(job_id, limit=1000)
+    assert len({(e["index"], e["code"], e["field"]) for e in errors}) == len(errors)
+
+
+def test_reimporting_the_same_file_gives_the_same_counts(pipeline: Pipeline) -> None:
+    data = _file("users", 300, "csv", seed=5)
+    first = _import_users(pipeline, data, workers=2, order=lambda m: None)["job"]
+    second = _import_users(pipeline, data, workers=2, order=lambda m: None)["job"]
+    assert first.counters == second.counters
+    assert first.errors_by_code == second.errors_by_code
+
+
+def test_error_report_names_source_lines(pipeline: Pipeline) -> None:
+    rows = [
+        "id,email,name,role,active,created_at,updated_at",
+        "u1,ann@example.com,Ann,admin,true,,",
+        "u2,foo@bar,Bob,reader,true,,",
+        'u3,cy@example.com,"Cy',
+        'Smith",manager,false,,',
+        "u4,ANN@example.com,Ann Again,reader,true,,",
+    ]
+    data = ("\r\n".join(rows) + "\r\n").encode()
+    job_id, messages = pipeline.upload_and_chunk(Resource.USERS, Format.CSV, data)
+    _run_writers(pipeline, messages, workers=1)
+    service = pipeline.service()
+    job = service.jobs.get(job_id)
+    assert job is not None
+    assert (job.status.value, job.counters.succeeded, job.counters.failed) == ("completed_with_errors", 1, 3)
+    report = service.error_report(job_id, "ndjson")
+    assert report.body is not None
+    errors = [orjson.loads(line) for line in report.body.splitlines()]
+    by_code = {e["code"]: e for e in errors}
+    assert by_code["invalid_email"]["line"] == 3 and by_code["invalid_email"]["index"] == 2
+    assert by_code["invalid_email"]["value"] == "foo@bar"
+    assert by_code["invalid_email"]["record"]["email"] == "foo@bar"
+    assert by_code["invalid_role"]["line"] == 4 and by_code["invalid_role"]["index"] == 3
+    duplicate = by_code["duplicate_in_file"]
+    assert duplicate["line"] == 6 and duplicate["field"] == "email"
+    assert "line 2" in duplicate["message"]
+    csv_report = service.error_report(job_id, "csv")
+    assert csv_report.body is not None
+    assert csv_report.body.decode().splitlines()[0] == "line,index,code,field,message,value,record"
+
+
+def test_unreadable_file_fails_the_job_with_the_reason(pipeline: Pipeline) -> None:
+    job_id, messages = pipeline.upload_and_chunk(Resource.USERS, Format.JSON, b'{"not": "an array"}')
+    assert messages == []
+    job = pipeline.service().jobs.get(job_id)
+    assert job is not None
+    assert job.status.value == "failed"
+    assert job.failure is not None and job.failure.code == "not_a_json_array"
+
+
+def test_articles_and_comments_check_references(pipeline: Pipeline) -> None:
+    users, articles, comments = 200, 200, 300
+    _import_users(pipeline, _file("users", users, "csv"), workers=2, order=lambda m: None)
+    sizes = {"user_rows": users, "article_rows": articles}
+    article_job, messages = pipeline.upload_and_chunk(
+        Resource.ARTICLES, Format.NDJSON, _file("articles", articles, "ndjson", **sizes)
+    )
+    _run_writers(pipeline, messages, workers=2)
+    comment_job, messages = pipeline.upload_and_chunk(
+        Resource.COMMENTS, Format.NDJSON, _file("comments", comments, "ndjson", **sizes)
+    )
+    _run_writers(pipeline, messages, workers=2)
+    service = pipeline.service()
+    article = service.jobs.get(article_job)
+    comment = service.jobs.get(comment_job)
+    assert article is not None and comment is not None
+    assert article.counters.succeeded > articles * 0.8
+    assert comment.counters.succeeded > comments * 0.8
+    assert "unknown_author" in article.errors_by_code
+    assert {"unknown_article", "unknown_user", "body_too_long"} & set(comment.errors_by_code)
