@@ -134,6 +134,13 @@ def test_empty_file_is_unreadable(content: bytes, fmt: Format | None) -> None:
     assert code == "empty_file"
 
 
+def test_nothing_is_read_before_the_first_record_is_asked_for() -> None:
+    stream = TrickleStream(b"")
+    records = iter_source_records(stream, None, Resource.USERS)  # type: ignore[arg-type]
+    with pytest.raises(UnreadableFile):
+        next(records)
+
+
 def test_reads_of_a_few_bytes_give_the_same_records() -> None:
     content = b'[\n {"id": "a\\"b"},\n {"id": "c", "tags": ["x", "]"]}\n]'
     trickled = list(iter_source_records(TrickleStream(content, 3), None, Resource.USERS))  # type: ignore[arg-type]
@@ -257,6 +264,17 @@ def test_csv_invalid_utf8_is_an_error_of_that_record_only() -> None:
     records = parse(b'id,name\nu1,"An\xffn\nsecond line"\nu2,Bob\n')
     assert summary(records) == [(1, 2, ErrorCode.INVALID_CSV_ROW), (2, 4, {"id": "u2", "name": "Bob"})]
     assert "UTF-8" in records[0].error.message  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad_row", [b"u1,a\rb", b'u1,"Ann"ie'])
+def test_csv_malformed_quoting_is_an_error_of_that_record_only(bad_row: bytes) -> None:
+    records = parse(b"id,name\n" + bad_row + b"\nu2,Bob\n")
+    assert summary(records) == [(1, 2, ErrorCode.INVALID_CSV_ROW), (2, 3, {"id": "u2", "name": "Bob"})]
+    assert "close every quote" in records[0].error.message  # type: ignore[union-attr]
+
+
+def test_csv_quote_left_open_does_not_swallow_the_rows_after_it_silently() -> None:
+    assert summary(parse(b'id,name\nu1,"Ann\nu2,Bob\n')) == [(1, 2, ErrorCode.INVALID_CSV_ROW)]
 
 
 def test_csv_booleans_are_coerced_for_boolean_columns_only() -> None:

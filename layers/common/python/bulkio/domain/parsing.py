@@ -124,8 +124,11 @@ def iter_source_records(
     filename: str | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> Iterator[SourceRecord]:
-    """Records of `stream` in file order. Raises UnreadableFile when the file as a whole cannot be read,
-    possibly after yielding the records before the problem."""
+    """Records of `stream` in file order. Nothing is read before the first record is asked for.
+
+    Raises UnreadableFile (while iterating) when the file as a whole cannot be read, possibly after yielding
+    the records before the problem.
+    """
     head, chunks = _text_chunks(stream)
     if fmt is None:
         fmt = detect_format(filename, head)
@@ -136,10 +139,11 @@ def iter_source_records(
                 "export it as CSV (UTF-8), NDJSON or a JSON array",
             )
     if fmt is Format.NDJSON:
-        return _ndjson_records(chunks, max_record_bytes)
-    if fmt is Format.JSON:
-        return _json_array_records(chunks, max_record_bytes)
-    return _csv_records(chunks, resource, max_record_bytes)
+        yield from _ndjson_records(chunks, max_record_bytes)
+    elif fmt is Format.JSON:
+        yield from _json_array_records(chunks, max_record_bytes)
+    else:
+        yield from _csv_records(chunks, resource, max_record_bytes)
 
 
 # ------------------------------------------------------------------------------------------- bytes and text
@@ -577,7 +581,8 @@ def _csv_records(chunks: Iterator[bytes], resource: Resource, max_record_bytes: 
     if csv.field_size_limit() < max_record_bytes:
         csv.field_size_limit(max_record_bytes)
     line_errors: dict[int, tuple[RecordError, bytes]] = {}
-    reader = csv.reader(_csv_lines(_split_lines(chunks, max_record_bytes), line_errors, max_record_bytes))
+    # strict: a quote left open at the end of the file is an error, not a field swallowing the rows after it.
+    reader = csv.reader(_csv_lines(_split_lines(chunks, max_record_bytes), line_errors, max_record_bytes), strict=True)
     header = _read_csv_header(reader, line_errors)
     width = len(header)
     coercions = [(name, _coerce_boolean) for name in header if name in CSV_BOOLEAN_COLUMNS[resource]] + [
@@ -587,19 +592,13 @@ def _csv_records(chunks: Iterator[bytes], resource: Resource, max_record_bytes: 
     last_line = reader.line_num
     while True:
         start_line = last_line + 1
+        unreadable: csv.Error | None = None
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            last_line = reader.line_num
-            index += 1
-            if "field larger than field limit" in str(exc):
-                error = _too_large(max_record_bytes)
-            else:
-                error = RecordError(ErrorCode.INVALID_CSV_ROW, None, f"the row cannot be read as CSV ({exc})")
-            yield SourceRecord(index, start_line, None, error, None)
-            continue
+            unreadable = exc
         last_line = reader.line_num
         if line_errors:
             lines = range(start_line, last_line + 1)
@@ -609,6 +608,19 @@ def _csv_records(chunks: Iterator[bytes], resource: Resource, max_record_bytes: 
                 error, source = spanned[0]
                 yield SourceRecord(index, start_line, None, error, _raw_text(source))
                 continue
+        if unreadable is not None:
+            index += 1
+            if "field larger than field limit" in str(unreadable):
+                error = _too_large(max_record_bytes)
+            else:
+                error = RecordError(
+                    ErrorCode.INVALID_CSV_ROW,
+                    None,
+                    f"the row cannot be read as CSV ({unreadable}): quote values holding commas, quotes or line "
+                    'breaks, close every quote, and double the quotes inside quoted values ("")',
+                )
+            yield SourceRecord(index, start_line, None, error, None)
+            continue
         if not any(row) or (len(row) == 1 and not row[0].strip()):
             continue
         index += 1
