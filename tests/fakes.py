@@ -20,6 +20,7 @@ import orjson
 from bulkio.adapters.jobs_repo import CHUNKER_LEASE_SECONDS, IdempotencyClaim
 from bulkio.adapters.postgres import FailedRecord, MergeOutcome, StagedRecord
 from bulkio.adapters.s3 import ObjectInfo, PresignedUpload
+from bulkio.config import Settings
 from bulkio.domain.idempotency import StoredRequest
 from bulkio.domain.jobs import (
     FINAL_STATUSES,
@@ -31,7 +32,9 @@ from bulkio.domain.jobs import (
     final_status,
     utc_now,
 )
+from bulkio.domain.records import ValidationRules
 from bulkio.domain.resources import Format, Resource
+from bulkio.services.imports import ImportService
 
 Clock = Callable[[], float]
 
@@ -412,3 +415,57 @@ class ChunkerLaunches:
         if self.error is not None:
             raise self.error
         self.job_ids.append(job_id)
+
+
+# ============================================================================================== wiring
+
+
+def make_settings(**overrides: Any) -> Settings:
+    defaults: dict[str, Any] = {
+        "jobs_table": "jobs",
+        "import_bucket": "import-bucket",
+        "chunk_queue_url": "https://sqs.example/chunks",
+        "database_url": "postgresql://unused",
+        "chunker_function_name": "chunker",
+        "chunk_records": 1000,
+        "max_upload_bytes": 10 * 1024 * 1024,
+        "presign_ttl_seconds": 3600,
+        "idempotency_ttl_seconds": 86400,
+        "allow_http_urls": False,
+        "url_timeout_seconds": 30,
+        "max_record_bytes": 1024 * 1024,
+    }
+    return Settings(**{**defaults, **overrides})
+
+
+@dataclass(slots=True)
+class FakeWorld:
+    """An ImportService wired to fakes, with the fakes at hand for arrangement and assertions."""
+
+    service: ImportService
+    jobs: FakeJobRepository
+    objects: FakeObjectStore
+    queue: FakeChunkQueue
+    store: FakeImportStore
+    launches: ChunkerLaunches
+
+
+def build_world(
+    settings: Settings | None = None,
+    open_source_url: Callable[[str], BinaryIO] | None = None,
+    clock: Clock = time.time,
+) -> FakeWorld:
+    settings = settings or make_settings()
+    jobs, objects = FakeJobRepository(clock), FakeObjectStore(settings.import_bucket)
+    queue, store, launches = FakeChunkQueue(), FakeImportStore(), ChunkerLaunches()
+    service = ImportService(
+        settings=settings,
+        jobs=jobs,  # type: ignore[arg-type]
+        objects=objects,  # type: ignore[arg-type]
+        queue=queue,  # type: ignore[arg-type]
+        store=store,  # type: ignore[arg-type]
+        rules=ValidationRules(),
+        launch_chunker=launches,
+        open_source_url=open_source_url,
+    )
+    return FakeWorld(service, jobs, objects, queue, store, launches)
