@@ -1,0 +1,1 @@
+"""Developer tools that are not deployed: data generation and the like."""
