@@ -566,3 +566,25 @@ def test_a_drop_folder_marker_is_not_an_import(world: FakeWorld) -> None:
     world.service.on_object_created(BUCKET, "drop/users/", "d41d8cd98f00b204e9800998ecf8427e")
 
     assert world.jobs.all_jobs() == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a chunker run that crashes keeps its 16-minute lease, so Lambda's retries (1 and 2 minutes "
+    "later) are refused and the job stays 'processing' forever",
+)
+def test_a_chunker_retry_after_a_crash_chunks_the_file(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = world.service.submit(multipart_request(ndjson([user(1)])), None).body["job_id"]
+    real_put_bytes = world.objects.put_bytes
+
+    def unavailable(*_: object) -> None:
+        raise ConnectionError("S3 unavailable")
+
+    monkeypatch.setattr(world.objects, "put_bytes", unavailable)
+    with pytest.raises(ConnectionError):
+        world.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
+    monkeypatch.setattr(world.objects, "put_bytes", real_put_bytes)
+
+    world.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
+
+    assert len(world.queue.messages) == 1
