@@ -100,6 +100,11 @@ class FakeJobRepository:
             job.format = format_
         return True
 
+    def release_chunker_lease(self, job_id: str) -> None:
+        stored = self._jobs[job_id]
+        if stored.job.status is JobStatus.PROCESSING and stored.job.chunks_total is None:
+            stored.lease_until = 0
+
     def set_format(self, job_id: str, format_: Format) -> None:
         self._jobs[job_id].job.format = format_
 
@@ -382,11 +387,14 @@ class FakeImportStore:
     def chunk_failure(self, job_id: str, chunk_no: int) -> str | None:
         return self.chunk_failures.get((job_id, chunk_no))
 
-    def fail_run(self, job_id: str) -> None:
+    def fail_run(self, job_id: str) -> bool:
         run = self.runs.get(job_id)
-        if run is not None and run.outcome is None:
+        if run is not None and run.outcome is not None:
+            return False
+        if run is not None:
             run.failed_run = True
             run.staged = []
+        return True
 
 
 def _error_row(record: FailedRecord) -> dict[str, Any]:

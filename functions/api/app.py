@@ -99,7 +99,7 @@ def _body_bytes() -> bytes:
 
 def _new_import() -> NewImport:
     settings = import_service().settings
-    content_type = app.current_event.headers.get("content-type") or app.current_event.headers.get("Content-Type") or ""
+    content_type = app.current_event.headers.get("Content-Type") or ""
     body = _body_bytes()
     if content_type.startswith("multipart/form-data"):
         if len(body) > settings.max_upload_bytes:
@@ -149,7 +149,7 @@ def _new_import() -> NewImport:
 
 @app.post("/v1/imports")
 def create_import() -> Response:
-    key = app.current_event.headers.get("Idempotency-Key") or app.current_event.headers.get("idempotency-key")
+    key = app.current_event.headers.get("Idempotency-Key")
     if key is not None and not valid_key(key):
         raise bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
     result = import_service().submit(_new_import(), key)

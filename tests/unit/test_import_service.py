@@ -154,9 +154,6 @@ def test_the_same_request_with_the_same_key_is_replayed(world: FakeWorld) -> Non
     assert len(world.jobs.all_jobs()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: a replay returns status and body but drops the Location header of the original"
-)
 def test_a_replay_keeps_the_location_header(world: FakeWorld) -> None:
     first = world.service.submit(presigned_request(), "key-1")
 
@@ -555,11 +552,6 @@ def test_objects_outside_known_drop_folders_are_ignored(world: FakeWorld, key: s
     assert world.queue.messages == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a folder marker (zero-byte key ending in '/', as the S3 console's 'Create folder' makes) "
-    "becomes a job that fails with empty_file",
-)
 def test_a_drop_folder_marker_is_not_an_import(world: FakeWorld) -> None:
     world.objects.put_bytes("drop/users/", b"")
 
@@ -568,11 +560,6 @@ def test_a_drop_folder_marker_is_not_an_import(world: FakeWorld) -> None:
     assert world.jobs.all_jobs() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a chunker run that crashes keeps its 16-minute lease, so Lambda's retries (1 and 2 minutes "
-    "later) are refused and the job stays 'processing' forever",
-)
 def test_a_chunker_retry_after_a_crash_chunks_the_file(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     job_id = world.service.submit(multipart_request(ndjson([user(1)])), None).body["job_id"]
     real_put_bytes = world.objects.put_bytes

@@ -116,11 +116,6 @@ def test_a_malformed_body_is_invalid_multipart(body: bytes) -> None:
     assert (problem.status, problem.code) == (400, "invalid_multipart")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_form accepts a body without its closing boundary (python-multipart's finalize() checks "
-    "nothing), so a truncated upload is imported as a shorter file",
-)
 def test_a_body_cut_before_its_closing_boundary_is_invalid_multipart() -> None:
     """A truncated upload must not be imported as if it were the whole file."""
     body = field_part("resource", "users") + file_part(CSV) + closing()

@@ -201,6 +201,20 @@ class DynamoJobRepository:
                 return False
             raise
 
+    def release_chunker_lease(self, job_id: str) -> None:
+        """Lets a retried chunker run claim the job again at once (only while chunking is unfinished)."""
+        try:
+            self._table.update_item(
+                Key={"pk": _job_pk(job_id)},
+                UpdateExpression="SET lease_until = :zero",
+                ConditionExpression="#s = :processing AND attribute_not_exists(chunks_total)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":zero": 0, ":processing": JobStatus.PROCESSING.value},
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+
     def set_format(self, job_id: str, format_: Format) -> None:
         self._table.update_item(
             Key={"pk": _job_pk(job_id)},

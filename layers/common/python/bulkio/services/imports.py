@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -33,7 +34,7 @@ from bulkio.domain.jobs import (
     job_view,
     utc_now,
 )
-from bulkio.domain.parsing import SourceRecord, UnreadableFile, iter_source_records
+from bulkio.domain.parsing import SourceRecord, UnreadableFile, detect_format, iter_source_records
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.resources import Format, Resource, parse_resource
 from bulkio.problems import Problem, conflict, not_found, unprocessable
@@ -45,6 +46,7 @@ IDEMPOTENCY_WAIT_SECONDS = 10.0
 FIRST_ERRORS = 100
 INLINE_REPORT_BYTES = 4 * 1024 * 1024  # below Lambda's 6 MB response cap, with room for base64
 REPORT_URL_TTL_SECONDS = 900
+FORMAT_SNIFF_BYTES = 64 * 1024
 
 
 def source_key(job_id: str) -> str:
@@ -154,7 +156,8 @@ class ImportService:
                 )
             if decision is Decision.REPLAY:
                 body = orjson.loads(stored.response_body or "{}")
-                return ApiResult(stored.response_status or 202, body, {"Idempotent-Replayed": "true"})
+                headers = {"Idempotent-Replayed": "true", "Location": job_links(stored.job_id)["self"]}
+                return ApiResult(stored.response_status or 202, body, headers)
             if decision is Decision.TAKE_OVER:
                 return self._create_remembered(request, stored.job_id, idempotency_key)
             if decision is Decision.IN_PROGRESS and time.monotonic() > deadline:
@@ -190,6 +193,19 @@ class ImportService:
             created_at=utc_now(),
         )
         self.jobs.create(job)
+        try:
+            body = self._start(job, request)
+        except Exception as error:
+            self.jobs.fail(job_id, "submission_failed", f"the import could not be started: {error}; submit it again")
+            raise
+        logger.info(
+            "import job created", extra={"job_id": job_id, "resource": job.resource.value, "source": kind.value}
+        )
+        return ApiResult(202, body, {"Location": job_links(job_id)["self"]})
+
+    def _start(self, job: ImportJob, request: NewImport) -> dict[str, Any]:
+        """The side effect that gets the job going: upload, chunker launch or presigned URL."""
+        job_id, kind = job.job_id, job.source.kind
         body: dict[str, Any] = {
             "job_id": job_id,
             "status": job.status.value,
@@ -205,10 +221,7 @@ class ImportService:
         else:
             upload = self.objects.presign_put(source_key(job_id), self.settings.presign_ttl_seconds)
             body["upload"] = {"url": upload.url, "method": upload.method, "expires_at": iso(upload.expires_at)}
-        logger.info(
-            "import job created", extra={"job_id": job_id, "resource": job.resource.value, "source": kind.value}
-        )
-        return ApiResult(202, body, {"Location": job_links(job_id)["self"]})
+        return body
 
     def view(self, job_id: str) -> dict[str, Any]:
         job = self._job(job_id)
@@ -241,6 +254,8 @@ class ImportService:
 
     # ================================================================ chunker
     def on_object_created(self, bucket: str, key: str, etag: str) -> None:
+        if key.endswith("/"):
+            return  # a folder marker (the S3 console's "Create folder"), not a file
         if key.startswith("uploads/"):
             self.run_chunker(key.split("/")[1])
         elif key.startswith("drop/"):
@@ -282,10 +297,11 @@ class ImportService:
         self.store.register_job(job_id, job.resource)
         started = time.monotonic()
         try:
-            with closing(self._open_source(job)) as stream:
+            with closing(self._open_source(job)) as source:
+                stream, fmt = self._settle_format(job, source)
                 records = iter_source_records(
                     stream,
-                    job.format,
+                    fmt,
                     job.resource,
                     filename=job.source.filename,
                     max_record_bytes=self.settings.max_record_bytes,
@@ -294,6 +310,10 @@ class ImportService:
         except (UnreadableFile, SourceUnavailable) as problem:
             self.fail(job_id, problem.code, problem.message)
             return
+        except Exception:
+            # S3, SQS or database trouble: free the claim so that Lambda's retry of this event can chunk again.
+            self.jobs.release_chunker_lease(job_id)
+            raise
         self.store.set_totals(job_id, chunks_total, records_total)
         self.jobs.set_totals(job_id, chunks_total, records_total)
         logger.info(
@@ -317,6 +337,16 @@ class ImportService:
             raise SourceUnavailable(
                 "source_missing", f"s3://{job.source.bucket}/{key} no longer exists: upload the file again"
             ) from error
+
+    def _settle_format(self, job: ImportJob, source: BinaryIO) -> tuple[BinaryIO, Format | None]:
+        """Detects a format the request left out, so that the job shows it; reads only the first bytes."""
+        if job.format is not None:
+            return source, job.format
+        head = source.read(FORMAT_SNIFF_BYTES)
+        fmt = detect_format(job.source.filename, head)
+        if fmt is not None:
+            self.jobs.set_format(job.job_id, fmt)
+        return _PrefixedStream(head, source), fmt
 
     def _write_chunks(self, job: ImportJob, records: Iterable[SourceRecord]) -> tuple[int, int]:
         chunk_no = 0
@@ -395,7 +425,10 @@ class ImportService:
 
     # ================================================================ failures
     def fail(self, job_id: str, code: str, message: str) -> None:
-        self.store.fail_run(job_id)
+        if not self.store.fail_run(job_id):
+            # Its rows were merged before the failure: finishing it reports what really happened.
+            self.finish_if_complete(job_id)
+            return
         if self.jobs.fail(job_id, code, message):
             logger.warning("import job failed", extra={"job_id": job_id, "code": code, "reason": message})
 
@@ -403,12 +436,36 @@ class ImportService:
         job_id, chunk_no = message["job_id"], int(message["chunk"])
         reason = self.store.chunk_failure(job_id, chunk_no) or "the writer crashed without recording a reason"
         first = (chunk_no - 1) * self.settings.chunk_records + 1
+        last = first + self.settings.chunk_records - 1
+        job = self.jobs.get(job_id)
+        if job is not None and job.counters.total:
+            last = min(last, job.counters.total)
         self.fail(
             job_id,
             "chunk_failed",
-            f"chunk {chunk_no} (records {first} to {first + self.settings.chunk_records - 1}) failed repeatedly "
+            f"chunk {chunk_no} (records {first} to {last}) failed repeatedly "
             f"and was moved to the dead-letter queue: {reason}. Fix the cause and submit the import again.",
         )
+
+
+class _PrefixedStream(io.RawIOBase):
+    """`head` followed by the rest of `stream`: lets the format be sniffed without losing the bytes read."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        super().__init__()
+        self._head = memoryview(head)
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        if self._head:
+            take = len(self._head) if size < 0 else min(size, len(self._head))
+            piece = bytes(self._head[:take])
+            self._head = self._head[take:]
+            return piece
+        return self._stream.read(size)
 
 
 def _batched(records: Iterable[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:

@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from bulkio.problems import bad_request
 
@@ -89,6 +89,9 @@ def parse_form(body: bytes, content_type: str, file_field: str = "file") -> Form
             if len(text) > MAX_FIELD_BYTES:
                 raise bad_request("invalid_multipart", f"form field {state.get('name')!r} is too long")
 
+    def on_end() -> None:
+        state["complete"] = True
+
     def on_part_end() -> None:
         name = str(state.get("name", ""))
         if name != file_field and name:
@@ -104,11 +107,14 @@ def parse_form(body: bytes, content_type: str, file_field: str = "file") -> Form
             "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
+            "on_end": on_end,
         },
     )
     try:
         parser.write(body)
         parser.finalize()
+        if not state.get("complete"):
+            raise bad_request("invalid_multipart", "the body ends before its closing boundary: send the whole file")
     except Exception as error:
         if spool is not None:
             spool.close()
