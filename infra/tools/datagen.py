@@ -575,7 +575,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--article-rows", type=int, help="size of the articles file pointed at (ditto)")
 
     for resource in RESOURCES:
-        command = commands.add_parser(resource, help=f"write a {resource} file")
+        command = commands.add_parser(resource, help=f"write a file of {resource}")
         add_common(command)
         command.add_argument("--out", required=True, help='output path, "-" for stdout')
         command.add_argument("--format", choices=FORMATS, help=f"default: {DEFAULT_FORMAT[resource]}")
