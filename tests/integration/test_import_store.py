@@ -528,3 +528,16 @@ def test_merge_errors_carry_the_original_record(store: ImportStore) -> None:
     [report] = [json.loads(line) for line in sink.getvalue().decode().splitlines()]
     assert report["record"] == json.loads(records[1].raw)
     assert report["value"] == "a@example.com"
+
+
+def test_a_dropped_connection_is_replaced_once(store: ImportStore, clean_db: str) -> None:
+    store.register_job("job", Resource.USERS)
+    terminated = query(
+        clean_db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = 'bulkio' AND datname = current_database()",
+    )
+    assert terminated == [(True,)]
+
+    assert store.stage_chunk("job", Resource.USERS, 0, [user(1, "a@example.com", "u1")], ()) is True
+    assert store.chunks_staged("job") == 1
