@@ -107,7 +107,8 @@ def _configure_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(levelname)s]\t%(asctime)s\t%(message)s"))
     logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "INFO"))
+    # As on Lambda, the root logger passes WARNING and above unless AWS_LAMBDA_LOG_LEVEL says otherwise.
+    logging.getLogger().setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "WARNING"))
 
 
 def main() -> int:

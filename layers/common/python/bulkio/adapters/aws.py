@@ -12,7 +12,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
+# SigV4 everywhere: presigned URLs signed with SigV2 are refused by newer regions.
+_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4")
 
 
 @cache

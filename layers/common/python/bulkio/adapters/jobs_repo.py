@@ -12,7 +12,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from bulkio.domain.idempotency import StoredRequest
@@ -146,6 +145,7 @@ class DynamoJobRepository:
         """Creates the job for an S3 drop once per (bucket, key, etag); returns the job id that owns it."""
         source = job.source
         drop_pk = f"drop#{source.bucket}#{source.key}#{source.etag}"
+        # The resource's own client serializes plain Python values, like the Table methods do.
         client = self._table.meta.client
         try:
             client.transact_write_items(
@@ -153,11 +153,11 @@ class DynamoJobRepository:
                     {
                         "Put": {
                             "TableName": self._table.name,
-                            "Item": _to_wire({"pk": drop_pk, "job_id": job.job_id}),
+                            "Item": {"pk": drop_pk, "job_id": job.job_id},
                             "ConditionExpression": "attribute_not_exists(pk)",
                         }
                     },
-                    {"Put": {"TableName": self._table.name, "Item": _to_wire(job_to_item(job))}},
+                    {"Put": {"TableName": self._table.name, "Item": job_to_item(job)}},
                 ]
             )
             return job.job_id
@@ -338,10 +338,3 @@ class DynamoJobRepository:
 def iso_now() -> str:
     return iso(utc_now()) or ""
 
-
-_SERIALIZER = TypeSerializer()
-
-
-def _to_wire(item: dict[str, Any]) -> dict[str, Any]:
-    """The low-level client's attribute format, which transact_write_items needs."""
-    return {k: _SERIALIZER.serialize(v) for k, v in item.items()}

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
+from urllib.parse import unquote, urlsplit
 
 import orjson
 from aws_lambda_powertools import Logger
@@ -188,7 +189,7 @@ class ImportService:
                 bucket=None if kind is SourceKind.URL else self.objects.bucket,
                 key=None if kind is SourceKind.URL else source_key(job_id),
                 url=request.url,
-                filename=request.filename,
+                filename=request.filename or _url_filename(request.url),
             ),
             created_at=utc_now(),
         )
@@ -446,6 +447,12 @@ class ImportService:
             f"chunk {chunk_no} (records {first} to {last}) failed repeatedly "
             f"and was moved to the dead-letter queue: {reason}. Fix the cause and submit the import again.",
         )
+
+
+def _url_filename(url: str | None) -> str | None:
+    """The last path segment of a source URL, shown as the job's file name (and used to infer the format)."""
+    name = urlsplit(url).path.rsplit("/", 1)[-1] if url else ""
+    return unquote(name) or None
 
 
 class _PrefixedStream(io.RawIOBase):
