@@ -67,6 +67,13 @@ class FakeJobRepository:
         if stored is None or stored.job.status in STARTABLE_STATUSES:
             self._jobs[job.job_id] = _StoredJob(copy.deepcopy(job))
 
+    def list_jobs(self, limit: int, cursor: dict[str, Any] | None) -> tuple[list[ImportJob], dict[str, Any] | None]:
+        newest_first = sorted(self._jobs.values(), key=lambda stored: stored.job.created_at, reverse=True)
+        start = int(cursor["offset"]) if cursor else 0
+        page = [self.get(stored.job.job_id) for stored in newest_first[start : start + limit]]
+        more = start + limit < len(newest_first)
+        return [job for job in page if job is not None], {"offset": start + limit} if more else None
+
     def get(self, job_id: str) -> ImportJob | None:
         stored = self._jobs.get(job_id)
         if stored is None:
@@ -375,8 +382,17 @@ class FakeImportStore:
             writer = csv.writer(text, lineterminator="\n")
             writer.writerow(["line", "index", "code", "field", "message", "value", "record"])
             for row in rows:
-                writer.writerow([row["line"], row["index"], row["code"], row["field"], row["message"],
-                                 orjson.dumps(row["value"]).decode(), orjson.dumps(row["record"]).decode()])
+                writer.writerow(
+                    [
+                        row["line"],
+                        row["index"],
+                        row["code"],
+                        row["field"],
+                        row["message"],
+                        orjson.dumps(row["value"]).decode(),
+                        orjson.dumps(row["record"]).decode(),
+                    ]
+                )
             data = text.getvalue().encode() if rows else b""
         sink.write(data)
         return len(data)

@@ -30,6 +30,7 @@ logger = Logger()
 app = APIGatewayRestResolver()
 
 JSON_FIELDS = {"resource", "format", "url"}
+MAX_PAGE = 100
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -154,6 +155,15 @@ def create_import() -> Response:
         raise bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
     result = import_service().submit(_new_import(), key)
     return _json(result.status, result.body, result.headers)
+
+
+@app.get("/v1/imports")
+def list_imports() -> Response:
+    query = app.current_event.query_string_parameters or {}
+    raw_limit = query.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise bad_request("invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return _json(200, import_service().list_jobs(int(raw_limit), query.get("cursor")))
 
 
 @app.get("/v1/imports/<job_id>")

@@ -18,8 +18,11 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 
 def _client(service: str, endpoint: str) -> Any:
     return boto3.session.Session().client(
-        service, endpoint_url=endpoint, region_name=REGION,
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
 
 
@@ -41,11 +44,15 @@ def provision(stack: StackTemplate, endpoint: str) -> None:
     existing_tables = set(dynamodb.list_tables().get("TableNames", []))
     for table in stack.tables.values():
         if table.name not in existing_tables:
+            indexes = (
+                {"GlobalSecondaryIndexes": table.global_secondary_indexes} if table.global_secondary_indexes else {}
+            )
             dynamodb.create_table(
                 TableName=table.name,
                 KeySchema=table.key_schema,
                 AttributeDefinitions=table.attribute_definitions,
                 BillingMode="PAY_PER_REQUEST",
+                **indexes,
             )
         if table.ttl_attribute:
             status = dynamodb.describe_time_to_live(TableName=table.name)["TimeToLiveDescription"]
@@ -59,8 +66,9 @@ def provision(stack: StackTemplate, endpoint: str) -> None:
 def main() -> None:
     endpoint = f"http://127.0.0.1:{os.environ.get('LOCAL_AWS_PORT', '4566')}"
     template = Path(os.environ.get("LOCAL_TEMPLATE", REPOSITORY_ROOT / "template.yaml"))
-    stack = load_template(template, parameter_overrides={"DatabaseUrl": os.environ.get("DATABASE_URL", "")},
-                          aws_endpoint=endpoint)
+    stack = load_template(
+        template, parameter_overrides={"DatabaseUrl": os.environ.get("DATABASE_URL", "")}, aws_endpoint=endpoint
+    )
     provision(stack, endpoint)
     print(f"provisioned {len(stack.buckets)} buckets, {len(stack.queues)} queues, {len(stack.tables)} tables")
 

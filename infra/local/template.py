@@ -24,8 +24,23 @@ PARTITION = "aws"
 NO_VALUE = object()  # AWS::NoValue: the enclosing key or list item disappears
 
 _SHORT_FORMS = (
-    "Ref", "GetAtt", "Sub", "Join", "If", "Equals", "Not", "Select", "Split", "And", "Or",
-    "Condition", "FindInMap", "Base64", "GetAZs", "ImportValue", "Cidr",
+    "Ref",
+    "GetAtt",
+    "Sub",
+    "Join",
+    "If",
+    "Equals",
+    "Not",
+    "Select",
+    "Split",
+    "And",
+    "Or",
+    "Condition",
+    "FindInMap",
+    "Base64",
+    "GetAZs",
+    "ImportValue",
+    "Cidr",
 )
 
 
@@ -127,6 +142,7 @@ class Table:
     key_schema: list[dict[str, str]]
     attribute_definitions: list[dict[str, str]]
     ttl_attribute: str | None = None
+    global_secondary_indexes: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -179,8 +195,7 @@ class _Resolver:
             "AWS::AccountId": ACCOUNT_ID,
             "AWS::Partition": PARTITION,
             "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackId": f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT_ID}"
-            f":stack/{self.stack_name}/local",
+            "AWS::StackId": f"arn:{PARTITION}:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{self.stack_name}/local",
             "AWS::NoValue": NO_VALUE,
         }
         if name not in values:
@@ -229,9 +244,7 @@ class _Resolver:
             },
             "AWS::DynamoDB::Table": {"Arn": f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"},
             "AWS::S3::Bucket": {"Arn": f"arn:{PARTITION}:s3:::{name}"},
-            "AWS::Serverless::Function": {
-                "Arn": f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
-            },
+            "AWS::Serverless::Function": {"Arn": f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"},
         }.get(resource_type, {})
         if attribute not in attributes:
             raise TemplateError(f"unsupported GetAtt {logical_id}.{attribute}")
@@ -252,7 +265,7 @@ class _Resolver:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, argument), = node.items()
+            ((key, argument),) = node.items()
             if key == "Ref":
                 return self.ref(argument)
             if key == "Condition" and isinstance(argument, str):
@@ -411,6 +424,7 @@ def load_template(
                 key_schema=properties["KeySchema"],
                 attribute_definitions=properties["AttributeDefinitions"],
                 ttl_attribute=ttl.get("AttributeName") if ttl.get("Enabled", True) else None,
+                global_secondary_indexes=properties.get("GlobalSecondaryIndexes") or [],
             )
         elif resource_type == "AWS::Serverless::Api":
             binary_media_types.extend(properties.get("BinaryMediaTypes") or [])
@@ -440,8 +454,13 @@ def load_template(
 def _queue(resolver: _Resolver, logical_id: str, properties: dict[str, Any]) -> Queue:
     name = resolver.physical_name(logical_id)
     attributes: dict[str, str] = {}
-    for property_name in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds",
-                          "ReceiveMessageWaitTimeSeconds", "MaximumMessageSize"):
+    for property_name in (
+        "VisibilityTimeout",
+        "MessageRetentionPeriod",
+        "DelaySeconds",
+        "ReceiveMessageWaitTimeSeconds",
+        "MaximumMessageSize",
+    ):
         if property_name in properties:
             attributes[property_name] = str(properties[property_name])
     dead_letter_arn = None

@@ -343,3 +343,26 @@ def test_an_unknown_report_format_is_a_bad_request(api: ModuleType, world: FakeW
     problem = assert_problem(get(api, f"/v1/imports/{job_id}/errors", {"format": "xlsx"}), 400, "invalid_format")
 
     assert problem["allowed"] == ["ndjson", "csv"]
+
+
+# ========================================================================================= GET /v1/imports
+
+
+def test_jobs_are_listed_newest_first_in_pages(api: ModuleType, world: FakeWorld) -> None:
+    created = [post_json(api, {"resource": "users"}).json()["job_id"] for _ in range(3)]
+
+    first = call(api, event("GET", "/v1/imports", query={"limit": "2"}))
+    assert first.status == 200
+    page = first.json()
+    assert [job["job_id"] for job in page["jobs"]] == created[::-1][:2]
+    assert "errors" not in page["jobs"][0]
+    assert page["next"]
+
+    second = call(api, event("GET", "/v1/imports", query={"limit": "2", "cursor": page["next"]})).json()
+    assert [job["job_id"] for job in second["jobs"]] == [created[0]]
+    assert second["next"] is None
+
+
+def test_a_bad_limit_or_cursor_is_a_problem(api: ModuleType, world: FakeWorld) -> None:
+    assert_problem(call(api, event("GET", "/v1/imports", query={"limit": "0"})), 400, "invalid_limit")
+    assert_problem(call(api, event("GET", "/v1/imports", query={"cursor": "%%%"})), 400, "invalid_cursor")

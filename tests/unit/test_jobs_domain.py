@@ -133,9 +133,9 @@ def test_job_view_shows_the_job_with_links_and_utc_timestamps() -> None:
         "progress": {"chunks_total": 2, "chunks_done": 2, "percent": 100.0},
         "metrics": {"rows_per_second": 2.0, "error_rate": 0.1, "duration_seconds": 10.0},
         "errors_by_code": {"invalid_email": 2},
-        "created_at": "2024-05-01T12:00:00Z",
-        "started_at": "2024-05-01T12:00:05Z",
-        "finished_at": "2024-05-01T12:00:15Z",
+        "created_at": "2024-05-01T12:00:00.000000Z",
+        "started_at": "2024-05-01T12:00:05.000000Z",
+        "finished_at": "2024-05-01T12:00:15.000000Z",
         "errors": first_errors,
         "errors_url": "/v1/imports/job-1/errors",
         "links": {"self": "/v1/imports/job-1", "errors": "/v1/imports/job-1/errors"},
@@ -156,7 +156,7 @@ def test_job_view_converts_timestamps_to_utc() -> None:
 
     view = job_view(make_job(created_at=paris), [], CREATED)
 
-    assert view["created_at"] == "2024-05-01T14:00:00Z"
+    assert view["created_at"] == "2024-05-01T14:00:00.000000Z"
 
 
 def test_job_view_of_a_failed_job_says_why() -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from bulkio.domain.idempotency import StoredRequest
@@ -29,7 +30,8 @@ from bulkio.domain.jobs import (
 )
 from bulkio.domain.resources import Format, Resource
 
-CHUNKER_LEASE_SECONDS = 16 * 60  # longer than the chunker's 15-minute Lambda limit
+CHUNKER_LEASE_SECONDS = 16 * 60
+JOBS_BY_CREATION_INDEX = "by_kind_created"  # longer than the chunker's 15-minute Lambda limit
 
 
 def _job_pk(job_id: str) -> str:
@@ -140,6 +142,19 @@ class DynamoJobRepository:
     def get(self, job_id: str) -> ImportJob | None:
         item = self._table.get_item(Key={"pk": _job_pk(job_id)}, ConsistentRead=True).get("Item")
         return job_from_item(item) if item and item.get("kind") == "import" else None
+
+    def list_jobs(self, limit: int, cursor: dict[str, Any] | None) -> tuple[list[ImportJob], dict[str, Any] | None]:
+        """Newest first, one page; the returned cursor (DynamoDB's LastEvaluatedKey) fetches the next one."""
+        query: dict[str, Any] = {
+            "IndexName": JOBS_BY_CREATION_INDEX,
+            "KeyConditionExpression": Key("kind").eq("import"),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            query["ExclusiveStartKey"] = cursor
+        page = self._table.query(**query)
+        return [job_from_item(item) for item in page.get("Items", [])], page.get("LastEvaluatedKey")
 
     def create_for_drop(self, job: ImportJob) -> str:
         """Creates the job for an S3 drop once per (bucket, key, etag); returns the job id that owns it."""
@@ -337,4 +352,3 @@ class DynamoJobRepository:
 
 def iso_now() -> str:
     return iso(utc_now()) or ""
-

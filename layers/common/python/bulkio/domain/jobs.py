@@ -83,7 +83,8 @@ def utc_now() -> datetime:
 
 
 def iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
+    # Fixed width (always microseconds), so that timestamps sort as text in DynamoDB indexes.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z") if moment else None
 
 
 def parse_iso(text: str | None) -> datetime | None:
@@ -124,6 +125,13 @@ def progress(job: ImportJob) -> dict[str, Any]:
 
 def job_links(job_id: str) -> dict[str, str]:
     return {"self": f"/v1/imports/{job_id}", "errors": f"/v1/imports/{job_id}/errors"}
+
+
+def job_summary(job: ImportJob, now: datetime) -> dict[str, Any]:
+    """A job in the list of GET /v1/imports: the view without its errors."""
+    view = job_view(job, [], now)
+    del view["errors"]
+    return view
 
 
 def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 import uuid
@@ -32,13 +33,14 @@ from bulkio.domain.jobs import (
     iso,
     job_links,
     job_metrics,
+    job_summary,
     job_view,
     utc_now,
 )
 from bulkio.domain.parsing import SourceRecord, UnreadableFile, detect_format, iter_source_records
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.resources import Format, Resource, parse_resource
-from bulkio.problems import Problem, conflict, not_found, unprocessable
+from bulkio.problems import Problem, bad_request, conflict, not_found, unprocessable
 
 logger = Logger(child=True)
 
@@ -223,6 +225,18 @@ class ImportService:
             upload = self.objects.presign_put(source_key(job_id), self.settings.presign_ttl_seconds)
             body["upload"] = {"url": upload.url, "method": upload.method, "expires_at": iso(upload.expires_at)}
         return body
+
+    def list_jobs(self, limit: int, cursor: str | None) -> dict[str, Any]:
+        try:
+            start = orjson.loads(base64.urlsafe_b64decode(cursor)) if cursor else None
+        except (ValueError, orjson.JSONDecodeError) as error:
+            raise bad_request("invalid_cursor", "cursor is not one this API returned: pass `next` as given") from error
+        jobs, last = self.jobs.list_jobs(limit, start)
+        now = utc_now()
+        return {
+            "jobs": [job_summary(job, now) for job in jobs],
+            "next": base64.urlsafe_b64encode(orjson.dumps(last)).decode() if last else None,
+        }
 
     def view(self, job_id: str) -> dict[str, Any]:
         job = self._job(job_id)
