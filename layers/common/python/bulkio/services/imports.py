@@ -381,10 +381,21 @@ class ImportService:
         if job is None or job.status in {JobStatus.FAILED, JobStatus.CANCELLED}:
             logger.info("chunk of an ended job skipped", extra={"job_id": job_id, "chunk": chunk_no})
             return
+        try:
+            processed, failed_records = self._validate_and_stage(job, chunk_no, message["key"])
+        except Exception as error:
+            # Kept for the dead-letter consumer, which reports it if the chunk never succeeds.
+            self.store.record_chunk_failure(job_id, chunk_no, f"{type(error).__name__}: {error}")
+            raise
+        self.jobs.record_chunk(job_id, chunk_no, processed, failed_records)
+        self.finish_if_complete(job_id)
+
+    def _validate_and_stage(self, job: ImportJob, chunk_no: int, key: str) -> tuple[int, int]:
+        """Returns how many records the chunk had and how many of them failed validation."""
         staged: list[StagedRecord] = []
         failed: list[FailedRecord] = []
         processed = 0
-        for entry in decode_chunk(self.objects.read_bytes(message["key"])):
+        for entry in decode_chunk(self.objects.read_bytes(key)):
             processed += 1
             if entry.error is not None:
                 failed.append(FailedRecord(entry.index, entry.line, entry.error, entry.raw_json))
@@ -393,13 +404,8 @@ class ImportService:
             if result.row is not None:
                 staged.append(StagedRecord(entry.index, entry.line, result.row, entry.raw_json))
             failed.extend(FailedRecord(entry.index, entry.line, error, entry.raw_json) for error in result.errors)
-        try:
-            self.store.stage_chunk(job_id, job.resource, chunk_no, staged, failed)
-        except Exception as error:
-            self.store.record_chunk_failure(job_id, chunk_no, f"{type(error).__name__}: {error}")
-            raise
-        self.jobs.record_chunk(job_id, chunk_no, processed, len({f.index for f in failed}))
-        self.finish_if_complete(job_id)
+        self.store.stage_chunk(job.job_id, job.resource, chunk_no, staged, failed)
+        return processed, len({record.index for record in failed})
 
     def finish_if_complete(self, job_id: str) -> None:
         outcome = self.store.try_merge(job_id)

@@ -1,0 +1,259 @@
+"""End to end through the embedded stack: HTTP API, S3 events, SQS writers, PostgreSQL, as `make run` wires them."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import io
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from infra.tools import datagen
+from tests.fixtures.aws import RunningStack
+
+pytestmark = pytest.mark.e2e
+
+FINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, response.read())
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
+
+
+def multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + content
+        + b"\r\n"
+    )
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def generated(resource: str, rows: int, seed: int, fmt: str, **sizes: int) -> bytes:
+    sink = io.BytesIO()
+    datagen.write(resource, datagen.generate(resource, rows, seed, **sizes), fmt, sink)
+    return sink.getvalue()
+
+
+class Api:
+    def __init__(self, stack: RunningStack) -> None:
+        self.base = stack.api_url.rstrip("/") + "/v1"
+
+    def upload(self, resource: str, filename: str, content: bytes, **headers: str) -> Reply:
+        body, content_type = multipart({"resource": resource}, filename, content)
+        return request("POST", f"{self.base}/imports", body, {"Content-Type": content_type, **headers})
+
+    def post_json(self, payload: dict[str, Any], **headers: str) -> Reply:
+        return request(
+            "POST", f"{self.base}/imports", orjson.dumps(payload), {"Content-Type": "application/json", **headers}
+        )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        reply = request("GET", f"{self.base}/imports/{job_id}")
+        assert reply.status == 200, reply.body
+        return dict(reply.json())
+
+    def wait(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["status"] in FINAL:
+                return job
+            time.sleep(0.3)
+        raise AssertionError(f"job {job_id} did not finish: {self.job(job_id)}")
+
+    def errors(self, job_id: str, fmt: str = "ndjson") -> Reply:
+        return request("GET", f"{self.base}/imports/{job_id}/errors?format={fmt}")
+
+
+@pytest.fixture(scope="module")
+def api(local_stack: RunningStack) -> Api:
+    return Api(local_stack)
+
+
+@pytest.fixture(scope="module")
+def file_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A plain HTTP server on loopback serving a folder, as a remote source for URL imports."""
+    folder = tmp_path_factory.mktemp("served")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    server.shutdown()
+
+
+def test_users_articles_comments_by_multipart_upload(api: Api) -> None:
+    sizes = {"user_rows": 1200, "article_rows": 800}
+    users = api.upload("users", "users.csv", generated("users", 1200, 101, "csv"))
+    assert users.status == 202, users.body
+    created = users.json()
+    assert (created["status"], created["resource"], created["format"]) == ("queued", "users", "csv")
+    assert users.headers["location"] == f"/v1/imports/{created['job_id']}"
+    user_job = api.wait(created["job_id"])
+    assert user_job["status"] == "completed_with_errors"
+    assert user_job["counters"]["total"] == 1200
+    assert user_job["counters"]["succeeded"] + user_job["counters"]["failed"] == 1200
+    assert user_job["progress"] == {"chunks_total": 2, "chunks_done": 2, "percent": 100.0}
+    assert user_job["metrics"]["rows_per_second"] > 0
+    assert {"invalid_email", "invalid_role", "duplicate_in_file"} <= set(user_job["errors_by_code"])
+    first = user_job["errors"][0]
+    assert set(first) == {"line", "index", "code", "field", "message", "value", "record"}
+    assert first["line"] == first["index"] + 1  # the CSV header is line 1
+
+    articles = api.upload("articles", "articles.ndjson", generated("articles", 800, 101, "ndjson", **sizes))
+    article_job = api.wait(articles.json()["job_id"])
+    assert article_job["counters"]["succeeded"] > 600
+    assert {"unknown_author", "invalid_slug", "draft_has_published_at"} <= set(article_job["errors_by_code"])
+
+    comments = api.upload("comments", "comments.ndjson", generated("comments", 1000, 101, "ndjson", **sizes))
+    comment_job = api.wait(comments.json()["job_id"])
+    assert comment_job["counters"]["succeeded"] > 800
+    assert {"unknown_article", "unknown_user", "body_too_long"} <= set(comment_job["errors_by_code"])
+
+
+def test_error_report_lines_point_into_the_source_file(api: Api) -> None:
+    lines = [
+        '{"id": "e2e-a1", "email": "a1@example.com", "name": "A One", "role": "author"}',
+        "",
+        '{"id": "e2e-a2", "email": "foo@bar", "name": "A Two"}',
+        "{not json",
+        '{"id": "e2e-a3", "email": "A1@EXAMPLE.COM", "name": "A Three"}',
+    ]
+    reply = api.upload("users", "people.ndjson", ("\n".join(lines) + "\n").encode())
+    job = api.wait(reply.json()["job_id"])
+    assert (job["counters"]["total"], job["counters"]["succeeded"], job["counters"]["failed"]) == (4, 1, 3)
+
+    report = api.errors(job["job_id"])
+    assert report.status == 200
+    assert report.headers["content-type"].startswith("application/x-ndjson")
+    errors = {e["code"]: e for e in map(orjson.loads, report.body.splitlines())}
+    assert (errors["invalid_email"]["line"], errors["invalid_email"]["index"]) == (3, 2)
+    assert errors["invalid_email"]["record"]["id"] == "e2e-a2"
+    assert (errors["invalid_json"]["line"], errors["invalid_json"]["index"]) == (4, 3)
+    assert errors["invalid_json"]["record"] == "{not json"
+    assert errors["duplicate_in_file"]["line"] == 5
+    assert "line 1" in errors["duplicate_in_file"]["message"]
+
+    as_csv = api.errors(job["job_id"], "csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.body.decode())))
+    assert sorted(int(row["line"]) for row in rows) == [3, 4, 5]
+
+
+def test_presigned_upload_starts_the_import(api: Api) -> None:
+    reply = api.post_json({"resource": "users"})
+    assert reply.status == 202
+    created = reply.json()
+    assert created["status"] == "awaiting_upload"
+    upload = created["upload"]
+    assert upload["method"] == "PUT" and upload["expires_at"].endswith("Z")
+    assert api.job(created["job_id"])["status"] == "awaiting_upload"
+
+    # Not form-encoded (urllib's default for a body): S3 on moto stores such a body as empty.
+    put = request("PUT", upload["url"], generated("users", 300, 202, "csv"), {"Content-Type": "text/csv"})
+    assert put.status == 200
+    job = api.wait(created["job_id"])
+    assert job["format"] == "csv"  # sniffed from the content: the request named none
+    assert job["counters"]["total"] == 300
+
+
+def test_remote_url_import(api: Api, file_server: tuple[str, Path]) -> None:
+    base, folder = file_server
+    (folder / "users.json").write_bytes(generated("users", 250, 303, "json"))
+    reply = api.post_json({"resource": "users", "url": f"{base}/users.json"})
+    assert reply.status == 202
+    job = api.wait(reply.json()["job_id"])
+    assert (job["format"], job["source"]) == ("json", {"kind": "url", "filename": "users.json"})
+    assert job["counters"]["total"] == 250
+
+    missing = api.wait(api.post_json({"resource": "users", "url": f"{base}/nope.csv"}).json()["job_id"])
+    assert missing["status"] == "failed"
+    assert missing["failure"]["code"] == "source_http_error"
+
+
+def test_s3_drop_imports_itself_and_shows_in_the_list(api: Api, local_stack: RunningStack) -> None:
+    bucket = local_stack.buckets["ImportBucket"]
+    key = f"drop/users/batch {uuid.uuid4().hex[:6]}.csv.gz"
+    body = io.BytesIO()
+    datagen.write("users", datagen.generate("users", 150, 404), "csv", body, gzip=True)
+    local_stack.client("s3").put_object(Bucket=bucket, Key=key, Body=body.getvalue())
+
+    deadline = time.monotonic() + 60
+    dropped: list[dict[str, Any]] = []
+    while not dropped and time.monotonic() < deadline:
+        listing = request("GET", f"{api.base}/imports?limit=50").json()
+        dropped = [job for job in listing["jobs"] if job["source"]["filename"] == key.rsplit("/", 1)[-1]]
+        time.sleep(0.3)
+    assert len(dropped) == 1, "the drop should create exactly one job"
+    job = api.wait(dropped[0]["job_id"])
+    assert (job["source"]["kind"], job["format"], job["counters"]["total"]) == ("drop", "csv", 150)
+
+
+def test_idempotency_key_replays_and_guards(api: Api) -> None:
+    key = f"e2e-{uuid.uuid4()}"
+    content = generated("users", 50, 505, "csv")
+    first = api.upload("users", "users.csv", content, **{"Idempotency-Key": key})
+    again = api.upload("users", "users.csv", content, **{"Idempotency-Key": key})
+    assert first.status == again.status == 202
+    assert again.json() == first.json()
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert "idempotent-replayed" not in first.headers
+
+    different = api.upload("users", "users.csv", content + b"\n", **{"Idempotency-Key": key})
+    assert different.status == 422
+    assert different.json()["code"] == "idempotency_key_reused"
+    assert different.headers["content-type"] == "application/problem+json"
+
+
+def test_problems_for_bad_requests(api: Api) -> None:
+    unknown = api.post_json({"resource": "posts"})
+    assert unknown.status == 400
+    assert unknown.json()["code"] == "invalid_resource"
+    assert unknown.json()["allowed"] == ["users", "articles", "comments"]
+    missing = request("GET", f"{api.base}/imports/{uuid.uuid4()}")
+    assert (missing.status, missing.json()["code"]) == (404, "job_not_found")
+
+
+def test_a_chunk_that_keeps_failing_fails_its_job(api: Api, local_stack: RunningStack) -> None:
+    job_id = api.post_json({"resource": "users"}).json()["job_id"]
+    # A chunk message whose object does not exist: every delivery fails until the DLQ takes it.
+    message = {"job_id": job_id, "resource": "users", "chunk": 1, "key": f"chunks/{job_id}/000001.ndjson"}
+    local_stack.client("sqs").send_message(
+        QueueUrl=local_stack.queues["ChunkQueue"], MessageBody=orjson.dumps(message).decode()
+    )
+    job = api.wait(job_id, timeout=90)
+    assert job["status"] == "failed"
+    assert job["failure"]["code"] == "chunk_failed"
+    assert "dead-letter queue" in job["failure"]["message"]
+    assert "NoSuchKey" in job["failure"]["message"]
