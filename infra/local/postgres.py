@@ -86,9 +86,7 @@ def _as_service_user(command: Sequence[str]) -> list[str]:
 
 def _run(command: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     # cwd "/" because the postgres user may not be allowed into the caller's working directory.
-    return subprocess.run(
-        _as_service_user(command), cwd="/", text=True, capture_output=True, check=False, **kwargs
-    )
+    return subprocess.run(_as_service_user(command), cwd="/", text=True, capture_output=True, check=False, **kwargs)
 
 
 def _service_user_can_write(directory: Path) -> bool:
