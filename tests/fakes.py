@@ -149,6 +149,9 @@ class FakeJobRepository:
         stored.job.failure = JobFailure(code, message)
         return True
 
+    def cancel(self, job_id: str) -> bool:
+        return self._end(job_id, JobStatus.CANCELLED) is not None
+
     def _end(self, job_id: str, status: JobStatus) -> _StoredJob | None:
         stored = self._jobs.get(job_id)
         if stored is None or stored.job.status in FINAL_STATUSES:

@@ -171,6 +171,11 @@ def get_import(job_id: str) -> Response:
     return _json(200, import_service().view(job_id))
 
 
+@app.post("/v1/imports/<job_id>/cancel")
+def cancel_import(job_id: str) -> Response:
+    return _json(200, import_service().cancel(job_id))
+
+
 @app.get("/v1/imports/<job_id>/errors")
 def get_import_errors(job_id: str) -> Response:
     fmt = (app.current_event.query_string_parameters or {}).get("format", "ndjson")

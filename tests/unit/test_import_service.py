@@ -231,7 +231,9 @@ def test_a_request_still_running_elsewhere_ends_in_conflict(monkeypatch: pytest.
     world = build_world(clock=fake_time.time)
     request = url_request()
     world.jobs.idempotency_records[(IDEMPOTENCY_SCOPE, "key-1")] = StoredRequest(
-        fingerprint(request.identity()), "job-running", expires_at=int(fake_time.now) + 3600,
+        fingerprint(request.identity()),
+        "job-running",
+        expires_at=int(fake_time.now) + 3600,
         locked_until=int(fake_time.now) + 60,
     )
 
@@ -575,3 +577,27 @@ def test_a_chunker_retry_after_a_crash_chunks_the_file(world: FakeWorld, monkeyp
     world.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
 
     assert len(world.queue.messages) == 1
+
+
+# ============================================================================================== cancel
+
+
+def test_a_cancelled_job_stages_and_merges_nothing(world: FakeWorld) -> None:
+    job_id = world.service.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None).body["job_id"]
+    world.objects.put_bytes(source_key(job_id), b'{"email": "a@example.com", "name": "A"}\n')
+
+    view = world.service.cancel(job_id)
+
+    assert view["status"] == "cancelled"
+    world.service.run_chunker(job_id)  # the upload's event arrives after the cancel
+    job = world.jobs.get(job_id)
+    assert job is not None and job.status is JobStatus.CANCELLED
+    assert world.queue.messages == []
+
+
+def test_cancelling_an_ended_job_is_a_conflict(world: FakeWorld) -> None:
+    job_id = world.service.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None).body["job_id"]
+    world.service.cancel(job_id)
+    with pytest.raises(Problem) as raised:
+        world.service.cancel(job_id)
+    assert (raised.value.status, raised.value.code) == (409, "job_already_ended")

@@ -282,6 +282,9 @@ class DynamoJobRepository:
             job_id, JobStatus.FAILED, "SET failure = :failure", {":failure": {"code": code, "message": message}}
         )
 
+    def cancel(self, job_id: str) -> bool:
+        return self._end(job_id, JobStatus.CANCELLED, "SET cancelled_at = :cancelled", {":cancelled": iso_now()})
+
     def _end(self, job_id: str, status: JobStatus, update: str, values: dict[str, Any]) -> bool:
         final = {f":final{n}": s.value for n, s in enumerate(sorted(FINAL_STATUSES))}
         try:

@@ -243,6 +243,19 @@ class ImportService:
         first_errors = self.store.first_errors(job_id, FIRST_ERRORS) if job.counters.failed else []
         return job_view(job, first_errors, utc_now())
 
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Stops a job that has not ended: no more chunks are staged and nothing is merged."""
+        job = self._job(job_id)
+        if not job.is_final and not self.store.fail_run(job_id):
+            raise conflict(
+                "job_already_merged", f"job {job_id} has already written its records and is finishing: it cannot stop"
+            )
+        if not self.jobs.cancel(job_id):
+            ended = self._job(job_id).status.value
+            raise conflict("job_already_ended", f"job {job_id} already ended ({ended}): there is nothing to cancel")
+        logger.info("import job cancelled", extra={"job_id": job_id})
+        return self.view(job_id)
+
     def error_report(self, job_id: str, fmt: str) -> ErrorReport:
         job = self._job(job_id)
         content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
