@@ -566,6 +566,9 @@ class ImportStore:
         # Compiling the merge plan costs over a second and saves nothing measurable on this statement.
         cursor.execute("SET LOCAL jit = off")
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", (MERGE_LOCK_CLASS, MERGE_LOCK_IDS[resource]))
+        # The job's rows arrived seconds ago, before autovacuum could sample them: without fresh statistics
+        # the planner may take a million-row job for an empty one.
+        cursor.execute(f"ANALYZE {STAGE_TABLES[resource]}")
         cursor.execute(MERGE_SQL[resource], {"job_id": job_id})
         succeeded = cursor.fetchone()[0]
         cursor.execute(
