@@ -67,6 +67,9 @@ class FakeJobRepository:
         if stored is None or stored.job.status in STARTABLE_STATUSES:
             self._jobs[job.job_id] = _StoredJob(copy.deepcopy(job))
 
+    def job_for_drop(self, bucket: str, key: str, etag: str) -> str | None:
+        return self._drops.get((bucket, key, etag))
+
     def list_jobs(self, limit: int, cursor: dict[str, Any] | None) -> tuple[list[ImportJob], dict[str, Any] | None]:
         newest_first = sorted(self._jobs.values(), key=lambda stored: stored.job.created_at, reverse=True)
         start = int(cursor["offset"]) if cursor else 0

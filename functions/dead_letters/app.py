@@ -1,4 +1,5 @@
-"""Dead-letter consumer: a chunk that kept failing ends its job as failed, with the reason."""
+"""Dead-letter consumer: a chunk that kept failing, or a chunker invocation whose retries ran out (a Lambda
+OnFailure destination record), ends its job as failed, with the reason."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 def fail_job_of_dead_chunk(record: SQSRecord) -> None:
     message = orjson.loads(record.body)
+    if "requestPayload" in message:
+        import_service().on_failed_invocation(message)
+        return
     logger.append_keys(job_id=message["job_id"], chunk=message["chunk"])
     import_service().on_dead_letter(message)
 

@@ -73,8 +73,9 @@ class LambdaInvokeRouter:
             payload = response.read()
         except OSError as error:
             message = json.dumps({"message": f"functions host unreachable on port {self.invoke_port}: {error}"})
-            start_response("502 Bad Gateway", [("Content-Type", "application/json"),
-                                               ("x-amzn-ErrorType", "ServiceException")])
+            start_response(
+                "502 Bad Gateway", [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ServiceException")]
+            )
             return [message.encode()]
         finally:
             connection.close()
@@ -85,8 +86,11 @@ class LambdaInvokeRouter:
 
 def _client(service: str, endpoint: str) -> Any:
     return boto3.session.Session().client(
-        service, endpoint_url=endpoint, region_name=REGION,
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
 
 
@@ -109,8 +113,14 @@ def save_state(endpoint: str, aws_state: Path) -> None:
                 head = s3.head_object(Bucket=bucket["Name"], Key=listed["Key"])
                 file_name = _object_file_name(listed["Key"])
                 s3.download_file(bucket["Name"], listed["Key"], str(bucket_dir / file_name))
-                index.append({"key": listed["Key"], "file": file_name, "content_type": head.get("ContentType"),
-                              "metadata": head.get("Metadata", {})})
+                index.append(
+                    {
+                        "key": listed["Key"],
+                        "file": file_name,
+                        "content_type": head.get("ContentType"),
+                        "metadata": head.get("Metadata", {}),
+                    }
+                )
         (bucket_dir / "index.json").write_text(json.dumps({"bucket": bucket["Name"], "objects": index}))
 
     dynamodb = _client("dynamodb", endpoint)
@@ -118,8 +128,11 @@ def save_state(endpoint: str, aws_state: Path) -> None:
     for table_name in dynamodb.list_tables().get("TableNames", []):
         description = dynamodb.describe_table(TableName=table_name)["Table"]
         ttl = dynamodb.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
-        items = [item for page in dynamodb.get_paginator("scan").paginate(TableName=table_name)
-                 for item in page.get("Items", [])]
+        items = [
+            item
+            for page in dynamodb.get_paginator("scan").paginate(TableName=table_name)
+            for item in page.get("Items", [])
+        ]
         tables.append({"description": description, "ttl": ttl, "items": items})
 
     queues = []
@@ -128,8 +141,7 @@ def save_state(endpoint: str, aws_state: Path) -> None:
     sqs_backend = sqs_backends[ACCOUNT_ID][REGION]
     for queue in sqs_backend.queues.values():
         attributes = _queue_attributes(endpoint, queue.name)
-        messages = [{"body": message.body, "attributes": message.message_attributes}
-                    for message in queue._messages]
+        messages = [{"body": message.body, "attributes": message.message_attributes} for message in queue._messages]
         queues.append({"name": queue.name, "attributes": attributes, "messages": messages})
     # Item values hold bytes and sets, which pickle keeps exactly; the state folder is local and trusted.
     (staging / "data.pickle").write_bytes(pickle.dumps({"tables": tables, "queues": queues}))
@@ -141,8 +153,16 @@ def _queue_attributes(endpoint: str, queue_name: str) -> dict[str, str]:
     sqs = _client("sqs", endpoint)
     url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    settable = {"DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds",
-                "VisibilityTimeout", "RedrivePolicy", "FifoQueue", "ContentBasedDeduplication"}
+    settable = {
+        "DelaySeconds",
+        "MaximumMessageSize",
+        "MessageRetentionPeriod",
+        "ReceiveMessageWaitTimeSeconds",
+        "VisibilityTimeout",
+        "RedrivePolicy",
+        "FifoQueue",
+        "ContentBasedDeduplication",
+    }
     return {name: value for name, value in attributes.items() if name in settable}
 
 
@@ -191,8 +211,9 @@ def restore_state(endpoint: str, aws_state: Path) -> None:
         urls[queue["name"]] = sqs.create_queue(QueueName=queue["name"], Attributes=attributes)["QueueUrl"]
     for queue in data["queues"]:
         if "RedrivePolicy" in queue["attributes"]:
-            sqs.set_queue_attributes(QueueUrl=urls[queue["name"]],
-                                     Attributes={"RedrivePolicy": queue["attributes"]["RedrivePolicy"]})
+            sqs.set_queue_attributes(
+                QueueUrl=urls[queue["name"]], Attributes={"RedrivePolicy": queue["attributes"]["RedrivePolicy"]}
+            )
         for message in queue["messages"]:
             arguments = {"QueueUrl": urls[queue["name"]], "MessageBody": message["body"]}
             if message["attributes"]:

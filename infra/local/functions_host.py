@@ -30,7 +30,6 @@ from infra.local.template import ACCOUNT_ID, REGION, Function, StackTemplate
 from infra.local.workers import Functions, HostSettings, Outcome, invoke_with_retries, load_stack
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-ASYNC_INVOKE_ATTEMPTS = 3  # Lambda retries a failed asynchronous invocation twice
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 READY_PATH = "/_local/ready"
 
@@ -97,7 +96,10 @@ def is_binary(content_type: str, binary_media_types: list[str]) -> bool:
 
 
 def api_event(
-    handler: BaseHTTPRequestHandler, route: Route, path_parameters: dict[str, str], body: bytes | None,
+    handler: BaseHTTPRequestHandler,
+    route: Route,
+    path_parameters: dict[str, str],
+    body: bytes | None,
     stack: StackTemplate,
 ) -> dict[str, Any]:
     url = urlsplit(handler.path)
@@ -230,11 +232,13 @@ def make_api_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
                 body = self._read_body()
             except _RequestTooLarge:
                 self._problem(
-                    413, "Payload Too Large",
+                    413,
+                    "Payload Too Large",
                     f"The request body exceeds {host.config.max_request_bytes} bytes. For large files, "
-                    "POST /v1/imports with a JSON body without \"url\" to get a presigned upload URL, "
+                    'POST /v1/imports with a JSON body without "url" to get a presigned upload URL, '
                     "then PUT the file there.",
-                    "payload_too_large", close=True,
+                    "payload_too_large",
+                    close=True,
                 )
                 return
             event = api_event(self, route, match.groupdict(), body, host.stack)
@@ -339,17 +343,19 @@ def sqs_records(messages: list[dict[str, Any]], queue_arn: str) -> list[dict[str
                 "binaryListValues": [base64.b64encode(item).decode() for item in value.get("BinaryListValues", [])],
                 "dataType": value["DataType"],
             }
-        records.append({
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": message.get("Attributes", {}),
-            "messageAttributes": attributes,
-            "md5OfBody": message["MD5OfBody"],
-            "eventSource": "aws:sqs",
-            "eventSourceARN": queue_arn,
-            "awsRegion": REGION,
-        })
+        records.append(
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message.get("Attributes", {}),
+                "messageAttributes": attributes,
+                "md5OfBody": message["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+        )
     return records
 
 
@@ -413,8 +419,9 @@ class FunctionsHost:
             for event in function.sqs_events:
                 for poller_no in range(self.config.sqs_concurrency):
                     self._spawn(
-                        lambda f=function, e=event: self._poll_sqs(f, e.queue_url, e.queue_arn, e.batch_size,
-                                                                   e.report_batch_item_failures),
+                        lambda f=function, e=event: self._poll_sqs(
+                            f, e.queue_url, e.queue_arn, e.batch_size, e.report_batch_item_failures
+                        ),
                         f"sqs-{function.logical_id}-{poller_no}",
                     )
         self.ready.set()
@@ -435,10 +442,15 @@ class FunctionsHost:
             queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
             queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{queue_name}"
             for index, event in enumerate(function.s3_events):
-                rules = [{"Name": name, "Value": value}
-                         for name, value in (("prefix", event.prefix), ("suffix", event.suffix)) if value]
+                rules = [
+                    {"Name": name, "Value": value}
+                    for name, value in (("prefix", event.prefix), ("suffix", event.suffix))
+                    if value
+                ]
                 configuration: dict[str, Any] = {
-                    "Id": f"{function.logical_id}-{index}", "QueueArn": queue_arn, "Events": event.events,
+                    "Id": f"{function.logical_id}-{index}",
+                    "QueueArn": queue_arn,
+                    "Events": event.events,
                 }
                 if rules:
                     configuration["Filter"] = {"Key": {"FilterRules": rules}}
@@ -458,15 +470,17 @@ class FunctionsHost:
                 body = json.loads(message["Body"])
                 attempts = int(message["Attributes"].get("ApproximateReceiveCount", "1"))
                 if "Records" in body:  # the first message of a configured bucket is an s3:TestEvent
-                    outcome = pool.invoke(json.dumps({"Records": body["Records"]}).encode())
-                    if outcome.failed and attempts < ASYNC_INVOKE_ATTEMPTS:
+                    event = {"Records": body["Records"]}
+                    outcome = pool.invoke(json.dumps(event).encode())
+                    if outcome.failed and attempts < function.async_attempts:
                         sqs.change_message_visibility(
-                            QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"],
+                            QueueUrl=queue_url,
+                            ReceiptHandle=message["ReceiptHandle"],
                             VisibilityTimeout=self.config.retry_delay_seconds,
                         )
                         continue
                     if outcome.failed:
-                        self.access_log(f"{function.name}: S3 event dropped after {attempts} attempts")
+                        self._async_invocation_failed(function, event, outcome, attempts)
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     def _receive(self, sqs: Any, queue_url: str, batch_size: int) -> list[dict[str, Any]]:
@@ -500,28 +514,63 @@ class FunctionsHost:
             done = [m for m in messages if m["MessageId"] not in kept]
             retried = [m for m in messages if m["MessageId"] in kept]
             if done:
-                sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done)
-                ])
+                sqs.delete_message_batch(
+                    QueueUrl=queue_url,
+                    Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done)],
+                )
             if retried:
                 # Failed messages come back after a short delay rather than the queue's visibility timeout.
-                sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=[
-                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"],
-                     "VisibilityTimeout": self.config.retry_delay_seconds}
-                    for n, m in enumerate(retried)
-                ])
+                sqs.change_message_visibility_batch(
+                    QueueUrl=queue_url,
+                    Entries=[
+                        {
+                            "Id": str(n),
+                            "ReceiptHandle": m["ReceiptHandle"],
+                            "VisibilityTimeout": self.config.retry_delay_seconds,
+                        }
+                        for n, m in enumerate(retried)
+                    ],
+                )
 
     def invoke_async(self, logical_id: str, payload: bytes) -> None:
         pool = self.functions.pool(logical_id)
 
         def run() -> None:
+            attempts = pool.function.async_attempts
             outcome = invoke_with_retries(
-                lambda: pool.invoke(payload), ASYNC_INVOKE_ATTEMPTS, self.config.retry_delay_seconds, self.stopping
+                lambda: pool.invoke(payload), attempts, self.config.retry_delay_seconds, self.stopping
             )
             if outcome.failed:
-                self.access_log(f"{pool.function.name}: asynchronous invocation failed: {outcome.payload[:500]!r}")
+                self._async_invocation_failed(pool.function, json.loads(payload or b"{}"), outcome, attempts)
 
         threading.Thread(target=run, name=f"async-{logical_id}", daemon=True).start()
+
+    def _async_invocation_failed(self, function: Function, event: Any, outcome: Outcome, attempts: int) -> None:
+        """Retries are exhausted: send Lambda's invocation record to the OnFailure destination, if any."""
+        self.access_log(f"{function.name}: asynchronous invocation failed after {attempts} attempts")
+        if not function.on_failure_queue_arn:
+            return
+        try:
+            response_payload = json.loads(outcome.payload or b"null")
+        except ValueError:
+            response_payload = {"errorMessage": outcome.payload.decode("utf-8", "replace")}
+        record = {
+            "version": "1.0",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": f"{function.arn}:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": attempts,
+            },
+            "requestPayload": event,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": response_payload,
+        }
+        sqs = self.client("sqs")
+        queue_name = function.on_failure_queue_arn.rsplit(":", 1)[-1]
+        queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
+        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(record))
 
     def stop(self) -> None:
         self.stopping.set()
@@ -540,7 +589,8 @@ def main() -> None:
     config = host.config
     print(
         f"[host] functions host ready: API http://127.0.0.1:{config.api_port}, "
-        f"Invoke API http://127.0.0.1:{config.invoke_port}", flush=True,
+        f"Invoke API http://127.0.0.1:{config.invoke_port}",
+        flush=True,
     )
     stopped.wait()
     host.stop()

@@ -38,8 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unknown function {arguments.function}; the template has {names}", file=sys.stderr)
         return 2
     event = sys.stdin.buffer.read() if arguments.event == "-" else Path(arguments.event).read_bytes()
-    pool = WorkerPool(function, function_environment(function, settings),
-                      LogSink(function.name, settings.logs_dir, console=sys.stderr))
+    pool = WorkerPool(
+        function,
+        function_environment(function, settings),
+        LogSink(function.name, settings.logs_dir, console=sys.stderr),
+    )
     try:
         outcome = pool.invoke(event)
     finally:

@@ -1,6 +1,6 @@
 """Wipe the local stack's state folder (database cluster, AWS state, logs).
 
-    python -m infra.local.reset [--state-dir .state]
+python -m infra.local.reset [--state-dir .state]
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def reset_state(state_dir: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--state-dir", type=Path,
-                        default=Path(os.environ.get("LOCAL_STATE_DIR", REPOSITORY_ROOT / ".state")))
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path(os.environ.get("LOCAL_STATE_DIR", REPOSITORY_ROOT / ".state"))
+    )
     reset_state(parser.parse_args(argv).state_dir)
     return 0
 

@@ -78,8 +78,9 @@ def run(state_dir: Path) -> int:
         applied = apply_migrations(database_url)
         if applied:
             print(f"applied migrations: {', '.join(applied)}", flush=True)
-        stack = LocalStack(REPOSITORY_ROOT / "template.yaml", state_dir, StackPorts.from_environment(),
-                           database_url=database_url)
+        stack = LocalStack(
+            REPOSITORY_ROOT / "template.yaml", state_dir, StackPorts.from_environment(), database_url=database_url
+        )
         stack.start()
         wait_for_health(stack.api_url + HEALTH_PATH, stack)
         print(

@@ -94,8 +94,9 @@ class LocalStack:
         return self.state_dir / "logs"
 
     def stack(self) -> StackTemplate:
-        return load_stack(HostSettings(self.template_path, self.state_dir, self.ports.aws, self.env_file,
-                                       self.database_url))
+        return load_stack(
+            HostSettings(self.template_path, self.state_dir, self.ports.aws, self.env_file, self.database_url)
+        )
 
     def _environment(self) -> dict[str, str]:
         environment = {
@@ -115,8 +116,11 @@ class LocalStack:
 
     def _spawn(self, module: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", module], cwd=REPOSITORY_ROOT, env=self._environment(),
-            stdout=self.output, stderr=subprocess.STDOUT if self.output else None,
+            [sys.executable, "-m", module],
+            cwd=REPOSITORY_ROOT,
+            env=self._environment(),
+            stdout=self.output,
+            stderr=subprocess.STDOUT if self.output else None,
         )
 
     def start(self, timeout_seconds: float = 60) -> None:

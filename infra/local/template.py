@@ -112,6 +112,9 @@ class Function:
     api_events: list[ApiEvent] = field(default_factory=list)
     s3_events: list[S3Event] = field(default_factory=list)
     sqs_events: list[SqsEvent] = field(default_factory=list)
+    # Asynchronous invocations (S3 events, InvocationType=Event): tries in all, and where a failure goes.
+    async_attempts: int = 3
+    on_failure_queue_arn: str | None = None
 
     @property
     def arn(self) -> str:
@@ -499,6 +502,12 @@ def _function(
         environment={name: _as_text(value) for name, value in variables.items()},
         layers=[layers[layer] for layer in properties.get("Layers") or [] if layer in layers],
     )
+    invoke_config = properties.get("EventInvokeConfig") or {}
+    if "MaximumRetryAttempts" in invoke_config:
+        function.async_attempts = int(invoke_config["MaximumRetryAttempts"]) + 1
+    on_failure = (invoke_config.get("DestinationConfig") or {}).get("OnFailure") or {}
+    if on_failure.get("Type") == "SQS":
+        function.on_failure_queue_arn = str(on_failure["Destination"])
     for event_name, event in (properties.get("Events") or {}).items():
         event_properties = event.get("Properties") or {}
         if event["Type"] == "Api":

@@ -231,8 +231,12 @@ class Worker:
     def invoke(self, event: bytes, request_id: str, deadline: float, sink: StreamSink | None) -> Outcome:
         deadline_ms = int((time.time() + deadline - time.monotonic()) * 1000)
         self._send(
-            {"type": "invoke", "request_id": request_id, "deadline_ms": deadline_ms,
-             "invoked_function_arn": self.function.arn},
+            {
+                "type": "invoke",
+                "request_id": request_id,
+                "deadline_ms": deadline_ms,
+                "invoked_function_arn": self.function.arn,
+            },
             event,
         )
         sink = sink or BufferingSink()
@@ -340,9 +344,7 @@ class Functions:
     def __post_init__(self) -> None:
         for function in self.stack.functions.values():
             log = LogSink(function.name, self.settings.logs_dir, self.console)
-            self._pools[function.logical_id] = WorkerPool(
-                function, function_environment(function, self.settings), log
-            )
+            self._pools[function.logical_id] = WorkerPool(function, function_environment(function, self.settings), log)
 
     def pool(self, name_or_arn: str) -> WorkerPool:
         return self._pools[self.stack.function(name_or_arn).logical_id]

@@ -197,6 +197,28 @@ def test_invoke_api_event_invocation_runs_in_background(fixture_stack: FixtureSt
     assert eventually(lambda: [r for r in fixture_stack.records("tool") if r["event"]["record"] == marker])
 
 
+def test_failed_event_invocation_goes_to_its_on_failure_destination(fixture_stack: FixtureStack) -> None:
+    stack = fixture_stack.stack
+    marker = uuid4().hex
+    stack.client("lambda").invoke(
+        FunctionName=stack.functions["ToolFunction"], InvocationType="Event", Payload=json.dumps({"fail": marker})
+    )
+
+    def destination_record() -> dict[str, Any] | None:
+        sqs = stack.client("sqs")
+        messages = sqs.receive_message(QueueUrl=stack.queues["FailedInvocationsQueue"], WaitTimeSeconds=1)
+        for message in messages.get("Messages", []):
+            record = json.loads(message["Body"])
+            if record["requestPayload"] == {"fail": marker}:
+                return dict(record)
+        return None
+
+    record = eventually(destination_record, wait_seconds=30)
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 2  # MaximumRetryAttempts: 1
+    assert record["responsePayload"]["errorMessage"] == marker
+
+
 def test_invoke_api_dry_run_and_unknown_function(fixture_stack: FixtureStack) -> None:
     lambda_client = fixture_stack.stack.client("lambda")
 

@@ -601,3 +601,32 @@ def test_cancelling_an_ended_job_is_a_conflict(world: FakeWorld) -> None:
     with pytest.raises(Problem) as raised:
         world.service.cancel(job_id)
     assert (raised.value.status, raised.value.code) == (409, "job_already_ended")
+
+
+# ====================================================================================== failed invocations
+
+
+def test_a_chunker_invocation_that_ran_out_of_retries_fails_its_jobs(world: FakeWorld) -> None:
+    upload_job = world.service.submit(NewImport(resource=Resource.USERS, format=Format.CSV), None).body["job_id"]
+    url_job = world.service.submit(
+        NewImport(resource=Resource.USERS, format=Format.CSV, url="https://example.com/u.csv"), None
+    ).body["job_id"]
+    s3_event = {
+        "Records": [
+            {"s3": {"bucket": {"name": "imports"}, "object": {"key": f"uploads/{upload_job}/source", "eTag": "e"}}}
+        ]
+    }
+    for payload in (s3_event, {"job_id": url_job}):
+        world.service.on_failed_invocation(
+            {
+                "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+                "requestPayload": payload,
+                "responsePayload": {"errorMessage": "connection reset by peer", "errorType": "ConnectionError"},
+            }
+        )
+
+    for job_id in (upload_job, url_job):
+        job = job_of(world, job_id)
+        assert job.status is JobStatus.FAILED
+        assert job.failure is not None and job.failure.code == "chunker_failed"
+        assert "failed 3 times: connection reset by peer" in job.failure.message

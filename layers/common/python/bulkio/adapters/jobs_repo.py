@@ -143,6 +143,10 @@ class DynamoJobRepository:
         item = self._table.get_item(Key={"pk": _job_pk(job_id)}, ConsistentRead=True).get("Item")
         return job_from_item(item) if item and item.get("kind") == "import" else None
 
+    def job_for_drop(self, bucket: str, key: str, etag: str) -> str | None:
+        item = self._table.get_item(Key={"pk": f"drop#{bucket}#{key}#{etag}"}, ConsistentRead=True).get("Item")
+        return str(item["job_id"]) if item else None
+
     def list_jobs(self, limit: int, cursor: dict[str, Any] | None) -> tuple[list[ImportJob], dict[str, Any] | None]:
         """Newest first, one page; the returned cursor (DynamoDB's LastEvaluatedKey) fetches the next one."""
         query: dict[str, Any] = {

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 import orjson
 from aws_lambda_powertools import Logger
@@ -465,6 +465,35 @@ class ImportService:
             return
         if self.jobs.fail(job_id, code, message):
             logger.warning("import job failed", extra={"job_id": job_id, "code": code, "reason": message})
+
+    def on_failed_invocation(self, record: dict[str, Any]) -> None:
+        """A Lambda destination record: the chunker failed on an event after all its retries."""
+        error = record.get("responsePayload") or {}
+        reason = error.get("errorMessage") if isinstance(error, dict) else str(error)
+        attempts = record.get("requestContext", {}).get("approximateInvokeCount", "several")
+        for job_id in self._jobs_of_event(record.get("requestPayload") or {}):
+            self.fail(
+                job_id,
+                "chunker_failed",
+                f"reading the source failed {attempts} times: {reason or 'no reason given'}. "
+                "Fix the cause and submit the import again.",
+            )
+
+    def _jobs_of_event(self, event: dict[str, Any]) -> list[str]:
+        if "job_id" in event:
+            return [event["job_id"]]
+        job_ids = []
+        for record in event.get("Records", []):
+            s3 = record.get("s3", {})
+            key = unquote_plus(s3.get("object", {}).get("key", ""))
+            if key.startswith("uploads/"):
+                job_ids.append(key.split("/")[1])
+            elif key.startswith("drop/"):
+                etag = s3.get("object", {}).get("eTag", "")
+                job_id = self.jobs.job_for_drop(s3.get("bucket", {}).get("name", ""), key, etag)
+                if job_id:
+                    job_ids.append(job_id)
+        return job_ids
 
     def on_dead_letter(self, message: dict[str, Any]) -> None:
         job_id, chunk_no = message["job_id"], int(message["chunk"])
