@@ -103,8 +103,9 @@ def test_globals_merge_into_functions_and_function_wins(tmp_path: Path) -> None:
 
 
 def test_parameter_overrides_and_stack_name(tmp_path: Path) -> None:
-    stack = load_template(write_template(tmp_path, INTRINSICS), parameter_overrides={"Stage": "prod"},
-                          stack_name="other")
+    stack = load_template(
+        write_template(tmp_path, INTRINSICS), parameter_overrides={"Stage": "prod"}, stack_name="other"
+    )
 
     assert stack.functions["Fn"].environment["STAGE_KIND"] == "production"
     assert stack.functions["Fn"].environment["GONE"] == "here"
@@ -131,8 +132,9 @@ def test_missing_parameter_value_is_an_error(tmp_path: Path) -> None:
 
 
 def test_project_template_loads_with_local_values() -> None:
-    stack = load_template(REPOSITORY_ROOT / "template.yaml",
-                          parameter_overrides={"DatabaseUrl": "postgresql://db", "MaxUploadBytes": "5"})
+    stack = load_template(
+        REPOSITORY_ROOT / "template.yaml", parameter_overrides={"DatabaseUrl": "postgresql://db", "MaxUploadBytes": "5"}
+    )
 
     api = stack.function("bulkio-local-api")
     assert api.environment["DATABASE_URL"] == "postgresql://db"

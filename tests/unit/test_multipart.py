@@ -107,7 +107,7 @@ def test_a_content_type_without_boundary_is_invalid_multipart() -> None:
     "body",
     [
         b"this is not multipart at all",
-        b"--wrong-boundary\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--wrong-boundary--\r\n",
+        b'--wrong-boundary\r\nContent-Disposition: form-data; name="file"\r\n\r\nx\r\n--wrong-boundary--\r\n',
     ],
 )
 def test_a_malformed_body_is_invalid_multipart(body: bytes) -> None:
