@@ -313,7 +313,8 @@ def test_an_unreadable_file_fails_the_job_with_the_reason(world: FakeWorld) -> N
 
 
 def test_a_file_failing_midway_fails_the_job_and_its_sent_chunks_are_skipped(small_chunks: FakeWorld) -> None:
-    truncated_array = b"[" + b",\n".join(orjson.dumps(user(n)) for n in range(1, 4))
+    # 23 records in chunks of 2: the first ten chunks go out in one SQS batch before the end is found missing.
+    truncated_array = b"[" + b",\n".join(orjson.dumps(user(n)) for n in range(1, 24))
 
     job_id = upload_and_chunk(small_chunks, truncated_array, "users.json", Format.JSON)
     deliver_all(small_chunks)
@@ -322,7 +323,7 @@ def test_a_file_failing_midway_fails_the_job_and_its_sent_chunks_are_skipped(sma
     assert job.status is JobStatus.FAILED
     assert job.failure is not None
     assert job.failure.code == "unterminated_json_array"
-    assert len(small_chunks.queue.messages) == 1
+    assert len(small_chunks.queue.messages) == 10
     assert small_chunks.store.chunks_staged(job_id) == 0
     assert small_chunks.store.merges == 0
 

@@ -7,8 +7,7 @@ An entry is `{"i": index, "l": line, "r": record}` or, for a record that could n
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -20,23 +19,24 @@ def chunk_key(job_id: str, chunk_no: int) -> str:
     return f"chunks/{job_id}/{chunk_no:06d}.ndjson"
 
 
+RECORD_KEY = b',"r":'
+
+
 def encode_entry(record: SourceRecord) -> bytes:
-    entry: dict[str, Any] = {"i": record.index, "l": record.line}
+    head = b'{"i":%d,"l":%s' % (record.index, b"null" if record.line is None else b"%d" % record.line)
     if record.error is not None:
         error = record.error
-        entry["e"] = {"code": error.code.value, "field": error.field, "message": error.message, "value": error.value}
-        entry["raw"] = record.raw
-    else:
-        entry["r"] = record.data
-    return orjson.dumps(entry, default=str) + b"\n"
+        entry = {"code": error.code.value, "field": error.field, "message": error.message, "value": error.value}
+        return head + b',"e":' + orjson.dumps(entry, default=str) + b',"raw":' + orjson.dumps(record.raw) + b"}\n"
+    # The record comes last, so that a reader can take its JSON text as it is instead of encoding it again.
+    return head + RECORD_KEY + orjson.dumps(record.data, default=str) + b"}\n"
 
 
 def encode_chunk(records: Iterable[SourceRecord]) -> bytes:
     return b"".join(encode_entry(record) for record in records)
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkEntry:
+class ChunkEntry(NamedTuple):  # a tuple: built a million times per job, far cheaper than a frozen dataclass
     index: int
     line: int | None
     record: dict[str, Any] | None
@@ -59,4 +59,5 @@ def decode_chunk(data: bytes) -> Iterator[ChunkEntry]:
                 orjson.dumps(entry.get("raw")).decode(),
             )
         else:
-            yield ChunkEntry(entry["i"], entry["l"], entry["r"], None, orjson.dumps(entry["r"]).decode())
+            raw = text[text.index(RECORD_KEY) + len(RECORD_KEY) : -1]
+            yield ChunkEntry(entry["i"], entry["l"], entry["r"], None, raw.decode())

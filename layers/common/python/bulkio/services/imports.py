@@ -50,6 +50,7 @@ FIRST_ERRORS = 100
 INLINE_REPORT_BYTES = 4 * 1024 * 1024  # below Lambda's 6 MB response cap, with room for base64
 REPORT_URL_TTL_SECONDS = 900
 FORMAT_SNIFF_BYTES = 64 * 1024
+SQS_BATCH = 10
 
 
 def source_key(job_id: str) -> str:
@@ -379,12 +380,17 @@ class ImportService:
     def _write_chunks(self, job: ImportJob, records: Iterable[SourceRecord]) -> tuple[int, int]:
         chunk_no = 0
         records_total = 0
+        announced: list[dict[str, Any]] = []
         for batch in _batched(records, self.settings.chunk_records):
             chunk_no += 1
             records_total += len(batch)
             key = chunk_key(job.job_id, chunk_no)
             self.objects.put_bytes(key, encode_chunk(batch), "application/x-ndjson")
-            self.queue.send([{"job_id": job.job_id, "resource": job.resource.value, "chunk": chunk_no, "key": key}])
+            announced.append({"job_id": job.job_id, "resource": job.resource.value, "chunk": chunk_no, "key": key})
+            if len(announced) == SQS_BATCH:  # one SendMessageBatch per ten chunks
+                self.queue.send(announced)
+                announced = []
+        self.queue.send(announced)
         return chunk_no, records_total
 
     # ================================================================ writers
