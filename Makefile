@@ -4,13 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-STATE ?= .state
+STATE ?= $(or $(LOCAL_STATE_DIR),.state)
 FUNCTION ?= ApiFunction
 EVENT ?= tests/events/health.json
 ROWS ?= 10000
 SEED ?= 42
 
-.PHONY: help venv run reset test test-unit lint invoke migrate data deploy
+.PHONY: help venv run reset test test-unit lint invoke migrate data bench-import deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ migrate: $(STAMP) ## apply the SQL migrations to DATABASE_URL
 
 data: $(STAMP) ## generate sample files in the reference shape: make data ROWS=10000 SEED=42
 	$(PY) -m infra.tools.datagen all --rows $(ROWS) --seed $(SEED) --out-dir sample-data
+
+bench-import: $(STAMP) ## import ROWS users (default 1,000,000) through the embedded stack; prints rows/s, COPY ratio, memory
+	$(PY) -m infra.bench.import_bench --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),1000000)
 
 deploy: ## build and deploy to AWS with SAM (needs the sam CLI and AWS credentials)
 	sam build && sam deploy

@@ -5,7 +5,7 @@
 Starts its own stack on free ports against a fresh database (on DATABASE_URL's server, else the project's
 dev cluster), uploads the file with a presigned PUT, waits for the job and prints: rows/s of the pipeline
 (upload to finished job, and the job's own processing time), rows/s of a plain `COPY` of the same file into
-an identical users table, their ratio, and the peak memory (VmHWM) of each function's worker processes.
+an identical users table, their ratio, and the peak memory (VmHWM) and CPU time of each part of the stack.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,24 +90,43 @@ def http_json(method: str, url: str, payload: dict[str, Any] | None = None) -> d
         return dict(orjson.loads(response.read()))
 
 
-def worker_peaks() -> dict[str, int]:
-    """Peak resident memory (kB) of the largest worker process of each local function."""
-    peaks: dict[str, int] = {}
+@dataclass
+class Usage:
+    peak_kib: int = 0  # of the largest process
+    cpu_seconds: float = 0.0  # of all processes together
+
+
+def process_usage() -> dict[str, Usage]:
+    """Peak resident memory and CPU time of the stack's processes, by function or part."""
+    usage: dict[str, Usage] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             environ = (proc / "environ").read_bytes().split(b"\0")
             status = (proc / "status").read_text()
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         names = [e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"AWS_LAMBDA_FUNCTION_NAME=")]
-        if not names or "lambda_runtime" not in (proc / "cmdline").read_text(errors="replace"):
+        if names and "lambda_runtime" in cmdline:
+            part = names[0]
+        elif "infra.local.aws_endpoint" in cmdline:
+            part = "aws endpoint (moto)"
+        elif "infra.local.functions_host" in cmdline:
+            part = "functions host"
+        elif cmdline.startswith("postgres:"):
+            part = "postgresql backends"
+        else:
             continue
+        entry = usage.setdefault(part, Usage())
+        entry.cpu_seconds += (int(stat[11]) + int(stat[12])) / ticks  # utime + stime
         for line in status.splitlines():
             if line.startswith("VmHWM:"):
-                peaks[names[0]] = max(peaks.get(names[0], 0), int(line.split()[1]))
-    return peaks
+                entry.peak_kib = max(entry.peak_kib, int(line.split()[1]))
+    return usage
 
 
 def run(rows: int, seed: int, workers: int, clean: bool) -> None:
@@ -141,21 +161,23 @@ def run(rows: int, seed: int, workers: int, clean: bool) -> None:
             while (job := http_json("GET", f"{api}/imports/{created['job_id']}"))["status"] not in FINAL:
                 time.sleep(0.5)
             finished = time.monotonic()
-            peaks = worker_peaks()
+            usage = process_usage()
         finally:
             stack.stop()
     counters = job["counters"]
     processing = job["metrics"]["duration_seconds"]
     print()
     print(f"import benchmark: {rows:,} users ({path.stat().st_size / 1e6:.0f} MB CSV), {workers} writers")
-    print(f"  job status                    {job['status']}  succeeded {counters['succeeded']:,}  failed {counters['failed']:,}")
+    print(f"  job status                    {job['status']}")
+    print(f"  records succeeded / failed    {counters['succeeded']:,} / {counters['failed']:,}")
     print(f"  upload (presigned PUT)        {uploaded - started:8.1f} s")
     print(f"  upload to finished job        {finished - started:8.1f} s  {rows / (finished - started):>10,.0f} rows/s")
     print(f"  job processing (API metrics)  {processing:8.1f} s  {job['metrics']['rows_per_second']:>10,.0f} rows/s")
     print(f"  bare COPY of the same file    {copy_seconds:8.1f} s  {rows / copy_seconds:>10,.0f} rows/s")
     print(f"  pipeline / COPY               {copy_seconds / processing:8.2f}")
-    for name, peak in sorted(peaks.items()):
-        print(f"  peak memory {name:<26} {peak / 1024:6.0f} MiB")
+    print(f"  {'process':<30} {'peak memory':>12} {'CPU time':>10}")
+    for name, entry in sorted(usage.items()):
+        print(f"  {name:<30} {entry.peak_kib / 1024:8.0f} MiB {entry.cpu_seconds:8.1f} s")
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from infra.local.workers import Functions, HostSettings, Outcome, invoke_with_re
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 READY_PATH = "/_local/ready"
+IDLE_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -485,14 +486,19 @@ class FunctionsHost:
 
     def _receive(self, sqs: Any, queue_url: str, batch_size: int) -> list[dict[str, Any]]:
         try:
-            return sqs.receive_message(
+            messages = sqs.receive_message(
                 QueueUrl=queue_url,
                 MaxNumberOfMessages=batch_size,
-                WaitTimeSeconds=1,  # short, so that a stopping host is not held up by a long poll
+                # Short polls: moto's long poll spins while the queue holds in-flight messages, which would
+                # burn a core during every import. An idle poller sleeps here instead.
+                WaitTimeSeconds=0,
                 AttributeNames=["All"],
                 MessageSystemAttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
+            if not messages:
+                self.stopping.wait(IDLE_POLL_SECONDS)
+            return messages
         except Exception as error:  # the endpoint restarting must not kill the poller
             if not self.stopping.is_set():
                 self.access_log(f"receive from {queue_url} failed: {error}")
