@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -217,15 +218,20 @@ def _state_lock(state_dir: Path) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def ensure_cluster(state_dir: Path, port: int = DEFAULT_PORT) -> str:
-    """Create the cluster if missing, start it if stopped, create database "bulkio"; return its DSN."""
+def ensure_cluster(state_dir: Path, port: int | None = DEFAULT_PORT) -> str:
+    """Create the cluster if missing, start it if stopped, create database "bulkio"; return its DSN.
+
+    port None: the port it already runs on, else a free one (so that clusters of several clones can coexist).
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = find_bin_dir()
     with _state_lock(state_dir):
         data_dir = _prepare_data_dir(state_dir)
-        if _run(["test", "-f", str(data_dir / "PG_VERSION")]).returncode != 0:
+        running_port = _running_port(data_dir) if _has_cluster(data_dir) else None
+        if port is None:
+            port = running_port or _free_port()
+        if not _has_cluster(data_dir):
             _initdb(bin_dir, data_dir, port)
-        running_port = _running_port(data_dir)
         if running_port is None:
             _start(bin_dir, data_dir, port, state_dir / "postgres.log")
         elif running_port != port:
@@ -235,6 +241,16 @@ def ensure_cluster(state_dir: Path, port: int = DEFAULT_PORT) -> str:
             )
         _ensure_database(port)
     return dsn_for(port)
+
+
+def _has_cluster(data_dir: Path) -> bool:
+    return _run(["test", "-f", str(data_dir / "PG_VERSION")]).returncode == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def stop_cluster(state_dir: Path) -> None:
