@@ -530,14 +530,20 @@ def test_merge_errors_carry_the_original_record(store: ImportStore) -> None:
     assert report["value"] == "a@example.com"
 
 
-def test_a_dropped_connection_is_replaced_once(store: ImportStore, clean_db: str) -> None:
+def test_a_dropped_connection_is_replaced_once(clean_db: str) -> None:
+    opened: list[Any] = []
+
+    def connect_and_remember() -> Any:
+        opened.append(connect(clean_db))
+        return opened[-1]
+
+    store = ImportStore(connect_and_remember)
     store.register_job("job", Resource.USERS)
-    terminated = query(
-        clean_db,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE application_name = 'bulkio' AND datname = current_database()",
-    )
+    # Only this store's backend: other clients of the session database (the e2e stack) must live on.
+    terminated = query(clean_db, "SELECT pg_terminate_backend(%s)", (opened[0].get_backend_pid(),))
     assert terminated == [(True,)]
 
     assert store.stage_chunk("job", Resource.USERS, 0, [user(1, "a@example.com", "u1")], ()) is True
     assert store.chunks_staged("job") == 1
+    assert len(opened) == 2
+    store.close()
