@@ -131,7 +131,7 @@ def process_usage() -> dict[str, Usage]:
 
 def run(rows: int, seed: int, workers: int, clean: bool) -> None:
     path = generated_file(rows, seed, clean)
-    server_dsn = os.environ.get("DATABASE_URL") or ensure_cluster(REPOSITORY_ROOT / ".state")
+    server_dsn = os.environ.get("DATABASE_URL") or ensure_cluster(REPOSITORY_ROOT / ".state" / "bench", port=None)
     state = tempfile.mkdtemp(prefix="bulkio-bench-")
     print(f"stack state and logs: {state}")
     with scratch_database(server_dsn) as dsn:

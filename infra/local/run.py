@@ -3,7 +3,7 @@
     python -m infra.local.run [--state-dir .state] [--reset]
 
 Environment: LOCAL_STATE_DIR, DATABASE_URL (an external database; otherwise a project-local cluster is
-started in the state folder and stopped at the end), LOCAL_AWS_PORT, LOCAL_API_PORT, LOCAL_INVOKE_PORT and
+started in the state folder on LOCAL_PG_PORT, default 54329, and stopped at the end), LOCAL_AWS_PORT, LOCAL_API_PORT, LOCAL_INVOKE_PORT and
 the functions host's settings (see infra/local/functions_host.py).
 """
 
@@ -69,9 +69,10 @@ def run(state_dir: Path) -> int:
     stack: LocalStack | None = None
     try:
         if not database_url:
+            from infra.local.postgres import DEFAULT_PORT as DEFAULT_PG_PORT
             from infra.local.postgres import ensure_cluster
 
-            database_url = ensure_cluster(state_dir)
+            database_url = ensure_cluster(state_dir, int(os.environ.get("LOCAL_PG_PORT", DEFAULT_PG_PORT)))
             started_cluster = True
         from infra.migrate import apply_migrations
 
