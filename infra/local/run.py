@@ -3,8 +3,8 @@
     python -m infra.local.run [--state-dir .state] [--reset]
 
 Environment: LOCAL_STATE_DIR, DATABASE_URL (an external database; otherwise a project-local cluster is
-started in the state folder on LOCAL_PG_PORT, default 54329, and stopped at the end), LOCAL_AWS_PORT, LOCAL_API_PORT, LOCAL_INVOKE_PORT and
-the functions host's settings (see infra/local/functions_host.py).
+started in the state folder on LOCAL_PG_PORT, default 54329, and stopped at the end), LOCAL_AWS_PORT,
+LOCAL_API_PORT, LOCAL_INVOKE_PORT and the functions host's settings (see infra/local/functions_host.py).
 """
 
 from __future__ import annotations
