@@ -29,9 +29,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import boto3
 from werkzeug.serving import make_server
 
+from infra.local.provision import local_client
 from infra.local.template import ACCOUNT_ID, REGION
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
@@ -84,16 +84,6 @@ class LambdaInvokeRouter:
         return [payload]
 
 
-def _client(service: str, endpoint: str) -> Any:
-    return boto3.session.Session().client(
-        service,
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def _object_file_name(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -103,7 +93,7 @@ def save_state(endpoint: str, aws_state: Path) -> None:
     staging = aws_state.with_name(aws_state.name + ".saving")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "s3").mkdir(parents=True)
-    s3 = _client("s3", endpoint)
+    s3 = local_client("s3", endpoint)
     for bucket in s3.list_buckets().get("Buckets", []):
         bucket_dir = staging / "s3" / _object_file_name(bucket["Name"])
         bucket_dir.mkdir()
@@ -123,7 +113,7 @@ def save_state(endpoint: str, aws_state: Path) -> None:
                 )
         (bucket_dir / "index.json").write_text(json.dumps({"bucket": bucket["Name"], "objects": index}))
 
-    dynamodb = _client("dynamodb", endpoint)
+    dynamodb = local_client("dynamodb", endpoint)
     tables = []
     for table_name in dynamodb.list_tables().get("TableNames", []):
         description = dynamodb.describe_table(TableName=table_name)["Table"]
@@ -150,7 +140,7 @@ def save_state(endpoint: str, aws_state: Path) -> None:
 
 
 def _queue_attributes(endpoint: str, queue_name: str) -> dict[str, str]:
-    sqs = _client("sqs", endpoint)
+    sqs = local_client("sqs", endpoint)
     url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     settable = {
@@ -169,7 +159,7 @@ def _queue_attributes(endpoint: str, queue_name: str) -> dict[str, str]:
 def restore_state(endpoint: str, aws_state: Path) -> None:
     if not (aws_state / "data.pickle").exists():
         return
-    s3 = _client("s3", endpoint)
+    s3 = local_client("s3", endpoint)
     for index_file in (aws_state / "s3").glob("*/index.json"):
         index = json.loads(index_file.read_text())
         s3.create_bucket(Bucket=index["bucket"])
@@ -180,7 +170,7 @@ def restore_state(endpoint: str, aws_state: Path) -> None:
             s3.upload_file(str(index_file.parent / stored["file"]), index["bucket"], stored["key"], ExtraArgs=extra)
 
     data = pickle.loads((aws_state / "data.pickle").read_bytes())  # our own dump, in the local state folder
-    dynamodb = _client("dynamodb", endpoint)
+    dynamodb = local_client("dynamodb", endpoint)
     for table in data["tables"]:
         description = table["description"]
         arguments: dict[str, Any] = {
@@ -203,7 +193,7 @@ def restore_state(endpoint: str, aws_state: Path) -> None:
         for item in table["items"]:
             dynamodb.put_item(TableName=description["TableName"], Item=item)
 
-    sqs = _client("sqs", endpoint)
+    sqs = local_client("sqs", endpoint)
     urls = {}
     # Redrive policies name their dead-letter queue, so every queue must exist before any policy is set.
     for queue in data["queues"]:

@@ -16,7 +16,8 @@ from infra.local.template import REGION, StackTemplate, load_template
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _client(service: str, endpoint: str) -> Any:
+def local_client(service: str, endpoint: str) -> Any:
+    """A boto3 client for the local endpoint, with the dummy credentials moto accepts."""
     return boto3.session.Session().client(
         service,
         endpoint_url=endpoint,
@@ -27,20 +28,20 @@ def _client(service: str, endpoint: str) -> Any:
 
 
 def provision(stack: StackTemplate, endpoint: str) -> None:
-    s3 = _client("s3", endpoint)
+    s3 = local_client("s3", endpoint)
     existing_buckets = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
     for bucket in stack.buckets.values():
         if bucket.name not in existing_buckets:
             s3.create_bucket(Bucket=bucket.name)
 
-    sqs = _client("sqs", endpoint)
+    sqs = local_client("sqs", endpoint)
     # Dead-letter queues first: a redrive policy can only name a queue that exists.
     for queue in sorted(stack.queues.values(), key=lambda queue: queue.dead_letter_arn is not None):
         url = sqs.create_queue(QueueName=queue.name)["QueueUrl"]
         if queue.attributes:
             sqs.set_queue_attributes(QueueUrl=url, Attributes=queue.attributes)
 
-    dynamodb = _client("dynamodb", endpoint)
+    dynamodb = local_client("dynamodb", endpoint)
     existing_tables = set(dynamodb.list_tables().get("TableNames", []))
     for table in stack.tables.values():
         if table.name not in existing_tables:

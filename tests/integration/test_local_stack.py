@@ -27,8 +27,9 @@ def eventually(probe: Callable[[], Any], wait_seconds: float = 15) -> Any:
     pytest.fail(f"condition not met within {wait_seconds} s")
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
-         ) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -40,8 +41,9 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict[str, st
 def test_api_route_passes_path_parameter_and_base64_body_both_ways(fixture_stack: FixtureStack) -> None:
     payload = bytes(range(256))
 
-    status, headers, body = http("POST", f"{fixture_stack.stack.api_url}/items/a%20b?x=1", payload,
-                                 {"Content-Type": "application/octet-stream"})
+    status, headers, body = http(
+        "POST", f"{fixture_stack.stack.api_url}/items/a%20b?x=1", payload, {"Content-Type": "application/octet-stream"}
+    )
 
     assert status == 201
     assert headers["X-Item-Id"] == "a b"
@@ -69,8 +71,9 @@ def test_streamed_response_arrives_chunked(fixture_stack: FixtureStack) -> None:
 
 
 def test_request_over_the_limit_gets_413_problem(fixture_stack: FixtureStack) -> None:
-    status, headers, body = http("POST", f"{fixture_stack.stack.api_url}/items/big",
-                                 b"x" * (FIXTURE_MAX_REQUEST_BYTES + 1))
+    status, headers, body = http(
+        "POST", f"{fixture_stack.stack.api_url}/items/big", b"x" * (FIXTURE_MAX_REQUEST_BYTES + 1)
+    )
 
     assert status == 413
     assert headers["Content-Type"] == "application/problem+json"
@@ -82,11 +85,13 @@ def test_request_over_the_limit_gets_413_problem(fixture_stack: FixtureStack) ->
 
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
-    [("GET", "/nowhere", 404, "not_found"), ("DELETE", "/v1/health", 405, "method_not_allowed"),
-     ("GET", "/fail", 502, "function_error")],
+    [
+        ("GET", "/nowhere", 404, "not_found"),
+        ("DELETE", "/v1/health", 405, "method_not_allowed"),
+        ("GET", "/fail", 502, "function_error"),
+    ],
 )
-def test_api_errors_are_problems(fixture_stack: FixtureStack, method: str, path: str, status: int, code: str
-                                 ) -> None:
+def test_api_errors_are_problems(fixture_stack: FixtureStack, method: str, path: str, status: int, code: str) -> None:
     answered, headers, body = http(method, f"{fixture_stack.stack.api_url}{path}")
 
     assert answered == status
@@ -134,13 +139,15 @@ def test_partial_batch_failure_redelivers_only_the_failed_message(fixture_stack:
 def test_repeatedly_failing_message_ends_in_dead_letter_queue(fixture_stack: FixtureStack) -> None:
     sqs = fixture_stack.stack.client("sqs")
     poison = f"poison-{uuid4().hex}"
-    sqs.send_message(QueueUrl=fixture_stack.stack.queues["WorkQueue"],
-                     MessageBody=json.dumps({"id": poison, "fail_times": 99}))
+    sqs.send_message(
+        QueueUrl=fixture_stack.stack.queues["WorkQueue"], MessageBody=json.dumps({"id": poison, "fail_times": 99})
+    )
     dead_letter_url = fixture_stack.stack.queues["WorkDeadLetterQueue"]
 
     def dead_letter() -> list[dict[str, Any]]:
-        messages = sqs.receive_message(QueueUrl=dead_letter_url, MaxNumberOfMessages=10,
-                                       WaitTimeSeconds=1).get("Messages", [])
+        messages = sqs.receive_message(QueueUrl=dead_letter_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        )
         return [m for m in messages if poison in m["Body"]]
 
     assert eventually(dead_letter)
@@ -154,9 +161,7 @@ def test_sqs_pollers_invoke_in_parallel(fixture_stack: FixtureStack) -> None:
         sqs.send_message(QueueUrl=fixture_stack.stack.queues["ParallelQueue"], MessageBody="{}")
 
     # Each invocation waits for another one to start: it only records "overlapped" when two run at once.
-    overlapped = eventually(
-        lambda: [r for r in fixture_stack.records("parallel") if r["event"] == "overlapped"]
-    )
+    overlapped = eventually(lambda: [r for r in fixture_stack.records("parallel") if r["event"] == "overlapped"])
     assert overlapped
 
 
@@ -176,8 +181,9 @@ def test_invoke_api_through_boto3_synchronously(fixture_stack: FixtureStack) -> 
 def test_invoke_api_reports_function_errors(fixture_stack: FixtureStack) -> None:
     lambda_client = fixture_stack.stack.client("lambda")
 
-    response = lambda_client.invoke(FunctionName=fixture_stack.stack.functions["ToolFunction"],
-                                    Payload=json.dumps({"fail": "on purpose"}))
+    response = lambda_client.invoke(
+        FunctionName=fixture_stack.stack.functions["ToolFunction"], Payload=json.dumps({"fail": "on purpose"})
+    )
 
     assert response["FunctionError"] == "Unhandled"
     error = json.loads(response["Payload"].read())
@@ -190,8 +196,11 @@ def test_invoke_api_event_invocation_runs_in_background(fixture_stack: FixtureSt
     lambda_client = fixture_stack.stack.client("lambda")
     marker = uuid4().hex
 
-    response = lambda_client.invoke(FunctionName=fixture_stack.stack.functions["ToolFunction"],
-                                    InvocationType="Event", Payload=json.dumps({"record": marker}))
+    response = lambda_client.invoke(
+        FunctionName=fixture_stack.stack.functions["ToolFunction"],
+        InvocationType="Event",
+        Payload=json.dumps({"record": marker}),
+    )
 
     assert response["StatusCode"] == 202
     assert eventually(lambda: [r for r in fixture_stack.records("tool") if r["event"]["record"] == marker])

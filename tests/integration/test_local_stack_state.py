@@ -17,22 +17,27 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     env_file.write_text(json.dumps({"Parameters": {"RecordDir": str(tmp_path)}}))
     state_dir = tmp_path / "state"
     with running_stack(FIXTURE_TEMPLATE, state_dir, env_file, None, {}) as first:
-        first.client("s3").put_object(Bucket=first.buckets["FilesBucket"], Key="kept/a b.bin", Body=b"\x00kept",
-                                      ContentType="application/x-test")
-        first.client("dynamodb").put_item(TableName=first.tables["NotesTable"],
-                                          Item={"pk": {"S": "note#1"}, "blob": {"B": b"\x01"}})
+        first.client("s3").put_object(
+            Bucket=first.buckets["FilesBucket"], Key="kept/a b.bin", Body=b"\x00kept", ContentType="application/x-test"
+        )
+        first.client("dynamodb").put_item(
+            TableName=first.tables["NotesTable"], Item={"pk": {"S": "note#1"}, "blob": {"B": b"\x01"}}
+        )
         first.client("sqs").send_message(QueueUrl=first.queues["WorkDeadLetterQueue"], MessageBody="dead")
 
     with running_stack(FIXTURE_TEMPLATE, state_dir, env_file, None, {}) as second:
         stored = second.client("s3").get_object(Bucket=second.buckets["FilesBucket"], Key="kept/a b.bin")
         assert stored["Body"].read() == b"\x00kept"
         assert stored["ContentType"] == "application/x-test"
-        item = second.client("dynamodb").get_item(TableName=second.tables["NotesTable"],
-                                                  Key={"pk": {"S": "note#1"}})["Item"]
+        item = second.client("dynamodb").get_item(TableName=second.tables["NotesTable"], Key={"pk": {"S": "note#1"}})[
+            "Item"
+        ]
         assert item["blob"]["B"] == b"\x01"
-        messages = second.client("sqs").receive_message(QueueUrl=second.queues["WorkDeadLetterQueue"],
-                                                        WaitTimeSeconds=1)["Messages"]
+        messages = second.client("sqs").receive_message(
+            QueueUrl=second.queues["WorkDeadLetterQueue"], WaitTimeSeconds=1
+        )["Messages"]
         assert [message["Body"] for message in messages] == ["dead"]
         redrive = second.client("sqs").get_queue_attributes(
-            QueueUrl=second.queues["WorkQueue"], AttributeNames=["RedrivePolicy"])["Attributes"]
+            QueueUrl=second.queues["WorkQueue"], AttributeNames=["RedrivePolicy"]
+        )["Attributes"]
         assert json.loads(redrive["RedrivePolicy"])["maxReceiveCount"] == 2

@@ -12,28 +12,19 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
 from infra.migrate import MIGRATIONS_DIR, apply_migrations
+from tests.fixtures.postgres import run_autocommit
 
 pytestmark = pytest.mark.integration
 
 ALL_MIGRATIONS = sorted(path.name for path in MIGRATIONS_DIR.glob("*.sql"))
 
 
-def _autocommit(dsn: str, statement: sql.Composable) -> None:
-    connection = psycopg2.connect(dsn)
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        connection.close()
-
-
 @pytest.fixture
 def empty_database(database_url: str) -> Iterator[str]:
     name = f"bulkio_test_migrate_{secrets.token_hex(4)}"
-    _autocommit(database_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    run_autocommit(database_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     yield make_dsn(database_url, dbname=name)
-    _autocommit(database_url, sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    run_autocommit(database_url, sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_migrations_apply_once(empty_database: str) -> None:

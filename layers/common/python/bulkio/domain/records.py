@@ -326,25 +326,36 @@ class _Check:
         return body
 
 
+def _natural_key(
+    check: _Check, name: str, read: Callable[[], str | None], fix: str, neither_message: str
+) -> str | None:
+    """The natural key (users: email, articles: slug): required, or `missing_key` when the id is absent too."""
+    if check.has(name):
+        return read()
+    if check.has("id"):
+        check.missing(name, fix)
+    else:
+        check.fail(ErrorCode.MISSING_KEY, "id", neither_message)
+    return None
+
+
+def _required_text(check: _Check, name: str, max_chars: int, code: ErrorCode, fix: str) -> str | None:
+    if check.has(name):
+        return check.bounded_text(name, max_chars, code)
+    check.missing(name, fix)
+    return None
+
+
 def _validate_user(check: _Check, rules: ValidationRules) -> Validated:
-    has_id = check.has("id")
-    user_id = check.id("id") if has_id else None
-    email = None
-    if check.has("email"):
-        email = check.email()
-    elif has_id:
-        check.missing("email", "add the user's email address")
-    else:
-        check.fail(
-            ErrorCode.MISSING_KEY,
-            "id",
-            "the user has neither id nor email: give it an email (and optionally an id)",
-        )
-    name = None
-    if check.has("name"):
-        name = check.bounded_text("name", MAX_NAME_CHARS, ErrorCode.INVALID_NAME)
-    else:
-        check.missing("name", "add the user's name")
+    user_id = check.id("id") if check.has("id") else None
+    email = _natural_key(
+        check,
+        "email",
+        check.email,
+        "add the user's email address",
+        "the user has neither id nor email: give it an email (and optionally an id)",
+    )
+    name = _required_text(check, "name", MAX_NAME_CHARS, ErrorCode.INVALID_NAME, "add the user's name")
     role = check.role(rules.user_roles)
     active = check.active()
     created_at = check.timestamp("created_at")
@@ -364,24 +375,15 @@ def _validate_user(check: _Check, rules: ValidationRules) -> Validated:
 
 
 def _validate_article(check: _Check, rules: ValidationRules) -> Validated:
-    has_id = check.has("id")
-    article_id = check.id("id") if has_id else None
-    slug = None
-    if check.has("slug"):
-        slug = check.slug()
-    elif has_id:
-        check.missing("slug", "add a kebab-case slug like 'my-first-article'")
-    else:
-        check.fail(
-            ErrorCode.MISSING_KEY,
-            "id",
-            "the article has neither id nor slug: give it a slug (and optionally an id)",
-        )
-    title = None
-    if check.has("title"):
-        title = check.bounded_text("title", MAX_TITLE_CHARS, ErrorCode.INVALID_TITLE)
-    else:
-        check.missing("title", "add the article's title")
+    article_id = check.id("id") if check.has("id") else None
+    slug = _natural_key(
+        check,
+        "slug",
+        check.slug,
+        "add a kebab-case slug like 'my-first-article'",
+        "the article has neither id nor slug: give it a slug (and optionally an id)",
+    )
+    title = _required_text(check, "title", MAX_TITLE_CHARS, ErrorCode.INVALID_TITLE, "add the article's title")
     body = check.string("body") if check.data.get("body") is not None else ""
     author_id = check.required_id("author_id", "add the id of the user who wrote the article")
     tags = check.tags()
