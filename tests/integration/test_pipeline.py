@@ -28,6 +28,8 @@ from bulkio.domain.resources import Format, Resource
 from bulkio.services.imports import ImportService, NewImport, source_key
 from moto.server import ThreadedMotoServer
 
+from infra.local.stack import REPOSITORY_ROOT
+from infra.local.template import load_template
 from infra.tools import datagen
 
 BUCKET = "pipeline-imports"
@@ -64,10 +66,14 @@ def aws(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> boto3.session.Ses
     s3 = session.client("s3")
     if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=BUCKET)
+        # The table as template.yaml declares it.
+        template = load_template(REPOSITORY_ROOT / "template.yaml", parameter_overrides={"DatabaseUrl": ""})
+        table = template.tables["JobsTable"]
         session.client("dynamodb").create_table(
             TableName=TABLE,
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=table.attribute_definitions,
+            KeySchema=table.key_schema,
+            GlobalSecondaryIndexes=table.global_secondary_indexes,
             BillingMode="PAY_PER_REQUEST",
         )
         session.client("sqs").create_queue(QueueName=QUEUE)
@@ -312,3 +318,30 @@ def test_articles_and_comments_check_references(pipeline: Pipeline) -> None:
     assert comment.counters.succeeded > comments * 0.8
     assert "unknown_author" in article.errors_by_code
     assert {"unknown_article", "unknown_user", "body_too_long"} & set(comment.errors_by_code)
+
+
+def test_concurrent_requests_with_one_idempotency_key_make_one_job(pipeline: Pipeline) -> None:
+    data = _file("users", 20, "csv", seed=21)
+    results: list[Any] = []
+
+    def submit() -> None:
+        request = NewImport(
+            resource=Resource.USERS,
+            format=Format.CSV,
+            filename="users.csv",
+            file=io.BytesIO(data),
+            file_sha256="same-file",
+        )
+        results.append(pipeline.service().submit(request, idempotency_key="concurrent-key"))
+
+    threads = [threading.Thread(target=submit) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(results) == 5
+    assert {result.body["job_id"] for result in results} == {results[0].body["job_id"]}
+    assert sum(result.headers.get("Idempotent-Replayed") != "true" for result in results) == 1
+    listed, _ = pipeline.service().jobs.list_jobs(50, None)
+    assert [job.job_id for job in listed].count(results[0].body["job_id"]) == 1
