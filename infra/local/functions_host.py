@@ -32,7 +32,25 @@ from infra.local.workers import Functions, HostSettings, Outcome, invoke_with_re
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 READY_PATH = "/_local/ready"
-IDLE_POLL_SECONDS = 0.2
+
+
+class IdleBackoff:
+    """Pause between empty polls, doubling from 50 ms to 1 s: every request costs moto several milliseconds
+    of CPU, so idle pollers must not ask often; the first message after a busy spell waits at most 50 ms."""
+
+    SHORTEST_SECONDS = 0.05
+    LONGEST_SECONDS = 1.0
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self._stopping = stopping
+        self._pause = self.SHORTEST_SECONDS
+
+    def after(self, found: bool) -> None:
+        if found:
+            self._pause = self.SHORTEST_SECONDS
+            return
+        self._stopping.wait(self._pause)
+        self._pause = min(self._pause * 2, self.LONGEST_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -465,8 +483,10 @@ class FunctionsHost:
     def _poll_s3(self, function: Function, queue_url: str) -> None:
         sqs = self.client("sqs")
         pool = self.functions.pool(function.logical_id)
+        idle = IdleBackoff(self.stopping)
         while not self.stopping.is_set():
             messages = self._receive(sqs, queue_url, 1)
+            idle.after(found=bool(messages))
             for message in messages:
                 body = json.loads(message["Body"])
                 attempts = int(message["Attributes"].get("ApproximateReceiveCount", "1"))
@@ -490,14 +510,12 @@ class FunctionsHost:
                 QueueUrl=queue_url,
                 MaxNumberOfMessages=batch_size,
                 # Short polls: moto's long poll spins while the queue holds in-flight messages, which would
-                # burn a core during every import. An idle poller sleeps here instead.
+                # burn a core during every import. An idle poller backs off instead (IdleBackoff).
                 WaitTimeSeconds=0,
                 AttributeNames=["All"],
                 MessageSystemAttributeNames=["All"],
                 MessageAttributeNames=["All"],
             ).get("Messages", [])
-            if not messages:
-                self.stopping.wait(IDLE_POLL_SECONDS)
             return messages
         except Exception as error:  # the endpoint restarting must not kill the poller
             if not self.stopping.is_set():
@@ -510,8 +528,10 @@ class FunctionsHost:
     ) -> None:
         sqs = self.client("sqs")
         pool = self.functions.pool(function.logical_id)
+        idle = IdleBackoff(self.stopping)
         while not self.stopping.is_set():
             messages = self._receive(sqs, queue_url, batch_size)
+            idle.after(found=bool(messages))
             if not messages:
                 continue
             outcome = pool.invoke(json.dumps({"Records": sqs_records(messages, queue_arn)}).encode())
