@@ -31,7 +31,9 @@ from bulkio.domain.jobs import (
 from bulkio.domain.resources import Format, Resource
 
 CHUNKER_LEASE_SECONDS = 16 * 60
-JOBS_BY_CREATION_INDEX = "by_kind_created"  # longer than the chunker's 15-minute Lambda limit
+JOBS_BY_CREATION_INDEX = "by_kind_created"
+CHUNK_MARKER_TTL_SECONDS = 30 * 86400
+TRANSACTION_ATTEMPTS = 5  # longer than the chunker's 15-minute Lambda limit
 
 
 def _job_pk(job_id: str) -> str:
@@ -99,7 +101,7 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         started_at=parse_iso(item.get("started_at")),
         finished_at=parse_iso(item.get("finished_at")),
         chunks_total=_int(item.get("chunks_total")),
-        chunks_done=len(item.get("chunks_done", ())),
+        chunks_done=_int(item.get("chunks_done")) or 0,
         counters=Counters(
             total=_int(item.get("records_total")),
             processed=_int(item.get("processed")) or 0,
@@ -250,20 +252,50 @@ class DynamoJobRepository:
         )
 
     def record_chunk(self, job_id: str, chunk_no: int, processed: int, failed: int) -> bool:
-        """Counts a chunk's records exactly once, however often its message is delivered."""
-        try:
-            self._table.update_item(
-                Key={"pk": _job_pk(job_id)},
-                UpdateExpression="ADD chunks_done :chunk, #processed :p, #failed :f",
-                ConditionExpression="attribute_exists(pk) AND NOT contains(chunks_done, :n)",
-                ExpressionAttributeNames={"#processed": "processed", "#failed": "failed"},
-                ExpressionAttributeValues={":chunk": {chunk_no}, ":n": chunk_no, ":p": processed, ":f": failed},
-            )
-            return True
-        except ClientError as error:
-            if _is_condition_failure(error):
-                return False
-            raise
+        """Counts a chunk's records exactly once, however often its message is delivered.
+
+        One transaction: a marker item per chunk (the condition that makes a redelivery a no-op) and the job's
+        counters. The markers keep the job item small: a set of counted chunks in it would be rewritten,
+        and read by every writer, a thousand times per million records.
+        """
+        client = self._table.meta.client
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                client.transact_write_items(TransactItems=self._chunk_transaction(job_id, chunk_no, processed, failed))
+                return True
+            except ClientError as error:
+                reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
+                if reasons and reasons[0] == "ConditionalCheckFailed":
+                    return False  # the chunk's marker exists: counted before
+                if "TransactionConflict" not in reasons or attempt == TRANSACTION_ATTEMPTS - 1:
+                    raise
+                # Parallel writers updating the same job item conflict now and then: try again shortly.
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _chunk_transaction(self, job_id: str, chunk_no: int, processed: int, failed: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "Put": {
+                    "TableName": self._table.name,
+                    "Item": {
+                        "pk": f"{_job_pk(job_id)}#chunk#{chunk_no}",
+                        "expires_at": int(time.time()) + CHUNK_MARKER_TTL_SECONDS,
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": {"pk": _job_pk(job_id)},
+                    "UpdateExpression": "ADD chunks_done :one, #processed :p, #failed :f",
+                    "ConditionExpression": "attribute_exists(pk)",
+                    "ExpressionAttributeNames": {"#processed": "processed", "#failed": "failed"},
+                    "ExpressionAttributeValues": {":one": 1, ":p": processed, ":f": failed},
+                }
+            },
+        ]
 
     def finish(self, job_id: str, counters: Counters, errors_by_code: dict[str, int]) -> bool:
         """Marks the job completed (with or without errors) once; False if it had already ended."""
