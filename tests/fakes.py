@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Literal
 
 import orjson
 from bulkio.adapters.jobs_repo import CHUNKER_LEASE_SECONDS, IdempotencyClaim
-from bulkio.adapters.postgres import FailedRecord, MergeOutcome, StagedRecord
+from bulkio.adapters.postgres import FailedRecord, MergeOutcome, StagedRecord, StagingProgress
 from bulkio.adapters.s3 import ObjectInfo, PresignedUpload
 from bulkio.config import Settings
 from bulkio.domain.idempotency import StoredRequest
@@ -45,7 +45,6 @@ Clock = Callable[[], float]
 @dataclass(slots=True)
 class _StoredJob:
     job: ImportJob
-    chunks_done: set[int] = field(default_factory=set)
     lease_until: int | None = None
 
 
@@ -81,7 +80,10 @@ class FakeJobRepository:
         stored = self._jobs.get(job_id)
         if stored is None:
             return None
-        return replace(copy.deepcopy(stored.job), chunks_done=len(stored.chunks_done))
+        job = copy.deepcopy(stored.job)
+        # As DynamoJobRepository: a completed job did all its chunks; others' progress comes from the store.
+        completed = job.status in {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS}
+        return replace(job, chunks_done=(job.chunks_total or 0) if completed else 0)
 
     def all_jobs(self) -> list[ImportJob]:
         return [job for job_id in self._jobs if (job := self.get(job_id)) is not None]
@@ -122,15 +124,6 @@ class FakeJobRepository:
         job = self._jobs[job_id].job
         job.chunks_total = chunks_total
         job.counters.total = records_total
-
-    def record_chunk(self, job_id: str, chunk_no: int, processed: int, failed: int) -> bool:
-        stored = self._jobs.get(job_id)
-        if stored is None or chunk_no in stored.chunks_done:
-            return False
-        stored.chunks_done.add(chunk_no)
-        stored.job.counters.processed += processed
-        stored.job.counters.failed += failed
-        return True
 
     def finish(self, job_id: str, counters: Counters, errors_by_code: dict[str, int]) -> bool:
         stored = self._end(job_id, final_status(counters.failed))
@@ -297,7 +290,7 @@ class FakeRun:
     resource: Resource
     chunks_total: int | None = None
     records_total: int | None = None
-    staged_chunks: set[int] = field(default_factory=set)
+    staged_chunks: dict[int, tuple[int, int]] = field(default_factory=dict)  # chunk -> (records, failed)
     staged: list[StagedRecord] = field(default_factory=list)
     failed: list[FailedRecord] = field(default_factory=list)
     outcome: MergeOutcome | None = None
@@ -334,10 +327,17 @@ class FakeImportStore:
         run = self.runs.setdefault(job_id, FakeRun(resource))
         if chunk_no in run.staged_chunks:
             return False
-        run.staged_chunks.add(chunk_no)
+        staged, failed = list(staged), list(failed)
+        failed_indexes = {record.index for record in failed}
+        run.staged_chunks[chunk_no] = (len(staged) + len(failed_indexes), len(failed_indexes))
         run.staged.extend(staged)
         run.failed.extend(failed)
         return True
+
+    def progress(self, job_id: str) -> StagingProgress:
+        run = self.runs.get(job_id)
+        counts = list(run.staged_chunks.values()) if run else []
+        return StagingProgress(len(counts), sum(c[0] for c in counts), sum(c[1] for c in counts))
 
     def set_totals(self, job_id: str, chunks_total: int, records_total: int) -> None:
         run = self.runs.get(job_id)
@@ -369,8 +369,7 @@ class FakeImportStore:
         return run.outcome
 
     def chunks_staged(self, job_id: str) -> int:
-        run = self.runs.get(job_id)
-        return len(run.staged_chunks) if run else 0
+        return self.progress(job_id).chunks
 
     def first_errors(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
         run = self.runs.get(job_id)

@@ -547,3 +547,17 @@ def test_a_dropped_connection_is_replaced_once(clean_db: str) -> None:
     assert store.chunks_staged("job") == 1
     assert len(opened) == 2
     store.close()
+
+
+def test_staging_counts_each_chunks_records_once(store: ImportStore) -> None:
+    store.register_job("job", Resource.USERS)
+    failure = RecordError(ErrorCode.INVALID_EMAIL, "email", "bad", "x")
+    first = [user(1, "a@example.com", "u1"), user(2, "b@example.com", "u2")]
+    failed = [FailedRecord(3, 4, failure, "{}"), FailedRecord(3, 4, failure, "{}"), FailedRecord(4, 5, failure, "{}")]
+
+    store.stage_chunk("job", Resource.USERS, 1, first, failed)
+    store.stage_chunk("job", Resource.USERS, 1, first, failed)  # redelivered
+    store.stage_chunk("job", Resource.USERS, 2, [user(5, "e@example.com", "u5")], ())
+
+    progress = store.progress("job")
+    assert (progress.chunks, progress.records, progress.failed) == (2, 5, 2)

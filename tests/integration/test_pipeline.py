@@ -231,11 +231,10 @@ def test_a_redelivered_chunk_counts_once(pipeline: Pipeline) -> None:
     service = pipeline.service()
     service.process_chunk(messages[0])
     service.process_chunk(messages[0])  # at-least-once delivery: the same message again
-    in_progress = service.jobs.get(job_id)
-    assert in_progress is not None
-    assert in_progress.status.value == "processing"
-    assert in_progress.counters.processed == CHUNK_RECORDS
-    assert in_progress.chunks_done == 1
+    in_progress = service.view(job_id)
+    assert in_progress["status"] == "processing"
+    assert in_progress["counters"]["processed"] == CHUNK_RECORDS
+    assert in_progress["progress"]["chunks_done"] == 1
 
     for message in messages[1:] + messages:  # the rest, then everything again after the job ended
         service.process_chunk(message)

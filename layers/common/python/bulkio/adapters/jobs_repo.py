@@ -36,6 +36,9 @@ CHUNK_MARKER_TTL_SECONDS = 30 * 86400
 TRANSACTION_ATTEMPTS = 5  # longer than the chunker's 15-minute Lambda limit
 
 
+COMPLETED_VALUES = frozenset({JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value})
+
+
 def _job_pk(job_id: str) -> str:
     return f"job#{job_id}"
 
@@ -101,7 +104,8 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         started_at=parse_iso(item.get("started_at")),
         finished_at=parse_iso(item.get("finished_at")),
         chunks_total=_int(item.get("chunks_total")),
-        chunks_done=_int(item.get("chunks_done")) or 0,
+        # Progress of unfinished jobs is read from PostgreSQL (ImportService.view); a completed job did them all.
+        chunks_done=(_int(item.get("chunks_total")) or 0) if item.get("status") in COMPLETED_VALUES else 0,
         counters=Counters(
             total=_int(item.get("records_total")),
             processed=_int(item.get("processed")) or 0,
@@ -250,52 +254,6 @@ class DynamoJobRepository:
             UpdateExpression="SET chunks_total = :c, records_total = :r",
             ExpressionAttributeValues={":c": chunks_total, ":r": records_total},
         )
-
-    def record_chunk(self, job_id: str, chunk_no: int, processed: int, failed: int) -> bool:
-        """Counts a chunk's records exactly once, however often its message is delivered.
-
-        One transaction: a marker item per chunk (the condition that makes a redelivery a no-op) and the job's
-        counters. The markers keep the job item small: a set of counted chunks in it would be rewritten,
-        and read by every writer, a thousand times per million records.
-        """
-        client = self._table.meta.client
-        for attempt in range(TRANSACTION_ATTEMPTS):
-            try:
-                client.transact_write_items(TransactItems=self._chunk_transaction(job_id, chunk_no, processed, failed))
-                return True
-            except ClientError as error:
-                reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    return False  # the chunk's marker exists: counted before
-                if "TransactionConflict" not in reasons or attempt == TRANSACTION_ATTEMPTS - 1:
-                    raise
-                # Parallel writers updating the same job item conflict now and then: try again shortly.
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
-
-    def _chunk_transaction(self, job_id: str, chunk_no: int, processed: int, failed: int) -> list[dict[str, Any]]:
-        return [
-            {
-                "Put": {
-                    "TableName": self._table.name,
-                    "Item": {
-                        "pk": f"{_job_pk(job_id)}#chunk#{chunk_no}",
-                        "expires_at": int(time.time()) + CHUNK_MARKER_TTL_SECONDS,
-                    },
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
-            {
-                "Update": {
-                    "TableName": self._table.name,
-                    "Key": {"pk": _job_pk(job_id)},
-                    "UpdateExpression": "ADD chunks_done :one, #processed :p, #failed :f",
-                    "ConditionExpression": "attribute_exists(pk)",
-                    "ExpressionAttributeNames": {"#processed": "processed", "#failed": "failed"},
-                    "ExpressionAttributeValues": {":one": 1, ":p": processed, ":f": failed},
-                }
-            },
-        ]
 
     def finish(self, job_id: str, counters: Counters, errors_by_code: dict[str, int]) -> bool:
         """Marks the job completed (with or without errors) once; False if it had already ended."""

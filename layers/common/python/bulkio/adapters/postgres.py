@@ -57,6 +57,15 @@ class FailedRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class StagingProgress:
+    """How far a job's writers got: chunks staged, their records, and how many of those failed validation."""
+
+    chunks: int
+    records: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
 class MergeOutcome:
     records_total: int
     succeeded: int
@@ -495,8 +504,22 @@ class ImportStore:
         copying_started = False
 
         encode = _ROW_ENCODERS[resource]
-        staged_lines = (encode(job_id, record.index, record.line, record.row, record.raw) for record in staged)
-        failed_lines = (_copy_error_line(job_id, record) for record in failed)
+        staged_count = 0
+        failed_indexes: set[int] = set()
+
+        def counted_staged() -> Iterator[str]:
+            nonlocal staged_count
+            for record in staged:
+                staged_count += 1
+                yield encode(job_id, record.index, record.line, record.row, record.raw)
+
+        def counted_failed() -> Iterator[str]:
+            for record in failed:
+                failed_indexes.add(record.index)
+                yield _copy_error_line(job_id, record)
+
+        staged_lines = counted_staged()
+        failed_lines = counted_failed()
 
         def work(cursor: Cursor) -> bool:
             nonlocal copying_started
@@ -515,6 +538,10 @@ class ImportStore:
             copying_started = True
             cursor.copy_expert(_STAGE_COPY_SQL[resource], _CopySource(staged_lines), COPY_BUFFER_BYTES)
             cursor.copy_expert(_ERRORS_COPY_SQL, _CopySource(failed_lines), COPY_BUFFER_BYTES)
+            cursor.execute(
+                "UPDATE import_chunks SET records = %s, failed = %s WHERE job_id = %s AND chunk_no = %s",
+                (staged_count + len(failed_indexes), len(failed_indexes), job_id, chunk_no),
+            )
             return True
 
         def rolled_back_chunk() -> bool:
@@ -586,12 +613,19 @@ class ImportStore:
         cursor.execute(f"DELETE FROM {STAGE_TABLES[resource]} WHERE job_id = %s", (job_id,))
         return MergeOutcome(records_total, succeeded, failed, errors_by_code, merged_now=True)
 
-    def chunks_staged(self, job_id: str) -> int:
-        def work(cursor: Cursor) -> int:
-            cursor.execute("SELECT count(*) FROM import_chunks WHERE job_id = %s", (job_id,))
-            return cursor.fetchone()[0]
+    def progress(self, job_id: str) -> StagingProgress:
+        def work(cursor: Cursor) -> StagingProgress:
+            cursor.execute(
+                "SELECT count(*), coalesce(sum(records), 0), coalesce(sum(failed), 0)"
+                " FROM import_chunks WHERE job_id = %s",
+                (job_id,),
+            )
+            return StagingProgress(*cursor.fetchone())
 
         return self._transaction(work)
+
+    def chunks_staged(self, job_id: str) -> int:
+        return self.progress(job_id).chunks
 
     def first_errors(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
         def work(cursor: Cursor) -> list[dict[str, Any]]:

@@ -235,14 +235,24 @@ class ImportService:
         jobs, last = self.jobs.list_jobs(limit, start)
         now = utc_now()
         return {
-            "jobs": [job_summary(job, now) for job in jobs],
+            "jobs": [job_summary(self._with_progress(job), now) for job in jobs],
             "next": base64.urlsafe_b64encode(orjson.dumps(last)).decode() if last else None,
         }
 
     def view(self, job_id: str) -> dict[str, Any]:
-        job = self._job(job_id)
+        job = self._with_progress(self._job(job_id))
         first_errors = self.store.first_errors(job_id, FIRST_ERRORS) if job.counters.failed else []
         return job_view(job, first_errors, utc_now())
+
+    def _with_progress(self, job: ImportJob) -> ImportJob:
+        """Progress lives with the staged chunks in PostgreSQL; a completed job carries its final counters."""
+        if job.status not in {JobStatus.PROCESSING, JobStatus.FAILED, JobStatus.CANCELLED}:
+            return job
+        progress = self.store.progress(job.job_id)
+        job.chunks_done = progress.chunks
+        job.counters.processed = progress.records
+        job.counters.failed = progress.failed
+        return job
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Stops a job that has not ended: no more chunks are staged and nothing is merged."""
@@ -401,21 +411,17 @@ class ImportService:
             logger.info("chunk of an ended job skipped", extra={"job_id": job_id, "chunk": chunk_no})
             return
         try:
-            processed, failed_records = self._validate_and_stage(job, chunk_no, message["key"])
+            self._validate_and_stage(job, chunk_no, message["key"])
         except Exception as error:
             # Kept for the dead-letter consumer, which reports it if the chunk never succeeds.
             self.store.record_chunk_failure(job_id, chunk_no, f"{type(error).__name__}: {error}")
             raise
-        self.jobs.record_chunk(job_id, chunk_no, processed, failed_records)
         self.finish_if_complete(job_id)
 
-    def _validate_and_stage(self, job: ImportJob, chunk_no: int, key: str) -> tuple[int, int]:
-        """Returns how many records the chunk had and how many of them failed validation."""
+    def _validate_and_stage(self, job: ImportJob, chunk_no: int, key: str) -> None:
         staged: list[StagedRecord] = []
         failed: list[FailedRecord] = []
-        processed = 0
         for entry in decode_chunk(self.objects.read_bytes(key)):
-            processed += 1
             if entry.error is not None:
                 failed.append(FailedRecord(entry.index, entry.line, entry.error, entry.raw_json))
                 continue
@@ -423,8 +429,8 @@ class ImportService:
             if result.row is not None:
                 staged.append(StagedRecord(entry.index, entry.line, result.row, entry.raw_json))
             failed.extend(FailedRecord(entry.index, entry.line, error, entry.raw_json) for error in result.errors)
+        # Staging also counts the chunk's records, in the same transaction: a redelivery counts nothing twice.
         self.store.stage_chunk(job.job_id, job.resource, chunk_no, staged, failed)
-        return processed, len({record.index for record in failed})
 
     def finish_if_complete(self, job_id: str) -> None:
         outcome = self.store.try_merge(job_id)
