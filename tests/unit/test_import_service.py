@@ -15,7 +15,7 @@ from bulkio.domain.idempotency import StoredRequest, fingerprint
 from bulkio.domain.jobs import ImportJob, JobStatus, SourceKind
 from bulkio.domain.resources import Format, Resource
 from bulkio.problems import Problem
-from bulkio.services import imports
+from bulkio.services import idempotency
 from bulkio.services.imports import IDEMPOTENCY_SCOPE, NewImport, report_key, source_key
 
 from tests.fakes import FakeWorld, build_world, make_settings
@@ -227,7 +227,7 @@ class FakeTime:
 
 def test_a_request_still_running_elsewhere_ends_in_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_time = FakeTime()
-    monkeypatch.setattr(imports, "time", fake_time)
+    monkeypatch.setattr(idempotency, "time", fake_time)
     world = build_world(clock=fake_time.time)
     request = url_request()
     world.jobs.idempotency_records[(IDEMPOTENCY_SCOPE, "key-1")] = StoredRequest(

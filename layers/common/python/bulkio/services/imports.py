@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, unquote_plus, urlsplit
 
@@ -16,13 +16,12 @@ import orjson
 from aws_lambda_powertools import Logger
 
 from bulkio.adapters.http_source import SourceUnavailable, open_url
-from bulkio.adapters.jobs_repo import DynamoJobRepository, IdempotencyClaim
+from bulkio.adapters.jobs_repo import DynamoJobRepository
 from bulkio.adapters.postgres import FailedRecord, ImportStore, StagedRecord
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.sqs import ChunkQueue
 from bulkio.config import Settings
 from bulkio.domain.chunks import chunk_key, decode_chunk, encode_chunk
-from bulkio.domain.idempotency import Decision, decide, fingerprint
 from bulkio.domain.jobs import (
     STARTABLE_STATUSES,
     Counters,
@@ -40,12 +39,12 @@ from bulkio.domain.jobs import (
 from bulkio.domain.parsing import SourceRecord, UnreadableFile, detect_format, iter_source_records
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.resources import Format, Resource, parse_resource
-from bulkio.problems import Problem, bad_request, conflict, not_found, unprocessable
+from bulkio.problems import Problem, bad_request, conflict, not_found
+from bulkio.services.idempotency import ApiResult, submit_once
 
 logger = Logger(child=True)
 
 IDEMPOTENCY_SCOPE = "imports"
-IDEMPOTENCY_WAIT_SECONDS = 10.0
 FIRST_ERRORS = 100
 INLINE_REPORT_BYTES = 4 * 1024 * 1024  # below Lambda's 6 MB response cap, with room for base64
 REPORT_URL_TTL_SECONDS = 900
@@ -96,13 +95,6 @@ class NewImport:
 
 
 @dataclass(slots=True)
-class ApiResult:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
 class ErrorReport:
     """Either the report itself (small) or where to download it (large)."""
 
@@ -136,49 +128,15 @@ class ImportService:
 
     # ================================================================ API side
     def submit(self, request: NewImport, idempotency_key: str | None) -> ApiResult:
-        if idempotency_key is None:
-            return self._create(request, str(uuid.uuid4()))
-        request_fingerprint = fingerprint(request.identity())
-        claim = IdempotencyClaim(
+        return submit_once(
+            self.jobs,
             IDEMPOTENCY_SCOPE,
             idempotency_key,
-            request_fingerprint,
-            str(uuid.uuid4()),
+            request.identity(),
             self.settings.idempotency_ttl_seconds,
+            lambda job_id: self._create(request, job_id),
+            lambda job_id: job_links(job_id)["self"],
         )
-        deadline = time.monotonic() + IDEMPOTENCY_WAIT_SECONDS
-        while True:
-            stored = self.jobs.claim_idempotency_key(claim)
-            if stored is None:
-                return self._create_remembered(request, claim.job_id, idempotency_key)
-            decision = decide(stored, request_fingerprint, int(time.time()))
-            if decision is Decision.MISMATCH:
-                raise unprocessable(
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used for a different request in the last 24 hours: "
-                    "use a new key for a new request",
-                )
-            if decision is Decision.REPLAY:
-                body = orjson.loads(stored.response_body or "{}")
-                headers = {"Idempotent-Replayed": "true", "Location": job_links(stored.job_id)["self"]}
-                return ApiResult(stored.response_status or 202, body, headers)
-            if decision is Decision.TAKE_OVER:
-                return self._create_remembered(request, stored.job_id, idempotency_key)
-            if decision is Decision.IN_PROGRESS and time.monotonic() > deadline:
-                raise conflict(
-                    "idempotency_request_in_progress",
-                    "a request with this Idempotency-Key is still being processed: retry in a few seconds",
-                )
-            time.sleep(0.2)  # PROCEED (the record expired meanwhile) or IN_PROGRESS: look again
-
-    def _create_remembered(self, request: NewImport, job_id: str, idempotency_key: str) -> ApiResult:
-        try:
-            result = self._create(request, job_id)
-        except Exception:
-            self.jobs.release_idempotency_key(IDEMPOTENCY_SCOPE, idempotency_key)
-            raise
-        self.jobs.store_response(IDEMPOTENCY_SCOPE, idempotency_key, result.status, orjson.dumps(result.body).decode())
-        return result
 
     def _create(self, request: NewImport, job_id: str) -> ApiResult:
         kind = request.kind
