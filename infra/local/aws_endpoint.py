@@ -8,7 +8,8 @@ cannot be pickled, so the data is dumped explicitly):
 - kept: S3 buckets and objects (with content type and user metadata), DynamoDB tables (key schema, indexes,
   TTL) and items, SQS queues (attributes, redrive policies) and their message bodies and attributes;
 - not kept: SQS receive counts and in-flight state (restored messages are new messages), S3 versions, bucket
-  notifications (the functions host sets them up at each start), Step Functions executions, anything else;
+  notifications (the functions host sets them up at each start), Step Functions state machines (provisioning
+  creates them from the template at each start) and executions, anything else;
   and nothing at all when the process is killed with SIGKILL.
 """
 
@@ -25,6 +26,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -212,10 +214,25 @@ def restore_state(endpoint: str, aws_state: Path) -> None:
 
 
 def enable_step_functions_execution() -> None:
-    """Make moto run state machines for real; their Lambda tasks then call our Invoke API route."""
+    """Make moto run state machines for real; their Lambda tasks then call our Invoke API route (each request
+    gets a thread of its own, so an execution calling back into this server never waits for a free one)."""
     from moto.core.config import default_user_config
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_lambda
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
     default_user_config["stepfunctions"]["execute_state_machine"] = True
+    # moto 5.2 drops InvocationType from lambda:invoke tasks, so an "Event" task would run synchronously.
+    state_task_service_lambda._SUPPORTED_API_PARAM_BINDINGS["invoke"].add("InvocationType")
+
+    # moto 5.2 names an execution started without a name "None": the second one would already exist.
+    start_execution = StepFunctionsParserBackend.start_execution
+
+    def start_named_execution(
+        self: StepFunctionsParserBackend, state_machine_arn: str, name: str | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        return start_execution(self, state_machine_arn, name or str(uuid.uuid4()), *args, **kwargs)
+
+    StepFunctionsParserBackend.start_execution = start_named_execution  # type: ignore[method-assign]
 
 
 def make_sqs_receive_linear() -> None:

@@ -1,19 +1,23 @@
-"""Create the template's buckets, queues and tables on the local endpoint; safe to run again and again.
+"""Create the template's buckets, queues, tables and state machines on the local endpoint; safe to run again
+and again (a state machine whose definition changed is updated).
 
 `python -m infra.local.provision` (LOCAL_TEMPLATE, LOCAL_AWS_PORT as for the functions host).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import boto3
 
-from infra.local.template import REGION, StackTemplate, load_template
+from infra.local.template import ACCOUNT_ID, REGION, StackTemplate, load_template
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+# moto checks no permissions, but Step Functions requires a role ARN.
+STATE_MACHINE_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/local-state-machine"
 
 
 def local_client(service: str, endpoint: str) -> Any:
@@ -63,6 +67,25 @@ def provision(stack: StackTemplate, endpoint: str) -> None:
                     TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute},
                 )
 
+    provision_state_machines(stack, endpoint)
+
+
+def provision_state_machines(stack: StackTemplate, endpoint: str) -> None:
+    stepfunctions = local_client("stepfunctions", endpoint)
+    existing = {
+        machine["name"]: machine["stateMachineArn"]
+        for page in stepfunctions.get_paginator("list_state_machines").paginate()
+        for machine in page["stateMachines"]
+    }
+    for machine in stack.state_machines.values():
+        definition = json.dumps(machine.definition)
+        if machine.name not in existing:
+            stepfunctions.create_state_machine(
+                name=machine.name, definition=definition, roleArn=STATE_MACHINE_ROLE_ARN, type=machine.type
+            )
+        elif stepfunctions.describe_state_machine(stateMachineArn=existing[machine.name])["definition"] != definition:
+            stepfunctions.update_state_machine(stateMachineArn=existing[machine.name], definition=definition)
+
 
 def main() -> None:
     endpoint = f"http://127.0.0.1:{os.environ.get('LOCAL_AWS_PORT', '4566')}"
@@ -71,7 +94,10 @@ def main() -> None:
         template, parameter_overrides={"DatabaseUrl": os.environ.get("DATABASE_URL", "")}, aws_endpoint=endpoint
     )
     provision(stack, endpoint)
-    print(f"provisioned {len(stack.buckets)} buckets, {len(stack.queues)} queues, {len(stack.tables)} tables")
+    print(
+        f"provisioned {len(stack.buckets)} buckets, {len(stack.queues)} queues, {len(stack.tables)} tables, "
+        f"{len(stack.state_machines)} state machines"
+    )
 
 
 if __name__ == "__main__":

@@ -1,14 +1,24 @@
 """Load template.yaml into a typed model the embedded stack can run.
 
 Intrinsic functions are evaluated against *local* physical values: queues resolve to URLs on the local
-endpoint, tables and buckets to their names. Only what the stack uses is modelled; unknown resource types
-are ignored.
+endpoint, tables and buckets to their names, state machines to their ARNs. Only what the stack uses is
+modelled; unknown resource types are ignored.
+
+State machines (AWS::Serverless::StateMachine, AWS::StepFunctions::StateMachine) take their definition from
+`DefinitionUri` (a JSON or YAML file relative to the template), `Definition` (inline) or `DefinitionString`;
+`${Name}` placeholders are replaced from `DefinitionSubstitutions`, whose values may be intrinsics.
+
+A function with `FunctionUrlConfig` is served by the functions host on its API port, at the path its
+resource's `Metadata: {LocalUrlPath: /some/path}` names (the function sees the full request path, as behind
+a CDN behaviour that forwards the path), or else at `/_url/<LogicalId>` (which stands for the function URL's
+own host: the function sees the path after it). Any method and any sub-path under the path reach it.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 import sysconfig
 from dataclasses import dataclass, field
@@ -42,6 +52,10 @@ _SHORT_FORMS = (
     "ImportValue",
     "Cidr",
 )
+
+
+_STATE_MACHINE_TYPES = ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine")
+_DEFINITION_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 
 
 class TemplateError(ValueError):
@@ -84,6 +98,14 @@ class S3Event:
 
 
 @dataclass(frozen=True)
+class FunctionUrl:
+    auth_type: str  # NONE or AWS_IAM
+    invoke_mode: str  # BUFFERED or RESPONSE_STREAM
+    path: str  # where the functions host serves it: no trailing slash
+    strips_path: bool  # the function sees the request path after `path` (the default mount), not all of it
+
+
+@dataclass(frozen=True)
 class SqsEvent:
     queue_arn: str
     queue_url: str
@@ -115,6 +137,7 @@ class Function:
     # Asynchronous invocations (S3 events, InvocationType=Event): tries in all, and where a failure goes.
     async_attempts: int = 3
     on_failure_queue_arn: str | None = None
+    url: FunctionUrl | None = None
 
     @property
     def arn(self) -> str:
@@ -149,6 +172,15 @@ class Table:
 
 
 @dataclass
+class StateMachine:
+    logical_id: str
+    name: str
+    arn: str
+    definition: dict[str, Any]
+    type: str
+
+
+@dataclass
 class StackTemplate:
     stack_name: str
     root: Path
@@ -158,6 +190,7 @@ class StackTemplate:
     tables: dict[str, Table]
     binary_media_types: list[str]
     api_stage: str = "prod"
+    state_machines: dict[str, StateMachine] = field(default_factory=dict)
 
     def function(self, name_or_logical_id: str) -> Function:
         """Find a function by logical id, FunctionName or ARN (with or without a qualifier)."""
@@ -213,6 +246,8 @@ class _Resolver:
             "AWS::SQS::Queue": "QueueName",
             "AWS::DynamoDB::Table": "TableName",
             "AWS::Serverless::Function": "FunctionName",
+            "AWS::Serverless::StateMachine": "Name",
+            "AWS::StepFunctions::StateMachine": "StateMachineName",
         }.get(resource["Type"])
         if name_property and properties.get(name_property) is not None:
             return str(self.evaluate(properties[name_property]))
@@ -231,6 +266,8 @@ class _Resolver:
             return f"{self.aws_endpoint}/{ACCOUNT_ID}/{self.physical_name(name)}"
         if resource_type in ("AWS::S3::Bucket", "AWS::DynamoDB::Table", "AWS::Serverless::Function"):
             return self.physical_name(name)
+        if resource_type in _STATE_MACHINE_TYPES:
+            return self.get_att(name, "Arn")
         # Layers (the host maps logical ids to folders), APIs and anything else: the logical id.
         return name
 
@@ -239,6 +276,7 @@ class _Resolver:
             raise TemplateError(f"GetAtt on unknown resource {logical_id}")
         resource_type = self.resources[logical_id]["Type"]
         name = self.physical_name(logical_id)
+        state_machine = {"Arn": f"arn:{PARTITION}:states:{REGION}:{ACCOUNT_ID}:stateMachine:{name}", "Name": name}
         attributes: dict[str, dict[str, str]] = {
             "AWS::SQS::Queue": {
                 "Arn": f"arn:{PARTITION}:sqs:{REGION}:{ACCOUNT_ID}:{name}",
@@ -248,6 +286,8 @@ class _Resolver:
             "AWS::DynamoDB::Table": {"Arn": f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT_ID}:table/{name}"},
             "AWS::S3::Bucket": {"Arn": f"arn:{PARTITION}:s3:::{name}"},
             "AWS::Serverless::Function": {"Arn": f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"},
+            "AWS::Serverless::StateMachine": state_machine,
+            "AWS::StepFunctions::StateMachine": state_machine,
         }.get(resource_type, {})
         if attribute not in attributes:
             raise TemplateError(f"unsupported GetAtt {logical_id}.{attribute}")
@@ -402,6 +442,7 @@ def load_template(
     buckets: dict[str, Bucket] = {}
     queues: dict[str, Queue] = {}
     tables: dict[str, Table] = {}
+    state_machines: dict[str, StateMachine] = {}
     binary_media_types: list[str] = list(api_globals.get("BinaryMediaTypes") or [])
     api_stage = "prod"
     for logical_id, resource in resources.items():
@@ -432,6 +473,8 @@ def load_template(
         elif resource_type == "AWS::Serverless::Api":
             binary_media_types.extend(properties.get("BinaryMediaTypes") or [])
             api_stage = str(properties.get("StageName") or api_stage)
+        elif resource_type in _STATE_MACHINE_TYPES:
+            state_machines[logical_id] = _state_machine(resolver, logical_id, resource_type, properties, root)
 
     functions: dict[str, Function] = {}
     for logical_id, resource in resources.items():
@@ -441,6 +484,9 @@ def load_template(
             continue
         properties = resolver.evaluate(_merge_globals(resource.get("Properties") or {}, function_globals))
         functions[logical_id] = _function(resolver, logical_id, properties, root, layers, queues)
+        if properties.get("FunctionUrlConfig"):
+            metadata = resolver.evaluate(resource.get("Metadata") or {})
+            functions[logical_id].url = _function_url(logical_id, properties["FunctionUrlConfig"], metadata)
 
     return StackTemplate(
         stack_name=stack_name,
@@ -451,6 +497,7 @@ def load_template(
         tables=tables,
         binary_media_types=binary_media_types,
         api_stage=api_stage,
+        state_machines=state_machines,
     )
 
 
@@ -540,3 +587,64 @@ def _function(
                 )
             )
     return function
+
+
+def _state_machine(
+    resolver: _Resolver, logical_id: str, resource_type: str, properties: dict[str, Any], root: Path
+) -> StateMachine:
+    substitutions = {name: _as_text(value) for name, value in (properties.get("DefinitionSubstitutions") or {}).items()}
+
+    def substitute(text: str) -> str:
+        def value(match: re.Match[str]) -> str:
+            if match[1] not in substitutions:
+                raise TemplateError(f"{logical_id}: no DefinitionSubstitutions value for ${{{match[1]}}}")
+            return substitutions[match[1]]
+
+        return _DEFINITION_PLACEHOLDER.sub(value, text)
+
+    definition_uri = properties.get("DefinitionUri")
+    if isinstance(definition_uri, str):
+        path = root / definition_uri
+        # As CloudFormation does with a definition file: the text is substituted, then parsed.
+        text = substitute(path.read_text())
+        definition = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    elif definition_uri is not None:
+        raise TemplateError(f"{logical_id}: only a local file path is supported as DefinitionUri")
+    elif "DefinitionString" in properties:
+        definition = json.loads(substitute(str(properties["DefinitionString"])))
+    elif "Definition" in properties:
+        definition = _substitute_strings(properties["Definition"], substitute)
+    else:
+        raise TemplateError(f"{logical_id}: a state machine needs DefinitionUri, Definition or DefinitionString")
+    type_property = "Type" if resource_type == "AWS::Serverless::StateMachine" else "StateMachineType"
+    return StateMachine(
+        logical_id=logical_id,
+        name=resolver.physical_name(logical_id),
+        arn=resolver.get_att(logical_id, "Arn"),
+        definition=definition,
+        type=str(properties.get(type_property) or "STANDARD"),
+    )
+
+
+def _substitute_strings(node: Any, substitute: Any) -> Any:
+    """An inline definition is substituted string by string, keys included, so no value can break its shape."""
+    if isinstance(node, dict):
+        return {substitute(key): _substitute_strings(value, substitute) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_substitute_strings(item, substitute) for item in node]
+    return substitute(node) if isinstance(node, str) else node
+
+
+def _function_url(logical_id: str, config: dict[str, Any], metadata: dict[str, Any]) -> FunctionUrl:
+    auth_type = str(config.get("AuthType") or "")
+    invoke_mode = str(config.get("InvokeMode") or "BUFFERED")
+    if auth_type not in ("NONE", "AWS_IAM"):
+        raise TemplateError(f"{logical_id}: FunctionUrlConfig.AuthType must be NONE or AWS_IAM")
+    if invoke_mode not in ("BUFFERED", "RESPONSE_STREAM"):
+        raise TemplateError(f"{logical_id}: FunctionUrlConfig.InvokeMode must be BUFFERED or RESPONSE_STREAM")
+    local_path = metadata.get("LocalUrlPath")
+    if local_path is None:
+        return FunctionUrl(auth_type, invoke_mode, f"/_url/{logical_id}", strips_path=True)
+    if not str(local_path).startswith("/") or str(local_path) == "/":
+        raise TemplateError(f"{logical_id}: Metadata.LocalUrlPath must be a path below /, such as /v1/exports")
+    return FunctionUrl(auth_type, invoke_mode, str(local_path).rstrip("/"), strips_path=False)

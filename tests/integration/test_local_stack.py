@@ -3,39 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
 from tests.fixtures.aws import FIXTURE_MAX_REQUEST_BYTES, FixtureStack
+from tests.fixtures.local_stack.helpers import eventually, http
 
 pytestmark = pytest.mark.integration
-
-
-def eventually(probe: Callable[[], Any], wait_seconds: float = 15) -> Any:
-    """The first truthy result of probe(); fails when none comes (event sources are asynchronous)."""
-    deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline:
-        if result := probe():
-            return result
-        time.sleep(0.1)
-    pytest.fail(f"condition not met within {wait_seconds} s")
-
-
-def http(
-    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
 
 
 def test_api_route_passes_path_parameter_and_base64_body_both_ways(fixture_stack: FixtureStack) -> None:

@@ -147,3 +147,159 @@ def test_project_template_loads_with_local_values() -> None:
     chunker = stack.functions["ChunkerFunction"]
     assert {event.prefix for event in chunker.s3_events} == {"uploads/", "drop/"}
     assert stack.binary_media_types == ["*~1*"]
+
+
+STATE_MACHINES = """
+Resources:
+  Table:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      TableName: jobs
+      KeySchema: [{AttributeName: pk, KeyType: HASH}]
+      AttributeDefinitions: [{AttributeName: pk, AttributeType: S}]
+  Worker:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: app.handler
+      Environment:
+        Variables:
+          MACHINE_ARN: !Ref FromFile
+          MACHINE_NAME: !GetAtt Inline.Name
+          SUBBED: !Sub "${FromFile}|${Inline.Arn}"
+  FromFile:
+    Type: AWS::Serverless::StateMachine
+    Properties:
+      Name: exports
+      DefinitionUri: machines/export.asl.yaml
+      DefinitionSubstitutions:
+        WorkerArn: !GetAtt Worker.Arn
+        JobsTable: !Ref Table
+        Attempts: 3
+  Inline:
+    Type: AWS::StepFunctions::StateMachine
+    Properties:
+      StateMachineType: EXPRESS
+      Definition:
+        StartAt: Call
+        States:
+          Call: {Type: Task, Resource: "${WorkerArn}", End: true}
+      DefinitionSubstitutions:
+        WorkerArn: !GetAtt Worker.Arn
+"""
+
+EXPORT_DEFINITION = """
+StartAt: Run
+States:
+  Run:
+    Type: Task
+    Resource: arn:aws:states:::lambda:invoke
+    Parameters: {FunctionName: "${WorkerArn}", Payload.$: $}
+    Retry: [{ErrorEquals: [States.ALL], MaxAttempts: ${Attempts}}]
+    Next: Mark
+  Mark:
+    Type: Task
+    Resource: arn:aws:states:::dynamodb:updateItem
+    Parameters: {TableName: "${JobsTable}", Key: {pk: {S.$: $.id}}}
+    End: true
+"""
+
+WORKER_ARN = "arn:aws:lambda:us-east-1:123456789012:function:bulkio-local-Worker"
+
+
+def write_state_machines(tmp_path: Path, template: str = STATE_MACHINES) -> Path:
+    (tmp_path / "machines").mkdir()
+    (tmp_path / "machines/export.asl.yaml").write_text(EXPORT_DEFINITION)
+    return write_template(tmp_path, template)
+
+
+def test_state_machine_definitions_are_substituted_from_file_and_inline(tmp_path: Path) -> None:
+    stack = load_template(write_state_machines(tmp_path))
+
+    from_file = stack.state_machines["FromFile"]
+    assert from_file.name == "exports"
+    assert from_file.arn == "arn:aws:states:us-east-1:123456789012:stateMachine:exports"
+    assert from_file.type == "STANDARD"
+    run = from_file.definition["States"]["Run"]
+    assert run["Parameters"]["FunctionName"] == WORKER_ARN == stack.functions["Worker"].arn
+    assert run["Retry"][0]["MaxAttempts"] == 3  # substituted into the text, so a number stays a number
+    assert from_file.definition["States"]["Mark"]["Parameters"]["TableName"] == "jobs"
+    inline = stack.state_machines["Inline"]
+    assert inline.name == "bulkio-local-Inline"
+    assert inline.type == "EXPRESS"
+    assert inline.definition["States"]["Call"]["Resource"] == WORKER_ARN
+
+
+def test_functions_reference_state_machines_by_arn_and_name(tmp_path: Path) -> None:
+    variables = load_template(write_state_machines(tmp_path)).functions["Worker"].environment
+
+    assert variables["MACHINE_ARN"] == "arn:aws:states:us-east-1:123456789012:stateMachine:exports"
+    assert variables["MACHINE_NAME"] == "bulkio-local-Inline"
+    assert variables["SUBBED"] == (
+        "arn:aws:states:us-east-1:123456789012:stateMachine:exports|"
+        "arn:aws:states:us-east-1:123456789012:stateMachine:bulkio-local-Inline"
+    )
+
+
+def test_placeholder_without_substitution_is_an_error(tmp_path: Path) -> None:
+    template = write_state_machines(tmp_path, STATE_MACHINES.replace("        JobsTable: !Ref Table\n", ""))
+
+    with pytest.raises(TemplateError, match="JobsTable"):
+        load_template(template)
+
+
+FUNCTION_URLS = """
+Resources:
+  Exports:
+    Type: AWS::Serverless::Function
+    Metadata:
+      LocalUrlPath: /v1/exports/
+    Properties:
+      Handler: app.handler
+      FunctionUrlConfig: {AuthType: AWS_IAM, InvokeMode: RESPONSE_STREAM}
+  Plain:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: app.handler
+      FunctionUrlConfig: {AuthType: NONE}
+  NoUrl:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: app.handler
+"""
+
+
+def test_function_urls_are_served_at_their_local_path_or_under_url(tmp_path: Path) -> None:
+    functions = load_template(write_template(tmp_path, FUNCTION_URLS)).functions
+
+    exports, plain = functions["Exports"].url, functions["Plain"].url
+    assert exports is not None and plain is not None
+    assert (exports.path, exports.strips_path, exports.auth_type, exports.invoke_mode) == (
+        "/v1/exports",
+        False,
+        "AWS_IAM",
+        "RESPONSE_STREAM",
+    )
+    assert (plain.path, plain.strips_path, plain.auth_type, plain.invoke_mode) == (
+        "/_url/Plain",
+        True,
+        "NONE",
+        "BUFFERED",
+    )
+    assert functions["NoUrl"].url is None
+
+
+@pytest.mark.parametrize(
+    ("replaced", "replacement", "message"),
+    [
+        ("AuthType: NONE", "AuthType: OPEN", "AuthType"),
+        ("InvokeMode: RESPONSE_STREAM", "InvokeMode: STREAM", "InvokeMode"),
+        ("LocalUrlPath: /v1/exports/", "LocalUrlPath: v1/exports", "LocalUrlPath"),
+    ],
+)
+def test_invalid_function_url_settings_are_errors(
+    tmp_path: Path, replaced: str, replacement: str, message: str
+) -> None:
+    template = write_template(tmp_path, FUNCTION_URLS.replace(replaced, replacement))
+
+    with pytest.raises(TemplateError, match=message):
+        load_template(template)
