@@ -1,9 +1,21 @@
-"""Local functions host: runs the template's functions for their Api, S3 and SQS events and the Invoke API.
+"""Local functions host: runs the template's functions for their Api, S3 and SQS events, their function URLs
+and the Invoke API.
 
 `python -m infra.local.functions_host` (the supervisor starts it). Configuration from the environment:
 LOCAL_TEMPLATE (template.yaml), LOCAL_STATE_DIR (.state), LOCAL_ENV_FILE (infra/local/env.json), DATABASE_URL,
-LOCAL_AWS_PORT (4566), LOCAL_API_PORT (3000), LOCAL_INVOKE_PORT (4567), LOCAL_MAX_REQUEST_BYTES (200 MiB),
-LOCAL_SQS_CONCURRENCY (cpu count), LOCAL_SQS_RETRY_DELAY_SECONDS (2; also the async invoke retry delay).
+LOCAL_AWS_PORT (4566), LOCAL_API_PORT (3000), LOCAL_INVOKE_PORT (4567), LOCAL_MAX_REQUEST_BYTES (200 MiB; the
+only request size limit, for Api routes and function URLs alike), LOCAL_SQS_CONCURRENCY (cpu count),
+LOCAL_SQS_RETRY_DELAY_SECONDS (2; also the async invoke retry delay).
+
+Function URLs (`FunctionUrlConfig`) are served on the API port too, since locally there is no URL host per
+function. Where: the function resource's `Metadata: {LocalUrlPath: /v1/exports}` names the path, and the
+function gets the full request path as rawPath (as behind a CDN that routes that path to the function URL);
+without it, the path is `/_url/<LogicalId>`, which stands for the URL's own host: rawPath is what follows it.
+Any method and any sub-path under the path reach the function, except requests an Api route of the template
+matches (path and method): those go to the route. The event is Lambda's function URL event (payload format
+2.0). InvokeMode RESPONSE_STREAM sends a handler's generator body with chunked transfer encoding as it is
+produced, and closes the generator when the client goes away; BUFFERED collects it first. AuthType AWS_IAM
+only asks for a SigV4-signed request (unsigned ones get AWS's 403); the signature is not checked.
 """
 
 from __future__ import annotations
@@ -26,8 +38,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import boto3
 from botocore.config import Config
 
-from infra.local.template import ACCOUNT_ID, REGION, Function, StackTemplate
-from infra.local.workers import Functions, HostSettings, Outcome, invoke_with_retries, load_stack
+from infra.local.template import ACCOUNT_ID, REGION, Function, FunctionUrl, StackTemplate
+from infra.local.workers import (
+    BufferingSink,
+    Functions,
+    HostSettings,
+    Outcome,
+    ReceiverGone,
+    invoke_with_retries,
+    load_stack,
+)
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
@@ -169,20 +189,33 @@ class _StreamingResponse:
         self.handler = handler
 
     def start(self, metadata: dict[str, Any]) -> None:
-        self.handler.send_response(int(metadata.get("statusCode", 200)))
-        for name, value in _response_headers(metadata):
-            if name.lower() not in ("content-length", "transfer-encoding"):
-                self.handler.send_header(name, value)
-        self.handler.send_header("Transfer-Encoding", "chunked")
-        self.handler.end_headers()
+        try:
+            self.handler.send_response(int(metadata.get("statusCode", 200)))
+            for name, value in _response_headers(metadata):
+                if name.lower() not in ("content-length", "transfer-encoding"):
+                    self.handler.send_header(name, value)
+            self.handler.send_header("Transfer-Encoding", "chunked")
+            self.handler.end_headers()
+        except OSError as error:
+            raise ReceiverGone from error
 
     def write(self, data: bytes) -> None:
-        self.handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.handler.wfile.flush()
+        try:
+            self.handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.handler.wfile.flush()
+        except OSError as error:  # a reset or broken pipe: the client disconnected
+            raise ReceiverGone from error
 
-    def finish(self) -> None:
-        self.handler.wfile.write(b"0\r\n\r\n")
-        self.handler.wfile.flush()
+    def end(self, outcome: Outcome) -> None:
+        """Complete the body, or cut the connection so that the client sees a truncated one."""
+        if outcome.failed or outcome.receiver_gone:
+            self.handler.close_connection = True
+            return
+        try:
+            self.handler.wfile.write(b"0\r\n\r\n")
+            self.handler.wfile.flush()
+        except OSError:
+            self.handler.close_connection = True
 
 
 def _response_headers(response: dict[str, Any]) -> list[tuple[str, str]]:
@@ -191,7 +224,118 @@ def _response_headers(response: dict[str, Any]) -> list[tuple[str, str]]:
     for name, values in (response.get("multiValueHeaders") or {}).items():
         if name.lower() not in single:
             headers.extend((name, str(value)) for value in values)
+    # Payload format 2.0 (function URLs) returns cookies apart from the headers.
+    headers.extend(("Set-Cookie", str(cookie)) for cookie in response.get("cookies") or [])
     return headers
+
+
+# ---------------------------------------------------------------------------- Lambda function URLs
+@dataclass(frozen=True)
+class UrlMount:
+    function: Function
+    url: FunctionUrl
+
+    def serves(self, path: str) -> bool:
+        return path == self.url.path or path.startswith(self.url.path + "/")
+
+
+def compile_url_mounts(stack: StackTemplate) -> list[UrlMount]:
+    mounts = [UrlMount(function, function.url) for function in stack.functions.values() if function.url]
+    # A path below another function's path belongs to its own function.
+    return sorted(mounts, key=lambda mount: len(mount.url.path), reverse=True)
+
+
+_TEXT_MEDIA_TYPES = {
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "application/x-www-form-urlencoded",
+    "application/yaml",
+}
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+def is_text(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type.startswith("text/") or media_type in _TEXT_MEDIA_TYPES or media_type.endswith(("+json", "+xml"))
+
+
+def sigv4_access_key(handler: BaseHTTPRequestHandler) -> str | None:
+    """The access key of a SigV4-signed request (header or presigned query), None if it is unsigned."""
+    authorization = handler.headers.get("Authorization", "")
+    if authorization.startswith("AWS4-HMAC-SHA256") and (match := _CREDENTIAL.search(authorization)):
+        return match[1]
+    credential = parse_qs(urlsplit(handler.path).query).get("X-Amz-Credential")
+    return credential[0].split("/", 1)[0] if credential else None
+
+
+def function_url_event(
+    handler: BaseHTTPRequestHandler, mount: UrlMount, body: bytes | None, access_key: str | None
+) -> dict[str, Any]:
+    """Lambda's function URL event (payload format 2.0): lower-case headers, repeated values comma-joined."""
+    url = urlsplit(handler.path)
+    raw_path = url.path
+    if mount.url.strips_path:
+        raw_path = raw_path[len(mount.url.path) :] or "/"
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in handler.headers.items():
+        if name.lower() == "cookie":
+            cookies.extend(cookie.strip() for cookie in value.split(";") if cookie.strip())
+        else:
+            headers[name.lower()] = f"{headers[name.lower()]},{value}" if name.lower() in headers else value
+    query = {name: ",".join(values) for name, values in parse_qs(url.query, keep_blank_values=True).items()}
+    url_id = uuid.uuid5(uuid.NAMESPACE_URL, mount.function.arn).hex
+    now = time.time()
+    request_context: dict[str, Any] = {
+        "accountId": ACCOUNT_ID if access_key else "anonymous",
+        "apiId": url_id,
+        "domainName": headers.get("host", url_id),
+        "domainPrefix": url_id,
+        "http": {
+            "method": handler.command,
+            "path": unquote(raw_path),
+            "protocol": handler.request_version,
+            "sourceIp": handler.client_address[0],
+            "userAgent": headers.get("user-agent", ""),
+        },
+        "requestId": str(uuid.uuid4()),
+        "routeKey": "$default",
+        "stage": "$default",
+        "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+        "timeEpoch": int(now * 1000),
+    }
+    if access_key:
+        request_context["authorizer"] = {
+            "iam": {
+                "accessKey": access_key,
+                "accountId": ACCOUNT_ID,
+                "callerId": access_key,
+                "cognitoIdentity": None,
+                "principalOrgId": None,
+                "userArn": f"arn:aws:iam::{ACCOUNT_ID}:user/local",
+                "userId": access_key,
+            }
+        }
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": raw_path,
+        "rawQueryString": url.query,
+        "headers": headers,
+        "requestContext": request_context,
+        "isBase64Encoded": False,
+    }
+    # As on AWS, absent parts are left out rather than null.
+    if cookies:
+        event["cookies"] = cookies
+    if query:
+        event["queryStringParameters"] = query
+    if body is not None:
+        text = is_text(headers.get("content-type", ""))
+        event["body"] = body.decode("utf-8", "replace") if text else base64.b64encode(body).decode()
+        event["isBase64Encoded"] = not text
+    return event
 
 
 def make_api_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
@@ -238,10 +382,13 @@ def make_api_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
         def _handle(self) -> None:
             path = urlsplit(self.path).path
             matching = [(route, match) for route in host.routes if (match := route.pattern.match(path))]
+            allowed = [(route, match) for route, match in matching if route.method in (self.command, "ANY")]
+            if not allowed and (mount := next((m for m in host.url_mounts if m.serves(path)), None)):
+                self._serve_function_url(mount)
+                return
             if not matching:
                 self._problem(404, "Not Found", f"No route for {path}.", "not_found")
                 return
-            allowed = [(route, match) for route, match in matching if route.method in (self.command, "ANY")]
             if not allowed:
                 methods = ", ".join(sorted({route.method for route, _ in matching}))
                 self._problem(405, "Method Not Allowed", f"{path} accepts {methods}.", "method_not_allowed")
@@ -264,23 +411,79 @@ def make_api_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
             streaming = _StreamingResponse(self)
             outcome = host.functions.pool(route.function.logical_id).invoke(json.dumps(event).encode(), streaming)
             if outcome.streamed:
-                if outcome.failed:
-                    self.close_connection = True  # the body is cut short: the client must notice
-                else:
-                    streaming.finish()
+                streaming.end(outcome)
                 return
             self._send_proxy_response(outcome)
+
+        def _serve_function_url(self, mount: UrlMount) -> None:
+            access_key = sigv4_access_key(self)
+            if mount.url.auth_type == "AWS_IAM" and access_key is None:
+                self._send_response(
+                    {
+                        "statusCode": 403,
+                        "headers": {"Content-Type": "application/json"},
+                        "body": '{"Message":"Forbidden"}',
+                    }
+                )
+                return
+            try:
+                body = self._read_body()
+            except _RequestTooLarge:
+                self._problem(
+                    413,
+                    "Payload Too Large",
+                    f"The request body exceeds {host.config.max_request_bytes} bytes.",
+                    "payload_too_large",
+                    close=True,
+                )
+                return
+            payload = json.dumps(function_url_event(self, mount, body, access_key)).encode()
+            pool = host.functions.pool(mount.function.logical_id)
+            if mount.url.invoke_mode == "RESPONSE_STREAM":
+                streaming = _StreamingResponse(self)
+                outcome = pool.invoke(payload, streaming)
+                if outcome.streamed:
+                    streaming.end(outcome)
+                    return
+            else:
+                buffered = BufferingSink()
+                outcome = pool.invoke(payload, buffered)
+                if outcome.streamed and not outcome.failed:
+                    body_bytes = b"".join(buffered.chunks)
+                    self._send_response(
+                        {**buffered.metadata, "body": base64.b64encode(body_bytes).decode(), "isBase64Encoded": True}
+                    )
+                    return
+            if outcome.failed:
+                self._function_failed(outcome, "The function failed.")
+                return
+            response = outcome.json()
+            if not isinstance(response, dict) or "statusCode" not in response:
+                # What Lambda infers for a function URL: the returned JSON is the body of a 200.
+                response = {
+                    "statusCode": 200,
+                    "headers": {"Content-Type": "application/json"},
+                    "body": outcome.payload.decode(),
+                }
+            self._send_response(response)
+
+        def _function_failed(self, outcome: Outcome, detail: str) -> None:
+            host.access_log(f"API 502: {outcome.payload[:2000].decode('utf-8', 'replace')}")
+            self._problem(502, "Bad Gateway", detail, "function_error")
 
         def _send_proxy_response(self, outcome: Outcome) -> None:
             response = None if outcome.failed else outcome.json()
             if not isinstance(response, dict) or "statusCode" not in response:
-                detail = "The function failed." if outcome.failed else "The function returned no proxy response."
-                host.access_log(f"API 502: {outcome.payload[:2000].decode('utf-8', 'replace')}")
-                self._problem(502, "Bad Gateway", detail, "function_error")
+                self._function_failed(
+                    outcome, "The function failed." if outcome.failed else "The function returned no proxy response."
+                )
                 return
+            self._send_response(response)
+
+        def _send_response(self, response: dict[str, Any]) -> None:
             raw_body = response.get("body") or ""
             body = base64.b64decode(raw_body) if response.get("isBase64Encoded") else str(raw_body).encode()
-            self.send_response(int(response["statusCode"]))
+            self.send_response(int(response.get("statusCode", 200)))
             for name, value in _response_headers(response):
                 if name.lower() not in ("content-length", "transfer-encoding", "connection"):
                     self.send_header(name, value)
@@ -404,6 +607,7 @@ class FunctionsHost:
         self.stack = load_stack(config.settings)
         self.functions = Functions(self.stack, config.settings)
         self.routes = compile_routes(self.stack)
+        self.url_mounts = compile_url_mounts(self.stack)
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -618,6 +822,12 @@ def main() -> None:
         f"Invoke API http://127.0.0.1:{config.invoke_port}",
         flush=True,
     )
+    for mount in host.url_mounts:
+        print(
+            f"[host] function URL http://127.0.0.1:{config.api_port}{mount.url.path}/ -> {mount.function.name} "
+            f"({mount.url.invoke_mode}, auth {mount.url.auth_type})",
+            flush=True,
+        )
     stopped.wait()
     host.stop()
 

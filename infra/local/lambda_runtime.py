@@ -7,6 +7,8 @@ Protocol on two dedicated pipes (LOCAL_RUNTIME_FDS="<read fd>,<write fd>"), neve
 the function prints cannot corrupt it. Each frame is `>II` (header length, payload length), a JSON header
 with a "type", then a raw payload:
   host -> worker  invoke        header {request_id, deadline_ms, invoked_function_arn}, payload = event JSON
+                  cancel        the receiver of the streamed response went away: the worker closes the body
+                                (a generator's `finally:` blocks run) and ends the stream at once
   worker -> host  ready         after the handler module imported (the cold start)
                   init_error    payload = error JSON; the worker exits
                   result        payload = response JSON
@@ -15,6 +17,8 @@ with a "type", then a raw payload:
                   chunk         payload = raw body bytes
                   stream_end    the streamed body is complete
 A handler streams by returning a generator/iterator of bytes or str, or a dict whose "body" is one.
+The worker looks for a cancel after each chunk it sends, so a handler blocked before its next chunk only
+learns of it once that chunk is produced (as on Lambda, where a write to a closed stream is what fails).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import importlib
 import json
 import logging
 import os
+import select
 import site
 import struct
 import sys
@@ -40,13 +45,36 @@ def write_frame(stream: BinaryIO, message_type: str, payload: bytes = b"", **hea
     stream.flush()
 
 
+def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        piece = stream.read(size - len(data))
+        if not piece:
+            return None
+        data += piece
+    return data
+
+
 def read_frame(stream: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
-    prefix = stream.read(_FRAME_PREFIX.size)
-    if len(prefix) < _FRAME_PREFIX.size:
+    """The next frame from an unbuffered stream (so that select() on it tells whether a frame waits)."""
+    prefix = _read_exactly(stream, _FRAME_PREFIX.size)
+    if prefix is None:
         return None
     header_length, payload_length = _FRAME_PREFIX.unpack(prefix)
-    header = json.loads(stream.read(header_length))
-    return header, stream.read(payload_length)
+    header = _read_exactly(stream, header_length)
+    payload = _read_exactly(stream, payload_length)
+    if header is None or payload is None:
+        return None
+    return json.loads(header), payload
+
+
+def cancel_requested(requests: BinaryIO) -> bool:
+    """Whether the host asked to stop the stream (or went away itself); never waits."""
+    readable, _, _ = select.select([requests], [], [], 0)
+    if not readable:
+        return False
+    frame = read_frame(requests)
+    return frame is None or frame[0]["type"] == "cancel"
 
 
 class LambdaContext:
@@ -83,22 +111,28 @@ def _is_stream(value: Any) -> bool:
     return isinstance(value, Iterator | Iterable) and not isinstance(value, plain_values)
 
 
-def _send_result(channel: BinaryIO, result: Any) -> None:
+def _send_result(channel: BinaryIO, requests: BinaryIO, result: Any) -> None:
     if _is_stream(result):
-        _send_stream(channel, {}, result)
+        _send_stream(channel, requests, {}, result)
     elif isinstance(result, dict) and _is_stream(result.get("body")):
         metadata = {key: value for key, value in result.items() if key != "body"}
-        _send_stream(channel, metadata, result["body"])
+        _send_stream(channel, requests, metadata, result["body"])
     else:
         write_frame(channel, "result", json.dumps(result).encode())
 
 
-def _send_stream(channel: BinaryIO, metadata: dict[str, Any], body: Iterable[bytes | str]) -> None:
+def _send_stream(channel: BinaryIO, requests: BinaryIO, metadata: dict[str, Any], body: Iterable[bytes | str]) -> None:
     write_frame(channel, "stream_start", json.dumps(metadata).encode())
-    for piece in body:
+    pieces = iter(body)
+    for piece in pieces:
         data = piece.encode() if isinstance(piece, str) else bytes(piece)
         if data:
             write_frame(channel, "chunk", data)
+        if cancel_requested(requests):
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+            break
     write_frame(channel, "stream_end")
 
 
@@ -116,7 +150,7 @@ def main() -> int:
     for site_dir in filter(None, os.environ.get("LOCAL_RUNTIME_SITE_DIRS", "").split(os.pathsep)):
         site.addsitedir(site_dir)
     read_fd, write_fd = (int(fd) for fd in os.environ["LOCAL_RUNTIME_FDS"].split(","))
-    requests = os.fdopen(read_fd, "rb")
+    requests = os.fdopen(read_fd, "rb", buffering=0)
     channel = os.fdopen(write_fd, "wb")
     _configure_logging()
     module_name, _, handler_name = os.environ["_HANDLER"].rpartition(".")
@@ -129,9 +163,11 @@ def main() -> int:
     write_frame(channel, "ready")
     while (frame := read_frame(requests)) is not None:
         header, payload = frame
+        if header["type"] == "cancel":
+            continue  # it crossed the end of the stream it was meant for
         context = LambdaContext(header["request_id"], header["deadline_ms"], header["invoked_function_arn"])
         try:
-            _send_result(channel, handler(json.loads(payload), context))
+            _send_result(channel, requests, handler(json.loads(payload), context))
         except Exception as error:
             traceback.print_exc()
             write_frame(channel, "error", error_payload(error))

@@ -97,8 +97,12 @@ def function_environment(function: Function, settings: HostSettings) -> dict[str
     }
 
 
+class ReceiverGone(Exception):
+    """Raised by a StreamSink whose receiver went away (an HTTP client that disconnected)."""
+
+
 class StreamSink(Protocol):
-    """Receives a streamed response as it is produced."""
+    """Receives a streamed response as it is produced; raises ReceiverGone when it no longer can."""
 
     def start(self, metadata: dict[str, Any]) -> None: ...
 
@@ -124,6 +128,7 @@ class Outcome:
     failed: bool
     payload: bytes
     streamed: bool = False
+    receiver_gone: bool = False  # the stream was cut short because its sink's receiver went away
 
     def json(self) -> Any:
         return json.loads(self.payload) if self.payload else None
@@ -240,22 +245,30 @@ class Worker:
             event,
         )
         sink = sink or BufferingSink()
-        streamed = False
+        streamed = receiver_gone = False
         while True:
             header, payload = self._read_frame(deadline)
             kind = header["type"]
             if kind == "result":
                 return Outcome(failed=False, payload=payload)
             if kind == "error":
-                return Outcome(failed=True, payload=payload, streamed=streamed)
+                return Outcome(failed=True, payload=payload, streamed=streamed, receiver_gone=receiver_gone)
+            if kind == "stream_end":
+                body = b"".join(sink.chunks) if isinstance(sink, BufferingSink) else b""
+                return Outcome(failed=False, payload=body, streamed=True, receiver_gone=receiver_gone)
             if kind == "stream_start":
                 streamed = True
-                sink.start(json.loads(payload))
-            elif kind == "chunk":
-                sink.write(payload)
-            elif kind == "stream_end":
-                body = b"".join(sink.chunks) if isinstance(sink, BufferingSink) else b""
-                return Outcome(failed=False, payload=body, streamed=True)
+            if receiver_gone:
+                continue  # chunks the worker sent before it saw the cancel
+            try:
+                if kind == "stream_start":
+                    sink.start(json.loads(payload))
+                elif kind == "chunk":
+                    sink.write(payload)
+            except ReceiverGone:
+                # Closing the body lets the handler clean up (cancel a query) and keeps the worker warm.
+                receiver_gone = True
+                self._send({"type": "cancel"}, b"")
 
     def stop(self) -> None:
         if self.process.poll() is None:
