@@ -138,6 +138,8 @@ def test_unknown_filter_lists_the_allowed_ones(resource: str, name: str) -> None
         ("users", "created_after", "2024-05-01T12:00:00 02:00", "%2B"),
         ("users", "ids", "", "comma-separated"),
         ("users", "ids", "a,,b", "comma-separated"),
+        ("users", "ids", "a,b\x00", "comma-separated"),
+        ("articles", "tag", "news\x00", "without NUL"),
         ("users", "ids", ",".join(f"u{n}" for n in range(MAX_IDS + 1)), f"1 to {MAX_IDS}"),
     ],
 )

@@ -126,26 +126,21 @@ def export_sql(query: ExportQuery, fmt: ExportFormat) -> sql.Composed:
     if query.filters:
         where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(_condition(condition) for condition in query.filters)
     limit = sql.SQL("") if query.limit is None else sql.SQL(" LIMIT {}").format(sql.Literal(query.limit))
-    rows = sql.SQL("FROM {table} AS t{where} ORDER BY t.id{limit}").format(
-        table=sql.Identifier(query.resource.value), where=where, limit=limit
-    )
+    # Qualified with the table's alias: in CSV the output columns carry the same names as computed cells.
+    order = sql.SQL("{where} ORDER BY t.id{limit}").format(where=where, limit=limit)
+    table = sql.Identifier(query.resource.value)
     if fmt is ExportFormat.CSV:
         cells = sql.SQL(", ").join(_csv_cell(column) for column in query.fields)
-        return sql.SQL("COPY (SELECT {cells} {rows}) TO STDOUT WITH ({options})").format(
-            cells=cells, rows=rows, options=sql.SQL(_CSV_OPTIONS)
+        return sql.SQL("COPY (SELECT {cells} FROM {table} AS t{order}) TO STDOUT WITH ({options})").format(
+            cells=cells, table=table, order=order, options=sql.SQL(_CSV_OPTIONS)
         )
     # The lateral row carries exactly the projected columns, so row_to_json names them as they are; ordering
     # by the table's id outside it keeps the order guaranteed whether or not id is projected.
     projected = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(column)) for column in query.fields)
     return sql.SQL(
-        "COPY (SELECT row_to_json(projected) {rows_head} CROSS JOIN LATERAL (SELECT {projected}) AS projected"
-        "{rows_tail}) TO STDOUT WITH ({options})"
-    ).format(
-        rows_head=sql.SQL("FROM {table} AS t").format(table=sql.Identifier(query.resource.value)),
-        projected=projected,
-        rows_tail=sql.SQL("{where} ORDER BY t.id{limit}").format(where=where, limit=limit),
-        options=sql.SQL(_JSON_LINES_OPTIONS),
-    )
+        "COPY (SELECT row_to_json(projected) FROM {table} AS t CROSS JOIN LATERAL (SELECT {projected}) AS projected"
+        "{order}) TO STDOUT WITH ({options})"
+    ).format(table=table, projected=projected, order=order, options=sql.SQL(_JSON_LINES_OPTIONS))
 
 
 # ------------------------------------------------------------------------------------------------ streaming
@@ -235,7 +230,8 @@ def _json_array(lines: Iterator[bytes]) -> Iterator[bytes]:
     """NDJSON chunks into one JSON array: "[\\n", the lines joined by ",\\n", "\\n]\\n" (also for no lines).
 
     JSON lines hold no raw newline, so every newline ends a row: each becomes ",\\n" except the last one of
-    the stream, which is why the last byte seen is always held back until the next chunk or the end."""
+    the stream, which is why the last byte seen is always held back until the next chunk or the end. (No
+    chunk comes out empty: every incoming chunk holds at least one whole line.)"""
     with contextlib.closing(lines):
         yield b"[\n"
         held = b""
@@ -284,9 +280,10 @@ class ExportStore:
                     yield chunk
             except (psycopg2.OperationalError, psycopg2.InterfaceError):
                 # A stale connection (a thawed Lambda's) fails at once: retry once on a new one if the caller
-                # has received nothing yet.
+                # has received nothing yet. Other operational errors (a statement timeout) are not retried.
+                broken = bool(connection.closed)
                 self.close()
-                if attempt == 2 or sent_anything:
+                if attempt == 2 or sent_anything or not broken:
                     raise
                 continue
             except BaseException:

@@ -82,9 +82,14 @@ def _invalid_value(name: str, value: Any, expected: str) -> InvalidExportRequest
     return InvalidExportRequest("invalid_filter_value", f"{name} {value!r} is not valid: {expected}")
 
 
+def _is_text(value: Any) -> bool:
+    # PostgreSQL text cannot hold NUL, so no stored value could match one.
+    return isinstance(value, str) and bool(value.strip()) and "\x00" not in value
+
+
 def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _invalid_value(name, value, "give a non-empty string")
+    if not _is_text(value):
+        raise _invalid_value(name, value, "give a non-empty string without NUL characters")
     return value.strip()
 
 
@@ -118,7 +123,7 @@ def _id_list(name: str, value: Any) -> list[str]:
     expected = f"give 1 to {MAX_IDS} non-empty ids, comma-separated (or a JSON array of strings)"
     if not isinstance(items, list) or not items or len(items) > MAX_IDS:
         raise _invalid_value(name, value, expected)
-    if not all(isinstance(item, str) and item.strip() for item in items):
+    if not all(_is_text(item) for item in items):
         raise _invalid_value(name, value, expected)
     return list(dict.fromkeys(item.strip() for item in items))
 
