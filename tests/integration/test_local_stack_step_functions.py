@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
+from infra.local.provision import provision_state_machines
 from tests.fixtures.aws import FixtureStack
 from tests.fixtures.local_stack.helpers import eventually
 
@@ -43,6 +45,26 @@ def test_state_machine_is_provisioned_under_the_arn_functions_get(fixture_stack:
     assert machine.arn == "arn:aws:states:us-east-1:123456789012:stateMachine:bulkio-local-steps"
     assert described["type"] == "STANDARD"
     assert json.loads(described["definition"]) == machine.definition
+
+
+def test_provisioning_again_updates_a_changed_definition_in_place(fixture_stack: FixtureStack) -> None:
+    stack = fixture_stack.stack
+    machine = stack.template.state_machines["StepsStateMachine"]
+    changed = replace(machine, definition={"StartAt": "Only", "States": {"Only": {"Type": "Succeed"}}})
+    stepfunctions = stack.client("stepfunctions")
+    try:
+        provision_state_machines(
+            replace(stack.template, state_machines={machine.logical_id: changed}), stack.aws_endpoint_url
+        )
+
+        described = stepfunctions.describe_state_machine(stateMachineArn=machine.arn)
+        assert json.loads(described["definition"]) == changed.definition
+        named = [m for m in stepfunctions.list_state_machines()["stateMachines"] if m["name"] == machine.name]
+        assert len(named) == 1
+    finally:
+        provision_state_machines(stack.template, stack.aws_endpoint_url)
+    restored = stepfunctions.describe_state_machine(stateMachineArn=machine.arn)
+    assert json.loads(restored["definition"]) == machine.definition
 
 
 def test_executions_retry_flaky_tasks_and_succeed_while_tasks_call_the_endpoint(fixture_stack: FixtureStack) -> None:
