@@ -48,8 +48,12 @@ def test_no_parameters_export_every_column_unfiltered_and_unlimited(resource: Re
     assert parse_export_query(resource.value, {}) == ExportQuery(resource, COLUMNS[resource], (), None)
 
 
-def test_format_is_accepted_and_left_to_the_caller() -> None:
-    assert parse_export_query("users", {"format": "csv"}).filters == ()
+def test_format_and_resource_are_accepted_and_left_to_the_caller() -> None:
+    assert parse_export_query("users", {"format": "csv", "resource": "users"}).filters == ()
+
+
+def test_invalid_requests_are_value_errors() -> None:
+    assert issubclass(InvalidExportRequest, ValueError)
 
 
 def test_content_types() -> None:

@@ -34,10 +34,11 @@ MAX_IDS = 1000
 MAX_LIMIT = 10_000_000
 DEFAULT_FORMAT = ExportFormat.NDJSON
 
-# Query-string parameters that are not filters.
+# Query-string parameters that are not filters (resource and format are read by the caller).
 FIELDS_PARAM = "fields"
 LIMIT_PARAM = "limit"
 FORMAT_PARAM = "format"
+RESOURCE_PARAM = "resource"
 BODY_KEYS = ("resource", "format", "filters", "fields", "compression", "limit")
 
 FilterOperator = Literal["=", ">", "<", ">=", "in", "contains"]
@@ -63,7 +64,7 @@ class ExportQuery:
     limit: int | None
 
 
-class InvalidExportRequest(Exception):
+class InvalidExportRequest(ValueError):
     """`code` is stable (the API's problem code); `allowed` lists the accepted values where there is a list."""
 
     def __init__(self, code: str, message: str, allowed: list[str] | None = None) -> None:
@@ -257,9 +258,10 @@ def _filters(resource: Resource, values: Mapping[str, Any], other_names: tuple[s
 
 
 def parse_export_query(resource: str | None, params: Mapping[str, str]) -> ExportQuery:
-    """From query-string parameters: filters by name, `fields`, `limit`; `format` is the caller's and ignored."""
+    """From query-string parameters: filters by name, `fields`, `limit`; `format` and `resource` may be among
+    them (GET /v1/exports?resource=users&format=csv) and are ignored: the caller reads them."""
     parsed_resource = _resource(resource)
-    other_names = (FIELDS_PARAM, LIMIT_PARAM, FORMAT_PARAM)
+    other_names = (FIELDS_PARAM, LIMIT_PARAM, FORMAT_PARAM, RESOURCE_PARAM)
     filter_values = {name: value for name, value in params.items() if name not in other_names}
     return ExportQuery(
         resource=parsed_resource,
