@@ -463,6 +463,8 @@ def make_settings(**overrides: Any) -> Settings:
         "allow_http_urls": False,
         "url_timeout_seconds": 30,
         "max_record_bytes": 1024 * 1024,
+        "export_bucket": "export-bucket",
+        "state_machine_arn": "arn:aws:states:eu-west-1:123456789012:stateMachine:exports",
     }
     return Settings(**{**defaults, **overrides})
 

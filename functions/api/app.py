@@ -21,7 +21,7 @@ from bulkio.problems import (
     payload_too_large,
     unsupported_media_type,
 )
-from bulkio.services.bootstrap import import_service
+from bulkio.services.bootstrap import export_service, import_service
 from bulkio.services.health import check_health
 from bulkio.services.imports import NewImport
 from bulkio.web.multipart import parse_form
@@ -98,6 +98,23 @@ def _body_bytes() -> bytes:
     return base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
 
 
+def _json_body() -> dict[str, Any]:
+    try:
+        payload = orjson.loads(_body_bytes() or b"{}")
+    except orjson.JSONDecodeError as error:
+        raise bad_request("invalid_json_body", f"the request body is not valid JSON: {error}") from error
+    if not isinstance(payload, dict):
+        raise bad_request("invalid_json_body", "the request body must be a JSON object")
+    return payload
+
+
+def _idempotency_key() -> str | None:
+    key = app.current_event.headers.get("Idempotency-Key")
+    if key is not None and not valid_key(key):
+        raise bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
+    return key
+
+
 def _new_import() -> NewImport:
     settings = import_service().settings
     content_type = app.current_event.headers.get("Content-Type") or ""
@@ -124,12 +141,7 @@ def _new_import() -> NewImport:
             file_sha256=form.file.sha256,
         )
     if content_type.startswith("application/json") or not content_type:
-        try:
-            payload = orjson.loads(body or b"{}")
-        except orjson.JSONDecodeError as error:
-            raise bad_request("invalid_json_body", f"the request body is not valid JSON: {error}") from error
-        if not isinstance(payload, dict):
-            raise bad_request("invalid_json_body", "the request body must be a JSON object")
+        payload = _json_body()
         unknown = set(payload) - JSON_FIELDS
         if unknown:
             raise bad_request("unknown_field", f"unknown fields {sorted(unknown)}: send resource, format, url")
@@ -150,10 +162,7 @@ def _new_import() -> NewImport:
 
 @app.post("/v1/imports")
 def create_import() -> Response:
-    key = app.current_event.headers.get("Idempotency-Key")
-    if key is not None and not valid_key(key):
-        raise bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
-    result = import_service().submit(_new_import(), key)
+    result = import_service().submit(_new_import(), _idempotency_key())
     return _json(result.status, result.body, result.headers)
 
 
@@ -187,6 +196,17 @@ def get_import_errors(job_id: str) -> Response:
     if report.redirect_url:
         return Response(303, report.content_type, "", {"Location": report.redirect_url})
     return Response(200, report.content_type, (report.body or b"").decode())
+
+
+@app.post("/v1/exports")
+def create_export() -> Response:
+    result = export_service().submit(_json_body(), _idempotency_key())
+    return _json(result.status, result.body, result.headers)
+
+
+@app.get("/v1/exports/<job_id>")
+def get_export(job_id: str) -> Response:
+    return _json(200, export_service().view(job_id))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -455,3 +455,12 @@ def test_query_errors_reach_the_consumer_and_leave_the_store_usable(
     finally:
         execute(dated_users, "ALTER TABLE users RENAME COLUMN role_renamed TO role")
     assert exported_ids(store, "users") == ["u1", "u2", "u3"]
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_the_stream_counts_its_rows_once_read_to_the_end(store: ExportStore, clean_db: str, fmt: ExportFormat) -> None:
+    add_many_users(clean_db, 3)
+    export = store.stream(ExportQuery(Resource.USERS, COLUMNS[Resource.USERS], (), None), fmt)
+    assert export.rows == 0
+    b"".join(export)
+    assert export.rows == 3

@@ -31,6 +31,8 @@ class Settings:
     allow_http_urls: bool
     url_timeout_seconds: int
     max_record_bytes: int
+    export_bucket: str
+    state_machine_arn: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -48,4 +50,6 @@ class Settings:
             allow_http_urls=_bool(env, "ALLOW_HTTP_URLS", False),
             url_timeout_seconds=_int(env, "URL_TIMEOUT_SECONDS", 30),
             max_record_bytes=_int(env, "MAX_RECORD_BYTES", 1024 * 1024),
+            export_bucket=env.get("EXPORT_BUCKET", ""),
+            state_machine_arn=env.get("EXPORT_STATE_MACHINE_ARN", ""),
         )

@@ -186,6 +186,7 @@ class _CopyRun:
         self._chunks: queue.Queue[bytes | _Finished] = queue.Queue(maxsize=QUEUED_CHUNKS)
         self._writer = _ChunkWriter(self._chunks, chunk_bytes)
         self._finished = False
+        self.rows = 0
         self._thread = threading.Thread(target=self._copy, args=(copy_sql,), name="export-copy", daemon=True)
         self._thread.start()
 
@@ -196,6 +197,7 @@ class _CopyRun:
                 # Timestamps render with the session's offset: make it +00:00 whatever the server default.
                 cursor.execute("SET LOCAL TIME ZONE 'UTC'")
                 cursor.copy_expert(copy_sql, self._writer)
+                self.rows = cursor.rowcount
             self._writer.flush()
         except Exception as error:  # raised again in the consumer's thread
             outcome = _Finished(error)
@@ -242,6 +244,23 @@ def _json_array(lines: Iterator[bytes]) -> Iterator[bytes]:
         yield held + b"]\n"
 
 
+class ExportStream(Iterator[bytes]):
+    """The body of an export, chunk by chunk; `rows` counts the exported rows once it has been read to the end."""
+
+    def __init__(self) -> None:
+        self.body: Iterator[bytes] = iter(())
+        self.rows = 0
+
+    def __next__(self) -> bytes:
+        return next(self.body)
+
+    def close(self) -> None:
+        """Stops the export early: the query is cancelled (see ExportStore.stream)."""
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+
+
 class ExportStore:
     """Streams exports from PostgreSQL over one connection, opened on first use and reopened when needed."""
 
@@ -254,7 +273,7 @@ class ExportStore:
             self._connection.close()
             self._connection = None
 
-    def stream(self, query: ExportQuery, fmt: ExportFormat, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
+    def stream(self, query: ExportQuery, fmt: ExportFormat, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> ExportStream:
         """The whole response body, in chunks of about `chunk_bytes`, rows ordered by id.
 
         NDJSON: one object per line. JSON: an array, one object per line. CSV: a header row, RFC 4180
@@ -266,10 +285,12 @@ class ExportStore:
         connection; the next call reconnects. Invalid queries raise ValueError here, before any I/O.
         """
         statement = export_sql(query, fmt)
-        chunks = self._chunks(statement, chunk_bytes)
-        return _json_array(chunks) if fmt is ExportFormat.JSON else chunks
+        export = ExportStream()
+        chunks = self._chunks(statement, chunk_bytes, export)
+        export.body = _json_array(chunks) if fmt is ExportFormat.JSON else chunks
+        return export
 
-    def _chunks(self, statement: sql.Composed, chunk_bytes: int) -> Iterator[bytes]:
+    def _chunks(self, statement: sql.Composed, chunk_bytes: int, export: ExportStream) -> Iterator[bytes]:
         for attempt in (1, 2):
             connection = self._connected()
             run = _CopyRun(connection, statement.as_string(connection), chunk_bytes)
@@ -297,6 +318,7 @@ class ExportStore:
                 raise
             # The export only read: rolling back ends its transaction without a commit's WAL flush.
             connection.rollback()
+            export.rows = run.rows
             return
 
     def _connected(self) -> Connection:

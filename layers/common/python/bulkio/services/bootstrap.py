@@ -8,12 +8,15 @@ from functools import cache
 import orjson
 
 from bulkio.adapters import aws
+from bulkio.adapters.export_jobs import DynamoExportJobRepository
+from bulkio.adapters.export_store import ExportStore
 from bulkio.adapters.jobs_repo import DynamoJobRepository
 from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.sqs import ChunkQueue
 from bulkio.config import Settings
 from bulkio.domain.records import ValidationRules
+from bulkio.services.exports import ExportService
 from bulkio.services.imports import ImportService
 
 
@@ -36,4 +39,24 @@ def import_service() -> ImportService:
         store=ImportStore(lambda: connect(settings.database_url)),
         rules=ValidationRules.from_env(os.environ),
         launch_chunker=launch_chunker,
+    )
+
+
+@cache
+def export_service() -> ExportService:
+    settings = Settings.from_env()
+
+    def start_execution(job_id: str) -> None:
+        aws.client("stepfunctions").start_execution(
+            stateMachineArn=settings.state_machine_arn, name=job_id, input=orjson.dumps({"job_id": job_id}).decode()
+        )
+
+    table = aws.dynamodb_table(settings.jobs_table)
+    return ExportService(
+        settings=settings,
+        jobs=DynamoExportJobRepository(table),
+        idempotency=DynamoJobRepository(table),
+        objects=S3ObjectStore(aws.client("s3"), settings.export_bucket),
+        store=ExportStore(lambda: connect(settings.database_url)),
+        start_execution=start_execution,
     )

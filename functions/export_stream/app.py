@@ -1,0 +1,47 @@
+"""Streamed export: GET /v1/exports?resource=...&format=... from a Lambda function URL in RESPONSE_STREAM mode.
+
+The body is a generator: the streaming runtime (AWS) or the local functions host sends each piece as it
+comes out of PostgreSQL, and closes the generator when the client goes away, which cancels the query.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from bulkio.problems import PROBLEM_CONTENT_TYPE, Problem
+from bulkio.services.bootstrap import export_service
+
+logger = Logger()
+
+
+def _problem(problem: Problem, path: str) -> dict[str, Any]:
+    return {
+        "statusCode": problem.status,
+        "headers": {"Content-Type": PROBLEM_CONTENT_TYPE, **problem.headers},
+        "body": orjson.dumps(problem.to_dict(path)).decode(),
+    }
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    path = event.get("rawPath", "/v1/exports")
+    method = event.get("requestContext", {}).get("http", {}).get("method", "GET")
+    if method != "GET" or path.rstrip("/") != "/v1/exports":
+        return _problem(Problem(404, "route_not_found", "Not found", f"no route {method} {path}"), path)
+    try:
+        export = export_service().stream(event.get("queryStringParameters") or {})
+    except Problem as problem:
+        return _problem(problem, path)
+    logger.info("streamed export started", extra={"file": export.filename})
+    return {
+        "statusCode": 200,
+        "headers": {
+            "Content-Type": export.content_type,
+            "Content-Disposition": f'inline; filename="{export.filename}"',
+            "Cache-Control": "no-store",
+        },
+        "body": export.body,
+    }
