@@ -10,7 +10,7 @@ EVENT ?= tests/events/health.json
 ROWS ?= 10000
 SEED ?= 42
 
-.PHONY: help venv run reset test test-unit lint invoke migrate data bench-import deploy
+.PHONY: help venv run reset test test-unit lint invoke migrate data bench-import bench-export deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ data: $(STAMP) ## generate sample files in the reference shape: make data ROWS=1
 
 bench-import: $(STAMP) ## import ROWS users (default 1,000,000) through the embedded stack; prints rows/s, COPY ratio, memory
 	$(PY) -m infra.bench.import_bench --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),1000000)
+
+bench-export: $(STAMP) ## stream ROWS users and articles (default 1,000,000 each) through the local stack vs a bare COPY
+	$(PY) -m infra.bench.export_bench --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),1000000)
 
 deploy: ## build and deploy to AWS with SAM (needs the sam CLI and AWS credentials)
 	sam build && sam deploy
