@@ -68,16 +68,17 @@ class ExportService:
         format_name = params.get("format", ExportFormat.NDJSON.value)
         try:
             fmt = ExportFormat(format_name)
-            query = parse_export_query(params.get("resource"), params)
         except ValueError as error:
-            if isinstance(error, InvalidExportRequest):
-                raise _problem(error) from error
             allowed = [f.value for f in ExportFormat]
             raise bad_request(
                 "invalid_format",
                 f"format {format_name!r} is not supported: use one of {', '.join(allowed)}",
                 allowed=allowed,
             ) from error
+        try:
+            query = parse_export_query(params.get("resource"), params)
+        except InvalidExportRequest as error:
+            raise _problem(error) from error
         filename = f"{query.resource.value}.{fmt.value}"
         return StreamedExport(CONTENT_TYPES[fmt], filename, self.store.stream(query, fmt))
 
