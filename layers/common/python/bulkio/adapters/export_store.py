@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
+from bulkio.adapters.postgres import OneConnection
 from bulkio.domain.exports import ExportFormat, ExportQuery, Filter, FilterOperator
 from bulkio.domain.resources import COLUMNS
 
@@ -264,17 +265,8 @@ class ExportStream(Iterator[bytes]):
             close()
 
 
-class ExportStore:
-    """Streams exports from PostgreSQL over one connection, opened on first use and reopened when needed."""
-
-    def __init__(self, connection_factory: Callable[[], Connection]) -> None:
-        self._connection_factory = connection_factory
-        self._connection: Connection | None = None
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+class ExportStore(OneConnection):
+    """Streams exports from PostgreSQL."""
 
     def stream(self, query: ExportQuery, fmt: ExportFormat, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> ExportStream:
         """The whole response body, in chunks of about `chunk_bytes`, rows ordered by id.
@@ -324,7 +316,3 @@ class ExportStore:
             export.rows = run.rows
             return
 
-    def _connected(self) -> Connection:
-        if self._connection is None or self._connection.closed:
-            self._connection = self._connection_factory()
-        return self._connection

@@ -450,25 +450,32 @@ COPY (
 # ---------------------------------------------------------------------------------------------- the store
 
 
-class ImportStore:
-    """All PostgreSQL work of the import pipeline. One connection, opened on first use."""
+class OneConnection:
+    """One connection, opened on first use and again after it broke (a warm Lambda keeps it between calls)."""
 
     def __init__(self, connection_factory: Callable[[], Connection]) -> None:
         self._connection_factory = connection_factory
         self._connection: Connection | None = None
+
+    def _connected(self) -> Connection:
+        if self._connection is None or self._connection.closed:
+            self._connection = self._connection_factory()
+        return self._connection
 
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
 
+
+class ImportStore(OneConnection):
+    """All PostgreSQL work of the import pipeline."""
+
     def _transaction(self, work: Callable[[Cursor], T], replayable: Callable[[], bool] = lambda: True) -> T:
         """Run `work` in one transaction; on a broken connection reconnect and run it once more if it can be
         replayed (a stale pooled connection in a thawed Lambda is the usual cause)."""
         for attempt in (1, 2):
-            if self._connection is None or self._connection.closed:
-                self._connection = self._connection_factory()
-            connection = self._connection
+            connection = self._connected()
             try:
                 with connection.cursor() as cursor:
                     result = work(cursor)
