@@ -394,18 +394,11 @@ def make_api_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
                 self._problem(405, "Method Not Allowed", f"{path} accepts {methods}.", "method_not_allowed")
                 return
             route, match = allowed[0]
-            try:
-                body = self._read_body()
-            except _RequestTooLarge:
-                self._problem(
-                    413,
-                    "Payload Too Large",
-                    f"The request body exceeds {host.config.max_request_bytes} bytes. For large files, "
-                    'POST /v1/imports with a JSON body without "url" to get a presigned upload URL, '
-                    "then PUT the file there.",
-                    "payload_too_large",
-                    close=True,
-                )
+            accepted, body = self._body_within_limit(
+                'For large files, POST /v1/imports with a JSON body without "url" to get a presigned upload URL, '
+                "then PUT the file there."
+            )
+            if not accepted:
                 return
             event = api_event(self, route, match.groupdict(), body, host.stack)
             streaming = _StreamingResponse(self)
@@ -414,6 +407,16 @@ def make_api_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
                 streaming.end(outcome)
                 return
             self._send_proxy_response(outcome)
+
+        def _body_within_limit(self, advice: str) -> tuple[bool, bytes | None]:
+            """(True, the request body or None), or (False, None) after answering 413: the body is over
+            LOCAL_MAX_REQUEST_BYTES."""
+            try:
+                return True, self._read_body()
+            except _RequestTooLarge:
+                detail = f"The request body exceeds {host.config.max_request_bytes} bytes. {advice}".strip()
+                self._problem(413, "Payload Too Large", detail, "payload_too_large", close=True)
+                return False, None
 
         def _serve_function_url(self, mount: UrlMount) -> None:
             access_key = sigv4_access_key(self)
@@ -426,16 +429,8 @@ def make_api_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
                     }
                 )
                 return
-            try:
-                body = self._read_body()
-            except _RequestTooLarge:
-                self._problem(
-                    413,
-                    "Payload Too Large",
-                    f"The request body exceeds {host.config.max_request_bytes} bytes.",
-                    "payload_too_large",
-                    close=True,
-                )
+            accepted, body = self._body_within_limit("")
+            if not accepted:
                 return
             payload = json.dumps(function_url_event(self, mount, body, access_key)).encode()
             pool = host.functions.pool(mount.function.logical_id)
