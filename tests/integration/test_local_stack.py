@@ -107,7 +107,7 @@ def test_partial_batch_failure_redelivers_only_the_failed_message(fixture_stack:
     def seen(message_id: str) -> list[int]:
         return [r["receive_count"] for r in fixture_stack.records("work") if r["id"] == message_id]
 
-    assert eventually(lambda: seen(failing) == [1, 2])
+    assert eventually(lambda: seen(failing) == [1, 2], wait_seconds=30)
     assert seen(succeeding) == [1]
     assert all(r["source"] == "aws:sqs" for r in fixture_stack.records("work"))
 
