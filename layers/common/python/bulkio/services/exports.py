@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -150,6 +151,7 @@ class ExportService:
         if not self.jobs.start(job_id):
             raise RuntimeError(f"export job {job_id} is {job.status.value}: it cannot run")
         query, fmt, compression = parse_export_request(job.request)
+        started = time.monotonic()
         key = export_object_key(job)
         content_type = "application/gzip" if compression == "gzip" else CONTENT_TYPES[fmt]
         rows = 0
@@ -164,9 +166,18 @@ class ExportService:
         size = sink.bytes_written
         if not self.jobs.complete(job_id, rows, size, key):
             raise RuntimeError(f"export job {job_id} was no longer running when its file was written")
+        duration = time.monotonic() - started
         logger.info(
             "export job finished",
-            extra={"job_id": job_id, "resource": job.resource, "format": fmt.value, "rows": rows, "bytes": size},
+            extra={
+                "job_id": job_id,
+                "resource": job.resource,
+                "format": fmt.value,
+                "rows": rows,
+                "bytes": size,
+                "rows_per_second": round(rows / duration, 1) if duration > 0 else None,
+                "duration_seconds": round(duration, 3),
+            },
         )
         return {"job_id": job_id, "rows": rows, "bytes": size}
 
