@@ -465,6 +465,9 @@ def make_settings(**overrides: Any) -> Settings:
         "max_record_bytes": 1024 * 1024,
         "export_bucket": "export-bucket",
         "state_machine_arn": "arn:aws:states:eu-west-1:123456789012:stateMachine:exports",
+        "max_decompressed_bytes": 10 * 1024**3,
+        "max_compression_ratio": 100,
+        "max_records_per_job": 1_000_000,
     }
     return Settings(**{**defaults, **overrides})
 

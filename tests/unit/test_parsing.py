@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import tracemalloc
+import zlib
 from collections.abc import Iterator
 
 import orjson
@@ -384,3 +385,89 @@ def test_json_elements_split_across_reads_keep_escapes_and_lines() -> None:
         records = list(iter_source_records(TrickleStream(content, piece), None, Resource.USERS))  # type: ignore[arg-type]
         assert [r.data for r in records] == elements
         assert [r.line for r in records] == [2 + 4 * i for i in range(300)]
+
+
+# ------------------------------------------------------------------------------------ limits against bombs
+
+
+class GzipBombStream:
+    """`size` bytes of `fill` gzip-compressed on the fly (ratio about 1000), never holding them in memory."""
+
+    def __init__(self, size: int, fill: bytes = b"\x00") -> None:
+        self.pieces = self._compress(size, fill)
+        self.buffer = b""
+        self.read_bytes = 0
+
+    @staticmethod
+    def _compress(size: int, fill: bytes) -> Iterator[bytes]:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip wrapper
+        block = fill * (1024 * 1024)
+        for _ in range(size // len(block)):
+            yield compressor.compress(block)
+        yield compressor.flush()
+
+    def read(self, size: int = -1) -> bytes:
+        while len(self.buffer) < size and (piece := next(self.pieces, None)) is not None:
+            self.buffer += piece
+        piece, self.buffer = self.buffer[:size], self.buffer[size:]
+        self.read_bytes += len(piece)
+        return piece
+
+
+def test_gzip_bomb_fails_fast_on_its_compression_ratio_with_little_memory() -> None:
+    stream = GzipBombStream(200 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnreadableFile) as caught:
+            for _ in iter_source_records(stream, Format.NDJSON, Resource.USERS):  # type: ignore[arg-type]
+                pass
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert caught.value.code == "compression_ratio_too_high"
+    assert "MAX_COMPRESSION_RATIO" in caught.value.message
+    assert "100\u00d7" in caught.value.message
+    assert stream.read_bytes < 1024 * 1024  # stopped after about 10 MiB of output, long before the 200 MiB
+    assert peak < 50 * 1024 * 1024
+
+
+def test_compression_ratio_is_not_judged_on_small_files() -> None:
+    lines = b"".join(orjson.dumps({"id": f"u{i}", "pad": "x" * 900_000}) + b"\n" for i in range(8))
+    content = gzip.compress(lines)
+    assert len(content) * 100 < len(lines) < 10 * 1024 * 1024  # expands over 100x, but stays under 10 MiB
+    assert [r.data["id"] for r in parse(content) if r.data] == [f"u{i}" for i in range(8)]
+
+
+@pytest.mark.parametrize(("ratio", "code"), [(100, "compression_ratio_too_high"), (10_000, "empty_file")])
+def test_compression_ratio_limit_is_configurable(ratio: int, code: str) -> None:
+    stream = GzipBombStream(20 * 1024 * 1024, fill=b"\n")  # 20 MiB of blank lines: read in full if allowed
+    with pytest.raises(UnreadableFile) as caught:
+        list(iter_source_records(stream, Format.NDJSON, Resource.USERS, max_compression_ratio=ratio))  # type: ignore[arg-type]
+    assert caught.value.code == code
+
+
+def test_gzip_expanding_past_the_decompressed_size_cap_is_unreadable() -> None:
+    lines = b"".join(orjson.dumps({"id": f"u{i}", "pad": "x" * 50}) + b"\n" for i in range(5000))
+    with pytest.raises(UnreadableFile) as caught:
+        parse(gzip.compress(lines), Format.NDJSON, max_decompressed_bytes=100_000)
+    assert caught.value.code == "decompressed_too_large"
+    assert "100000 bytes" in caught.value.message
+    assert "MAX_DECOMPRESSED_BYTES" in caught.value.message
+
+
+def test_normal_gzip_within_the_limits_parses() -> None:
+    lines = b"".join(orjson.dumps({"id": f"u{i}", "pad": "x" * 50}) + b"\n" for i in range(5000))
+    records = parse(gzip.compress(lines), Format.NDJSON, max_decompressed_bytes=len(lines))
+    assert len(records) == 5000
+    assert records[-1].data == {"id": "u4999", "pad": "x" * 50}
+
+
+def test_more_records_than_the_limit_is_unreadable_after_the_limit() -> None:
+    content = b"".join(orjson.dumps({"id": f"u{i}"}) + b"\n" for i in range(4))
+    assert len(parse(content, Format.NDJSON, max_records=4)) == 4
+    records: list[SourceRecord] = []
+    with pytest.raises(UnreadableFile) as caught:
+        records.extend(iter_source_records(io.BytesIO(content), Format.NDJSON, Resource.USERS, max_records=3))
+    assert [r.index for r in records] == [1, 2, 3]
+    assert caught.value.code == "too_many_records"
+    assert "MAX_RECORDS_PER_JOB" in caught.value.message

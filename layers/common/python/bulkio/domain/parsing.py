@@ -24,6 +24,10 @@ from bulkio.domain.resources import Format, Resource
 READ_SIZE = 64 * 1024
 RAW_TEXT_LIMIT = 64 * 1024
 DEFAULT_MAX_RECORD_BYTES = 1_048_576
+DEFAULT_MAX_DECOMPRESSED_BYTES = 10 * 1024**3
+DEFAULT_MAX_COMPRESSION_RATIO = 100
+# The ratio is only judged past this much output, so that small, very compressible files are fine.
+RATIO_CHECK_AFTER_BYTES = 10 * 1024 * 1024
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -61,6 +65,9 @@ class FileErrorCode(StrEnum):
     TRAILING_DATA = "trailing_data"
     EMPTY_FILE = "empty_file"
     UNKNOWN_FORMAT = "unknown_format"
+    DECOMPRESSED_TOO_LARGE = "decompressed_too_large"
+    COMPRESSION_RATIO_TOO_HIGH = "compression_ratio_too_high"
+    TOO_MANY_RECORDS = "too_many_records"
 
 
 class UnreadableFile(Exception):
@@ -123,13 +130,42 @@ def iter_source_records(
     *,
     filename: str | None = None,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+    max_compression_ratio: float = DEFAULT_MAX_COMPRESSION_RATIO,
+    max_records: int | None = None,
 ) -> Iterator[SourceRecord]:
     """Records of `stream` in file order. Nothing is read before the first record is asked for.
 
     Raises UnreadableFile (while iterating) when the file as a whole cannot be read, possibly after yielding
-    the records before the problem.
+    the records before the problem: also when gzip content expands past `max_decompressed_bytes` or more than
+    `max_compression_ratio` times, and when the file holds more than `max_records` records (None: no limit).
     """
-    head, chunks = _text_chunks(stream)
+    records = _source_records(
+        stream, fmt, resource, filename, max_record_bytes, max_decompressed_bytes, max_compression_ratio
+    )
+    if max_records is None:
+        yield from records
+        return
+    for record in records:
+        if record.index > max_records:
+            raise UnreadableFile(
+                FileErrorCode.TOO_MANY_RECORDS,
+                f"the file has more than {max_records} records, the limit per import: split it into files "
+                f"of at most {max_records} records or raise MAX_RECORDS_PER_JOB",
+            )
+        yield record
+
+
+def _source_records(
+    stream: BinaryIO,
+    fmt: Format | None,
+    resource: Resource,
+    filename: str | None,
+    max_record_bytes: int,
+    max_decompressed_bytes: int,
+    max_compression_ratio: float,
+) -> Iterator[SourceRecord]:
+    head, chunks = _text_chunks(stream, max_decompressed_bytes, max_compression_ratio)
     if fmt is None:
         fmt = detect_format(filename, head)
         if fmt is None:
@@ -166,11 +202,17 @@ def _peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:
     return b"".join(taken), chunks
 
 
-def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompress a gzip stream of one or more concatenated members, yielding bounded pieces."""
+def _gunzip(chunks: Iterable[bytes], max_decompressed_bytes: int, max_compression_ratio: float) -> Iterator[bytes]:
+    """Decompress a gzip stream of one or more concatenated members, yielding bounded pieces.
+
+    Each decompress call returns at most READ_SIZE bytes, and the output is checked against the limits
+    before it is yielded, so a decompression bomb fails after little work and little memory.
+    """
     decompressor = zlib.decompressobj(GZIP_WBITS)
     member_started = False
+    compressed = decompressed = 0  # input bytes read, output bytes produced
     for chunk in chunks:
+        compressed += len(chunk)
         pending = chunk
         while True:
             member_started = member_started or bool(pending)
@@ -179,6 +221,20 @@ def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
             except zlib.error as exc:
                 raise _invalid_gzip(f"the data is corrupt ({exc})") from exc
             if output:
+                decompressed += len(output)
+                if decompressed > max_decompressed_bytes:
+                    raise UnreadableFile(
+                        FileErrorCode.DECOMPRESSED_TOO_LARGE,
+                        f"the gzip file expands to more than {max_decompressed_bytes} bytes: split it into "
+                        "smaller files or raise MAX_DECOMPRESSED_BYTES",
+                    )
+                consumed = compressed - len(decompressor.unconsumed_tail) - len(decompressor.unused_data)
+                if decompressed > RATIO_CHECK_AFTER_BYTES and decompressed > max_compression_ratio * max(consumed, 1):
+                    raise UnreadableFile(
+                        FileErrorCode.COMPRESSION_RATIO_TOO_HIGH,
+                        f"the gzip file expands more than {max_compression_ratio:g}\u00d7, like a decompression "
+                        "bomb: upload it uncompressed or raise MAX_COMPRESSION_RATIO",
+                    )
                 yield output
             if decompressor.eof:
                 pending = decompressor.unused_data
@@ -201,12 +257,14 @@ def _invalid_gzip(problem: str) -> UnreadableFile:
     )
 
 
-def _text_chunks(stream: BinaryIO) -> tuple[bytes, Iterator[bytes]]:
+def _text_chunks(
+    stream: BinaryIO, max_decompressed_bytes: int, max_compression_ratio: float
+) -> tuple[bytes, Iterator[bytes]]:
     """Decompressed, BOM-less chunks, and the first one holding something other than whitespace."""
     magic, rest = _peek(_read_chunks(stream), len(GZIP_MAGIC))
     chunks: Iterator[bytes] = chain((magic,), rest)
     if magic.startswith(GZIP_MAGIC):
-        chunks = _gunzip(chunks)
+        chunks = _gunzip(chunks, max_decompressed_bytes, max_compression_ratio)
     head, rest = _peek(chunks, len(UTF8_BOM))
     chunks = chain((head.removeprefix(UTF8_BOM),), rest)
     # Leading whitespace-only chunks only matter for line numbers, so only their newlines are kept.

@@ -302,6 +302,11 @@ class ImportService:
                     job.resource,
                     filename=job.source.filename,
                     max_record_bytes=self.settings.max_record_bytes,
+                    max_decompressed_bytes=self.settings.max_decompressed_bytes,
+                    max_compression_ratio=self.settings.max_compression_ratio,
+                    # Past the limit the parser stops reading and the job fails (too_many_records); the chunks
+                    # already queued are skipped by the writers because the job has failed.
+                    max_records=self.settings.max_records_per_job,
                 )
                 chunks_total, records_total = self._write_chunks(job, records)
         except (UnreadableFile, SourceUnavailable) as problem:
