@@ -37,6 +37,10 @@ class Settings:
     max_decompressed_bytes: int = 10 * 1024**3
     max_compression_ratio: int = 100
     max_records_per_job: int = 1_000_000
+    # remote URL imports (SSRF guards): hosts/IPs/CIDRs that may be private, redirect and size bounds
+    url_allowed_hosts: str = ""
+    max_url_redirects: int = 3
+    max_source_bytes: int = 5 * 1024**3
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -53,6 +57,9 @@ class Settings:
             idempotency_ttl_seconds=_int(env, "IDEMPOTENCY_TTL_SECONDS", 86400),
             allow_http_urls=_bool(env, "ALLOW_HTTP_URLS", False),
             url_timeout_seconds=_int(env, "URL_TIMEOUT_SECONDS", 30),
+            url_allowed_hosts=env.get("URL_ALLOWED_HOSTS", ""),
+            max_url_redirects=_int(env, "MAX_URL_REDIRECTS", 3),
+            max_source_bytes=_int(env, "MAX_SOURCE_BYTES", 5 * 1024**3),
             max_record_bytes=_int(env, "MAX_RECORD_BYTES", 1024 * 1024),
             export_bucket=env.get("EXPORT_BUCKET", ""),
             state_machine_arn=env.get("EXPORT_STATE_MACHINE_ARN", ""),

@@ -1,11 +1,39 @@
-"""Remote import sources: opens a URL as a binary stream, read by the chunker in pieces."""
+"""Remote import sources: opens a URL as a binary stream, read by the chunker in pieces.
+
+Remote URLs are chosen by API callers, so fetching them is guarded against SSRF:
+
+* only https, unless ALLOW_HTTP_URLS (local tests) also allows plain http; no credentials in the URL;
+* the host is resolved once and every address it resolves to must be public (not loopback, private,
+  link-local such as 169.254.169.254, multicast, reserved or unspecified; IPv4-mapped IPv6 is unwrapped),
+  unless URL_ALLOWED_HOSTS names the host or covers the address;
+* the connection goes to that vetted address (the Host header, SNI and certificate checks still use the
+  host name), so a DNS answer that changes between the check and the connect cannot redirect us;
+* redirects are followed here, not by urllib: at most MAX_URL_REDIRECTS, each hop checked again the same
+  way, and never from https down to http;
+* every socket operation has a timeout, and the body stops with source_too_large past MAX_SOURCE_BYTES.
+
+Environment proxies (HTTP_PROXY...) are deliberately not used: a proxy would make the address checks moot.
+"""
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-from typing import BinaryIO
-from urllib.parse import urlsplit
+import http.client
+import io
+import ipaddress
+import socket
+import ssl
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+from urllib.parse import urljoin, urlsplit
+
+DEFAULT_MAX_REDIRECTS = 3
+DEFAULT_MAX_BYTES = 5 * 1024**3
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+USER_AGENT = "bulkio-importer/1"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SourceUnavailable(Exception):
@@ -18,29 +46,263 @@ class SourceUnavailable(Exception):
 
 
 def check_url(url: str, allow_http: bool) -> str | None:
-    """Returns why the URL is not acceptable, or None."""
-    parts = urlsplit(url)
+    """Returns why the URL is not acceptable, or None. Syntax only: no DNS, no connection."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        return f"url is malformed ({error}): give an absolute URL like https://example.com/users.csv"
     allowed = {"https", "http"} if allow_http else {"https"}
     if parts.scheme not in allowed:
         return f"url scheme {parts.scheme or '(none)'!r} is not allowed: use {' or '.join(sorted(allowed))}"
     if not parts.hostname:
         return "url has no host: give an absolute URL like https://example.com/users.csv"
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return "url must not carry credentials (user:password@host): the file must be readable without them"
+    if port == 0:
+        return "url port 0 is not allowed"
     return None
 
 
-def open_url(url: str, allow_http: bool, timeout_seconds: int) -> BinaryIO:
+# ------------------------------------------------------------------ allowlist and address checks
+@dataclass(frozen=True, slots=True)
+class Allowlist:
+    """URL_ALLOWED_HOSTS: host names (exact, case-insensitive) and IP addresses or CIDR networks."""
+
+    names: frozenset[str] = frozenset()
+    networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: str | Iterable[str] | None) -> Allowlist:
+        if entries is None:
+            return cls()
+        if isinstance(entries, str):
+            entries = entries.split(",")
+        names: set[str] = set()
+        networks: list[IPNetwork] = []
+        for raw in entries:
+            entry = raw.strip().lower().strip("[]")
+            if not entry:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                names.add(entry.rstrip("."))
+        return cls(frozenset(names), tuple(networks))
+
+    def allows_name(self, host: str) -> bool:
+        return host.lower().rstrip(".") in self.names
+
+    def allows_address(self, address: IPAddress) -> bool:
+        return any(address.version == net.version and address in net for net in self.networks)
+
+
+def _unwrap(address: IPAddress) -> IPAddress:
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped or address.sixtofour
+        if mapped is not None:
+            return mapped
+    return address
+
+
+def address_problem(address: IPAddress) -> str | None:
+    """Names why an address is not public (e.g. 'a loopback'), or None when it is a public address."""
+    address = _unwrap(address)
+    for attribute, label in (
+        ("is_unspecified", "an unspecified"),
+        ("is_loopback", "a loopback"),
+        ("is_link_local", "a link-local"),
+        ("is_multicast", "a multicast"),
+        ("is_reserved", "a reserved"),
+        ("is_private", "a private"),
+    ):
+        if getattr(address, attribute):
+            return label
+    if not address.is_global:
+        return "a non-public"
+    return None
+
+
+def _refuse(host: str, address: IPAddress, label: str) -> SourceUnavailable:
+    where = f"{host} resolves to" if host.strip("[]") != str(address) else f"{address} is"
+    return SourceUnavailable(
+        "url_not_allowed",
+        f"{where} {label} address {address}: only public hosts may be imported from; "
+        "ask an operator to add it to URL_ALLOWED_HOSTS",
+    )
+
+
+def resolve_vetted(host: str, port: int, allowlist: Allowlist) -> list[IPAddress]:
+    """Resolves `host`; refuses it if ANY address is not public, unless allowlisted. Returns the addresses."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OSError) as error:
+        raise SourceUnavailable("source_unreachable", f"could not resolve {host}: {error}; check the URL") from error
+    addresses: list[IPAddress] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise SourceUnavailable("source_unreachable", f"{host} has no address; check the URL")
+    if allowlist.allows_name(host):
+        return addresses
+    for address in addresses:
+        label = address_problem(address)
+        if label and not (allowlist.allows_address(address) or allowlist.allows_address(_unwrap(address))):
+            raise _refuse(host, address, label)
+    return addresses
+
+
+# ------------------------------------------------------------------ connections pinned to a vetted address
+def _pinned(addresses: list[IPAddress]) -> Callable[..., socket.socket]:
+    """Replaces socket.create_connection for one connection: ignores the host name, dials the vetted addresses."""
+
+    def create_connection(
+        address: tuple[str, int], timeout: float | None, source_address: object = None
+    ) -> socket.socket:
+        port = address[1]
+        last: OSError | None = None
+        for ip in addresses:
+            try:
+                return socket.create_connection((str(ip), port), timeout, source_address)
+            except OSError as error:
+                last = error
+        raise last or OSError("no address to connect to")
+
+    return create_connection
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, addresses: list[IPAddress], timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._create_connection = _pinned(addresses)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """Connects to the vetted address; TLS still uses the host name for SNI and certificate verification."""
+
+    def __init__(self, host: str, port: int, addresses: list[IPAddress], timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._create_connection = _pinned(addresses)
+
+
+# ------------------------------------------------------------------ size-bounded body
+class _BoundedBody(io.RawIOBase):
+    """Reads the response body; raises source_too_large once more than `max_bytes` have come in."""
+
+    def __init__(
+        self, response: http.client.HTTPResponse, connection: http.client.HTTPConnection, url: str, max_bytes: int
+    ) -> None:
+        super().__init__()
+        self._response = response
+        self._connection = connection
+        self._url = url
+        self._max_bytes = max_bytes
+        self._count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        # read at most one byte past the limit, so that an exact-size body still ends cleanly
+        room = self._max_bytes - self._count + 1
+        wanted = min(len(view), room)
+        try:
+            got = self._response.readinto(view[:wanted])
+        except (http.client.HTTPException, OSError) as error:
+            raise SourceUnavailable(
+                "source_unreachable", f"reading {self._url} failed: {error}; try the import again"
+            ) from error
+        self._count += got
+        if self._count > self._max_bytes:
+            raise SourceUnavailable(
+                "source_too_large",
+                f"{self._url} is larger than {self._max_bytes} bytes (MAX_SOURCE_BYTES): split the file",
+            )
+        return got
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._response.close()
+            finally:
+                self._connection.close()
+        super().close()
+
+
+# ------------------------------------------------------------------ open_url
+def open_url(
+    url: str,
+    allow_http: bool,
+    timeout_seconds: int,
+    *,
+    allowed_hosts: str | Iterable[str] | Allowlist | None = None,
+    max_redirects: int = DEFAULT_MAX_REDIRECTS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> BinaryIO:
+    """GETs `url` with the SSRF guards described in the module docstring; returns the body as a stream."""
+    allowlist = allowed_hosts if isinstance(allowed_hosts, Allowlist) else Allowlist.parse(allowed_hosts)
+    current = url
+    for hop in range(max_redirects + 1):
+        response, connection = _request(current, allow_http, timeout_seconds, allowlist, first=hop == 0)
+        if response.status in REDIRECT_STATUSES:
+            location = response.getheader("Location")
+            response.close()
+            connection.close()
+            if not location:
+                raise SourceUnavailable(
+                    "source_http_error", f"GET {current} answered HTTP {response.status} without a Location"
+                )
+            target = urljoin(current, location.strip())
+            if urlsplit(current).scheme == "https" and urlsplit(target).scheme == "http":
+                raise SourceUnavailable(
+                    "url_not_allowed", f"{current} redirects from https down to plain http ({target}): refused"
+                )
+            current = target
+            continue
+        if response.status != 200:
+            status = response.status
+            response.close()
+            connection.close()
+            raise SourceUnavailable(
+                "source_http_error",
+                f"GET {current} answered HTTP {status}: make sure the file exists and is readable without credentials",
+            )
+        length = response.getheader("Content-Length")
+        if length and length.strip().isdigit() and int(length) > max_bytes:
+            response.close()
+            connection.close()
+            raise SourceUnavailable(
+                "source_too_large", f"{current} is {int(length)} bytes, over MAX_SOURCE_BYTES ({max_bytes}): split it"
+            )
+        return io.BufferedReader(_BoundedBody(response, connection, current, max_bytes))  # type: ignore[return-value]
+    raise SourceUnavailable(
+        "too_many_redirects",
+        f"{url} redirected more than {max_redirects} times (MAX_URL_REDIRECTS): give the final URL",
+    )
+
+
+def _request(
+    url: str, allow_http: bool, timeout_seconds: int, allowlist: Allowlist, *, first: bool
+) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
     reason = check_url(url, allow_http)
     if reason:
-        raise SourceUnavailable("invalid_url", reason)
-    request = urllib.request.Request(url, headers={"User-Agent": "bulkio-importer/1", "Accept-Encoding": "identity"})
+        raise SourceUnavailable(
+            "invalid_url" if first else "url_not_allowed", reason if first else f"redirect to {url} refused: {reason}"
+        )
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    https = parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
+    addresses = resolve_vetted(host, port, allowlist)
+    connection_class = _PinnedHTTPSConnection if https else _PinnedHTTPConnection
+    connection = connection_class(host, port, addresses, timeout_seconds)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        return urllib.request.urlopen(request, timeout=timeout_seconds)
-    except urllib.error.HTTPError as error:
-        raise SourceUnavailable(
-            "source_http_error",
-            f"GET {url} answered HTTP {error.code}: make sure the file exists and is readable without credentials",
-        ) from error
-    except (urllib.error.URLError, TimeoutError, OSError) as error:
-        raise SourceUnavailable(
-            "source_unreachable", f"could not fetch {url}: {getattr(error, 'reason', error)}; check the URL"
-        ) from error
+        connection.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        return connection.getresponse(), connection
+    except (http.client.HTTPException, OSError) as error:
+        connection.close()
+        raise SourceUnavailable("source_unreachable", f"could not fetch {url}: {error}; check the URL") from error

@@ -123,7 +123,14 @@ class ImportService:
         self.launch_chunker = launch_chunker
         self.rules = rules
         self._open_url = open_source_url or (
-            lambda url: open_url(url, settings.allow_http_urls, settings.url_timeout_seconds)
+            lambda url: open_url(
+                url,
+                settings.allow_http_urls,
+                settings.url_timeout_seconds,
+                allowed_hosts=settings.url_allowed_hosts,
+                max_redirects=settings.max_url_redirects,
+                max_bytes=settings.max_source_bytes,
+            )
         )
 
     # ================================================================ API side
