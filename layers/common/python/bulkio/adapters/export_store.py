@@ -315,4 +315,3 @@ class ExportStore(OneConnection):
             connection.rollback()
             export.rows = run.rows
             return
-
