@@ -344,3 +344,21 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_job(pipeline: Pip
     assert sum(result.headers.get("Idempotent-Replayed") != "true" for result in results) == 1
     listed, _ = pipeline.service().jobs.list_jobs(50, None)
     assert [job.job_id for job in listed].count(results[0].body["job_id"]) == 1
+
+
+def test_a_nul_character_fails_its_record_not_its_chunk(pipeline: Pipeline) -> None:
+    lines = [
+        b'{"id": "nul-1", "email": "nul1@example.com", "name": "Fine"}',
+        b'{"id": "nul-2", "email": "nul2@example.com", "name": "Bad\\u0000Name"}',
+    ]
+    job_id, messages = pipeline.upload_and_chunk(Resource.USERS, Format.NDJSON, b"\n".join(lines) + b"\n")
+    _run_writers(pipeline, messages, workers=1)
+    service = pipeline.service()
+    job = service.jobs.get(job_id)
+    assert job is not None
+    assert (job.status.value, job.counters.succeeded, job.counters.failed) == ("completed_with_errors", 1, 1)
+    report = service.error_report(job_id, "ndjson")
+    assert report.body is not None
+    (error,) = [orjson.loads(line) for line in report.body.splitlines()]
+    assert (error["line"], error["code"], error["field"]) == (2, "invalid_character", "name")
+    assert error["record"]["id"] == "nul-2"

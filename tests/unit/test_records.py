@@ -366,3 +366,19 @@ def test_huge_offending_values_are_cut_in_the_report() -> None:
     body = "word " * 10_000
     result = validate(Resource.COMMENTS, body=body)
     assert len(result.errors[0].value) < 1100
+
+
+@pytest.mark.parametrize(
+    ("resource", "record", "field"),
+    [
+        (Resource.USERS, {"email": "a@example.com", "name": "A\x00B"}, "name"),
+        (Resource.ARTICLES, {"slug": "s", "title": "T", "author_id": "u1", "body": "x\x00"}, "body"),
+        (Resource.ARTICLES, {"slug": "s", "title": "T", "author_id": "u1", "tags": ["ok", "b\x00d"]}, "tags"),
+        (Resource.COMMENTS, {"id": "c1", "article_id": "a1", "user_id": "u1", "body": "hi\x00"}, "body"),
+    ],
+)
+def test_a_nul_character_is_the_records_error(resource: Resource, record: dict[str, Any], field: str) -> None:
+    result = validate_record(resource, record, ValidationRules())
+    assert result.row is None
+    assert [(e.code, e.field) for e in result.errors] == [(ErrorCode.INVALID_CHARACTER, field)]
+    assert "NUL" in result.errors[0].message

@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     MISSING_KEY = "missing_key"
     DUPLICATE_IN_FILE = "duplicate_in_file"
     RECORD_TOO_LARGE = "record_too_large"
+    INVALID_CHARACTER = "invalid_character"
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,7 +137,7 @@ class _Check:
     def string(self, name: str, expected: str = "a string") -> str | None:
         value = self.data[name]
         if isinstance(value, str):
-            return value
+            return value if self.storable(name, value) else None
         self.fail(
             ErrorCode.INVALID_TYPE,
             name,
@@ -145,6 +145,18 @@ class _Check:
             value,
         )
         return None
+
+    def storable(self, name: str, text: str) -> bool:
+        """PostgreSQL text cannot hold NUL characters: such a value is the record's error, not the chunk's."""
+        if "\x00" not in text:
+            return True
+        self.fail(
+            ErrorCode.INVALID_CHARACTER,
+            name,
+            f"{name} contains a NUL character (\\u0000), which cannot be stored: remove it from the source",
+            text,
+        )
+        return False
 
     def id(self, name: str) -> str | None:
         value = self.string(name, "a string id")
@@ -278,7 +290,8 @@ class _Check:
         tags: list[str] = []
         for tag in value[:MAX_TAGS]:
             if isinstance(tag, str) and 1 <= len(tag.strip()) <= MAX_TAG_CHARS:
-                tags.append(tag.strip())
+                if self.storable("tags", tag):
+                    tags.append(tag.strip())
                 continue
             what = _quoted(tag) if isinstance(tag, str) else _json_type_name(tag)
             self.fail(
