@@ -202,12 +202,6 @@ class StackTemplate:
                 return function
         raise KeyError(name_or_logical_id)
 
-    def queue_by_arn(self, arn: str) -> Queue:
-        for queue in self.queues.values():
-            if queue.arn == arn:
-                return queue
-        raise KeyError(arn)
-
 
 def virtualenv_site_packages() -> Path:
     return Path(sysconfig.get_paths(vars={"base": sys.prefix, "platbase": sys.prefix})["purelib"])

@@ -24,16 +24,15 @@ from bulkio.domain.jobs import (
     JobSource,
     JobStatus,
     SourceKind,
+    final_status,
     iso,
     parse_iso,
     utc_now,
 )
 from bulkio.domain.resources import Format, Resource
 
-CHUNKER_LEASE_SECONDS = 16 * 60
+CHUNKER_LEASE_SECONDS = 16 * 60  # longer than the chunker's 15-minute Lambda limit
 JOBS_BY_CREATION_INDEX = "by_kind_created"
-CHUNK_MARKER_TTL_SECONDS = 30 * 86400
-TRANSACTION_ATTEMPTS = 5  # longer than the chunker's 15-minute Lambda limit
 
 
 COMPLETED_VALUES = frozenset({JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value})
@@ -257,10 +256,9 @@ class DynamoJobRepository:
 
     def finish(self, job_id: str, counters: Counters, errors_by_code: dict[str, int]) -> bool:
         """Marks the job completed (with or without errors) once; False if it had already ended."""
-        status = JobStatus.COMPLETED_WITH_ERRORS if counters.failed else JobStatus.COMPLETED
         return self._end(
             job_id,
-            status,
+            final_status(counters.failed),
             "SET #processed = :p, #succeeded = :s, #failed = :f, records_total = :t, errors_by_code = :e",
             {
                 ":p": counters.processed,

@@ -35,14 +35,6 @@ COLUMNS: dict[Resource, tuple[str, ...]] = {
     Resource.COMMENTS: ("id", "article_id", "user_id", "body", "created_at", "updated_at"),
 }
 
-# The natural key a record without id is matched on; comments have none.
-NATURAL_KEY: dict[Resource, str | None] = {
-    Resource.USERS: "email",
-    Resource.ARTICLES: "slug",
-    Resource.COMMENTS: None,
-}
-
-
 def parse_resource(value: str | None) -> Resource | None:
     try:
         return Resource(value) if value is not None else None
