@@ -35,6 +35,7 @@ COLUMNS: dict[Resource, tuple[str, ...]] = {
     Resource.COMMENTS: ("id", "article_id", "user_id", "body", "created_at", "updated_at"),
 }
 
+
 def parse_resource(value: str | None) -> Resource | None:
     try:
         return Resource(value) if value is not None else None
