@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +22,7 @@ from bulkio.problems import (
     payload_too_large,
     unsupported_media_type,
 )
-from bulkio.services.bootstrap import export_service, import_service
+from bulkio.services.bootstrap import export_service, import_service, metrics, pushing_metrics
 from bulkio.services.health import check_health
 from bulkio.services.imports import NewImport
 from bulkio.web.multipart import parse_form
@@ -209,6 +210,14 @@ def get_export(job_id: str) -> Response:
     return _json(200, export_service().view(job_id))
 
 
+@pushing_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    started = time.monotonic()
+    response = app.resolve(event, context)
+    # The route template (/v1/imports/{job_id}), not the path: one series per route, not per job.
+    route, method = event.get("resource") or "unknown", event.get("httpMethod") or "unknown"
+    registry = metrics()
+    registry.api_requests.labels(route, method, str(response.get("statusCode"))).inc()
+    registry.api_seconds.labels(route, method).observe(time.monotonic() - started)
+    return response

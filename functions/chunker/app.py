@@ -12,11 +12,12 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from bulkio.services.bootstrap import import_service
+from bulkio.services.bootstrap import import_service, pushing_metrics
 
 logger = Logger()
 
 
+@pushing_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     service = import_service()

@@ -10,7 +10,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from bulkio.services.bootstrap import import_service
+from bulkio.services.bootstrap import import_service, pushing_metrics
 
 logger = Logger()
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -25,6 +25,7 @@ def fail_job_of_dead_chunk(record: SQSRecord) -> None:
     import_service().on_dead_letter(message)
 
 
+@pushing_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(

@@ -6,17 +6,19 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from bulkio.services.bootstrap import export_service
+from bulkio.services.bootstrap import export_service, pushing_metrics
 
 logger = Logger()
 
 
+@pushing_metrics
 @logger.inject_lambda_context(clear_state=True)
 def run_export(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(job_id=event["job_id"])
     return export_service().run(event["job_id"])
 
 
+@pushing_metrics
 @logger.inject_lambda_context(clear_state=True)
 def mark_failed(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(job_id=event["job_id"])

@@ -76,6 +76,9 @@ class FakeExportStream(Iterator[bytes]):
             self.rows = self._count
             raise
 
+    def close(self) -> None:
+        pass
+
 
 @dataclass
 class FakeExportStore:

@@ -632,3 +632,20 @@ def test_a_chunker_invocation_that_ran_out_of_retries_fails_its_jobs(world: Fake
         assert job.status is JobStatus.FAILED
         assert job.failure is not None and job.failure.code == "chunker_failed"
         assert "failed 3 times: connection reset by peer" in job.failure.message
+
+
+# ============================================================================================== metrics
+
+
+def test_a_finished_job_is_counted_in_the_metrics_once(world: FakeWorld) -> None:
+    job_id = upload_and_chunk(world, ndjson([user(1), user(2), {"email": "not-an-email", "name": "Bad"}]))
+    deliver_all(world)
+    world.service.finish_if_complete(job_id)  # a replay (a redelivered last chunk) finishes nothing again
+
+    registry = world.service.metrics.registry
+    records = "bulkio_records_total"
+    assert registry.get_sample_value(records, {"resource": "users", "outcome": "succeeded"}) == 2
+    assert registry.get_sample_value(records, {"resource": "users", "outcome": "failed"}) == 1
+    errors = registry.get_sample_value("bulkio_record_errors_total", {"resource": "users", "code": "invalid_email"})
+    assert errors == 1
+    assert registry.get_sample_value("bulkio_chunks_total", {"resource": "users"}) == 1

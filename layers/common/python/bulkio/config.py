@@ -33,6 +33,7 @@ class Settings:
     max_record_bytes: int
     export_bucket: str
     state_machine_arn: str
+    pushgateway_url: str = ""
     # limits against hostile or oversized files: gzip bombs, and records per import job
     max_decompressed_bytes: int = 10 * 1024**3
     max_compression_ratio: int = 100
@@ -63,6 +64,7 @@ class Settings:
             max_record_bytes=_int(env, "MAX_RECORD_BYTES", 1024 * 1024),
             export_bucket=env.get("EXPORT_BUCKET", ""),
             state_machine_arn=env.get("EXPORT_STATE_MACHINE_ARN", ""),
+            pushgateway_url=env.get("PUSHGATEWAY_URL", ""),
             max_decompressed_bytes=_int(env, "MAX_DECOMPRESSED_BYTES", 10 * 1024**3),
             max_compression_ratio=_int(env, "MAX_COMPRESSION_RATIO", 100),
             max_records_per_job=_int(env, "MAX_RECORDS_PER_JOB", 1_000_000),

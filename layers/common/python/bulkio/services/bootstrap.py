@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from functools import cache
+from typing import Any, TypeVar
 
 import orjson
 
@@ -11,6 +14,7 @@ from bulkio.adapters import aws
 from bulkio.adapters.export_jobs import DynamoExportJobRepository
 from bulkio.adapters.export_store import ExportStore
 from bulkio.adapters.jobs_repo import DynamoJobRepository
+from bulkio.adapters.metrics import Metrics
 from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.sqs import ChunkQueue
@@ -18,6 +22,27 @@ from bulkio.config import Settings
 from bulkio.domain.records import ValidationRules
 from bulkio.services.exports import ExportService
 from bulkio.services.imports import ImportService
+
+T = TypeVar("T")
+
+
+@cache
+def metrics() -> Metrics:
+    """One registry per process: the API function serves imports and exports from the same one."""
+    return Metrics(Settings.from_env().pushgateway_url, os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "local"))
+
+
+def pushing_metrics(handler: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
+    """Pushes this instance's metrics after every invocation, whatever its outcome."""
+
+    @functools.wraps(handler)
+    def invoke(event: Any, context: Any) -> T:
+        try:
+            return handler(event, context)
+        finally:
+            metrics().push()
+
+    return invoke
 
 
 @cache
@@ -39,6 +64,7 @@ def import_service() -> ImportService:
         store=ImportStore(lambda: connect(settings.database_url)),
         rules=ValidationRules.from_env(os.environ),
         launch_chunker=launch_chunker,
+        metrics=metrics(),
     )
 
 
@@ -59,4 +85,5 @@ def export_service() -> ExportService:
         objects=S3ObjectStore(aws.client("s3"), settings.export_bucket),
         store=ExportStore(lambda: connect(settings.database_url)),
         start_execution=start_execution,
+        metrics=metrics(),
     )

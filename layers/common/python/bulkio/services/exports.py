@@ -11,7 +11,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from bulkio.adapters.export_jobs import DynamoExportJobRepository
-from bulkio.adapters.export_store import ExportStore
+from bulkio.adapters.export_store import ExportStore, ExportStream
+from bulkio.adapters.metrics import JobSummary, Metrics
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.config import Settings
 from bulkio.domain.export_jobs import ExportJob, ExportStatus, export_links, export_object_key, export_view
@@ -55,8 +56,10 @@ class ExportService:
         objects: S3ObjectStore,
         store: ExportStore,
         start_execution: Callable[[str], None],
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics(settings.pushgateway_url, "exports")
         self.jobs = jobs
         self.idempotency = idempotency
         self.objects = objects
@@ -81,7 +84,21 @@ class ExportService:
         except InvalidExportRequest as error:
             raise _problem(error) from error
         filename = f"{query.resource.value}.{fmt.value}"
-        return StreamedExport(CONTENT_TYPES[fmt], filename, self.store.stream(query, fmt))
+        body = self._counted(self.store.stream(query, fmt), query.resource.value, fmt.value)
+        return StreamedExport(CONTENT_TYPES[fmt], filename, body)
+
+    def _counted(self, export: ExportStream, resource: str, fmt: str) -> Iterator[bytes]:
+        """Passes the body on; once it has all gone out, counts it and pushes (the handler returned long ago)."""
+        size = 0
+        try:
+            for piece in export:
+                size += len(piece)
+                yield piece
+        finally:
+            export.close()
+        self.metrics.export_rows.labels(resource, fmt, "stream").inc(export.rows)
+        self.metrics.export_bytes.labels(resource, fmt, "stream").inc(size)
+        self.metrics.push()
 
     # ================================================================ jobs: API side
     def submit(self, body: Mapping[str, Any], idempotency_key: str | None) -> ApiResult:
@@ -167,6 +184,9 @@ class ExportService:
         if not self.jobs.complete(job_id, rows, size, key):
             raise RuntimeError(f"export job {job_id} was no longer running when its file was written")
         duration = time.monotonic() - started
+        self.metrics.export_rows.labels(job.resource, fmt.value, "async").inc(rows)
+        self.metrics.export_bytes.labels(job.resource, fmt.value, "async").inc(size)
+        self.metrics.job_finished(JobSummary("export", job_id, job.resource, "completed", rows, 0, duration))
         logger.info(
             "export job finished",
             extra={

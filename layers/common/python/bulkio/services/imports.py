@@ -17,6 +17,7 @@ from aws_lambda_powertools import Logger
 
 from bulkio.adapters.http_source import SourceUnavailable, open_url
 from bulkio.adapters.jobs_repo import DynamoJobRepository
+from bulkio.adapters.metrics import JobSummary, Metrics
 from bulkio.adapters.postgres import FailedRecord, ImportStore, StagedRecord
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.sqs import ChunkQueue
@@ -114,8 +115,10 @@ class ImportService:
         rules: ValidationRules,
         launch_chunker: ChunkerLauncher,
         open_source_url: Callable[[str], BinaryIO] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics(settings.pushgateway_url, "imports")
         self.jobs = jobs
         self.objects = objects
         self.queue = queue
@@ -380,15 +383,20 @@ class ImportService:
         if job is None or job.status in {JobStatus.FAILED, JobStatus.CANCELLED}:
             logger.info("chunk of an ended job skipped", extra={"job_id": job_id, "chunk": chunk_no})
             return
+        started = time.monotonic()
         try:
-            self._validate_and_stage(job, chunk_no, message["key"])
+            staged_now = self._validate_and_stage(job, chunk_no, message["key"])
         except Exception as error:
             # Kept for the dead-letter consumer, which reports it if the chunk never succeeds.
             self.store.record_chunk_failure(job_id, chunk_no, f"{type(error).__name__}: {error}")
             raise
+        if staged_now:  # a redelivered chunk is not counted again
+            self.metrics.chunks.labels(job.resource.value).inc()
+            self.metrics.chunk_seconds.labels(job.resource.value).observe(time.monotonic() - started)
         self.finish_if_complete(job_id)
 
-    def _validate_and_stage(self, job: ImportJob, chunk_no: int, key: str) -> None:
+    def _validate_and_stage(self, job: ImportJob, chunk_no: int, key: str) -> bool:
+        """False when the chunk had been staged before (a redelivery)."""
         staged: list[StagedRecord] = []
         failed: list[FailedRecord] = []
         for entry in decode_chunk(self.objects.read_bytes(key)):
@@ -400,7 +408,7 @@ class ImportService:
                 staged.append(StagedRecord(entry.index, entry.line, result.row, entry.raw_json))
             failed.extend(FailedRecord(entry.index, entry.line, error, entry.raw_json) for error in result.errors)
         # Staging also counts the chunk's records, in the same transaction: a redelivery counts nothing twice.
-        self.store.stage_chunk(job.job_id, job.resource, chunk_no, staged, failed)
+        return self.store.stage_chunk(job.job_id, job.resource, chunk_no, staged, failed)
 
     def finish_if_complete(self, job_id: str) -> None:
         outcome = self.store.try_merge(job_id)
@@ -419,6 +427,7 @@ class ImportService:
         if self.jobs.finish(job_id, counters, outcome.errors_by_code):
             finished = self.jobs.get(job_id) or job
             metrics = job_metrics(finished, utc_now())
+            self._count_finished(finished, outcome.errors_by_code, metrics.duration_seconds or 0.0)
             logger.info(
                 "import job finished",
                 extra={
@@ -433,6 +442,25 @@ class ImportService:
                     "duration_seconds": metrics.duration_seconds,
                 },
             )
+
+    def _count_finished(self, job: ImportJob, errors_by_code: dict[str, int], duration_seconds: float) -> None:
+        """Counted once per job (the finish above succeeds once): the sums over all instances are the job totals."""
+        resource = job.resource.value
+        self.metrics.records.labels(resource, "succeeded").inc(job.counters.succeeded)
+        self.metrics.records.labels(resource, "failed").inc(job.counters.failed)
+        for code, count in errors_by_code.items():
+            self.metrics.record_errors.labels(resource, code).inc(count)
+        self.metrics.job_finished(
+            JobSummary(
+                "import",
+                job.job_id,
+                resource,
+                job.status.value,
+                job.counters.total or 0,
+                job.counters.failed,
+                duration_seconds,
+            )
+        )
 
     def _write_reports(self, job_id: str) -> None:
         for fmt, content_type in (("ndjson", "application/x-ndjson"), ("csv", "text/csv; charset=utf-8")):

@@ -1,0 +1,119 @@
+"""Prometheus metrics, pushed to a Pushgateway (PUSHGATEWAY_URL) at the end of every invocation.
+
+Grouping keys, so that many Lambda instances pushing at once never overwrite each other and totals add up:
+- `job="bulkio", function=<name>, instance=<random id of this process>`: the process's own cumulative counters
+  and histograms. A push replaces only this instance's group, and an instance only ever pushes its own totals,
+  so `sum by (...) (metric)` over all instance groups is the service's total. Groups of instances that are
+  gone keep their last values: they are totals, so the sums stay right.
+- `job="bulkio_jobs", kind=import|export, job_id=<id>`: one group per finished job (duration, rows/s, error
+  rate, finish time), pushed once when the job ends.
+
+Without PUSHGATEWAY_URL nothing is pushed; a failing push is logged and never fails the invocation.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from aws_lambda_powertools import Logger
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
+
+logger = Logger(child=True)
+
+PUSH_TIMEOUT_SECONDS = 2.0
+SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    kind: str  # import | export
+    job_id: str
+    resource: str
+    status: str
+    rows: int
+    failed: int
+    duration_seconds: float
+
+
+@dataclass
+class Metrics:
+    pushgateway_url: str
+    function: str
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.records = Counter(
+            "bulkio_records", "Imported records by outcome (succeeded, failed)", ["resource", "outcome"], registry=r
+        )
+        self.record_errors = Counter("bulkio_record_errors", "Record errors by code", ["resource", "code"], registry=r)
+        self.chunks = Counter("bulkio_chunks", "Chunks validated and staged", ["resource"], registry=r)
+        self.chunk_seconds = Histogram(
+            "bulkio_chunk_duration_seconds",
+            "Time to validate and stage one chunk",
+            ["resource"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.export_rows = Counter("bulkio_export_rows", "Exported rows", ["resource", "format", "mode"], registry=r)
+        self.export_bytes = Counter("bulkio_export_bytes", "Exported bytes", ["resource", "format", "mode"], registry=r)
+        self.api_requests = Counter(
+            "bulkio_api_requests", "API requests by route and status", ["route", "method", "status"], registry=r
+        )
+        self.api_seconds = Histogram(
+            "bulkio_api_request_duration_seconds",
+            "API request latency",
+            ["route", "method"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+
+    def push(self) -> None:
+        """Replaces this instance's group with its current totals."""
+        if not self.pushgateway_url:
+            return
+        try:
+            push_to_gateway(
+                self.pushgateway_url,
+                job="bulkio",
+                registry=self.registry,
+                grouping_key={"function": self.function, "instance": self.instance},
+                timeout=PUSH_TIMEOUT_SECONDS,
+            )
+        except OSError as error:
+            logger.warning("metrics push failed", extra={"pushgateway": self.pushgateway_url, "error": str(error)})
+
+    def job_finished(self, summary: JobSummary) -> None:
+        """One group per job: a job ends once, so nothing else ever writes to it."""
+        if not self.pushgateway_url:
+            return
+        registry = CollectorRegistry()
+        labels = {"resource": summary.resource, "status": summary.status}
+        gauges = {
+            "bulkio_job_duration_seconds": ("Job duration from start to end", summary.duration_seconds),
+            "bulkio_job_rows": ("Records (imports) or rows (exports) the job handled", summary.rows),
+            "bulkio_job_rows_per_second": (
+                "Job throughput",
+                summary.rows / summary.duration_seconds if summary.duration_seconds > 0 else 0.0,
+            ),
+            "bulkio_job_error_rate": (
+                "Failed records / records",
+                summary.failed / summary.rows if summary.rows else 0.0,
+            ),
+            "bulkio_job_finished_timestamp_seconds": ("When the job ended (Unix time)", time.time()),
+        }
+        for name, (description, value) in gauges.items():
+            Gauge(name, description, list(labels), registry=registry).labels(**labels).set(value)
+        try:
+            push_to_gateway(
+                self.pushgateway_url,
+                job="bulkio_jobs",
+                registry=registry,
+                grouping_key={"kind": summary.kind, "job_id": summary.job_id},
+                timeout=PUSH_TIMEOUT_SECONDS,
+            )
+        except OSError as error:
+            logger.warning("job metrics push failed", extra={"job_id": summary.job_id, "error": str(error)})
