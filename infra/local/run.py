@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from infra.local.monitoring import Monitoring, start_monitoring
 from infra.local.reset import reset_state
 from infra.local.stack import REPOSITORY_ROOT, LocalStack, StackFailed, StackPorts
 
@@ -67,6 +68,7 @@ def run(state_dir: Path) -> int:
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signal_number, lambda *_: stopping.set())
     stack: LocalStack | None = None
+    monitoring = Monitoring()
     try:
         if not database_url:
             from infra.local.postgres import DEFAULT_PORT as DEFAULT_PG_PORT
@@ -79,8 +81,13 @@ def run(state_dir: Path) -> int:
         applied = apply_migrations(database_url)
         if applied:
             print(f"applied migrations: {', '.join(applied)}", flush=True)
+        monitoring = start_monitoring(state_dir, (state_dir / "monitoring.log").open("ab"))
         stack = LocalStack(
-            REPOSITORY_ROOT / "template.yaml", state_dir, StackPorts.from_environment(), database_url=database_url
+            REPOSITORY_ROOT / "template.yaml",
+            state_dir,
+            StackPorts.from_environment(),
+            database_url=database_url,
+            extra_environment={"PUSHGATEWAY_URL": monitoring.pushgateway_url or ""},
         )
         stack.start()
         wait_for_health(stack.api_url + HEALTH_PATH, stack)
@@ -89,6 +96,8 @@ def run(state_dir: Path) -> int:
             f"  API           {stack.api_url}\n"
             f"  AWS endpoint  {stack.aws_endpoint_url}   (AWS_ENDPOINT_URL for boto3 and the aws CLI)\n"
             f"  PostgreSQL    {without_password(database_url)}\n"
+            f"  Pushgateway   {monitoring.pushgateway_url or 'not installed'}\n"
+            f"  Prometheus    {monitoring.prometheus_url or 'not installed'}\n"
             f"  state         {state_dir}\n"
             f"  logs          {stack.logs_dir}\n"
             "Ctrl-C stops everything.\n",
@@ -104,6 +113,7 @@ def run(state_dir: Path) -> int:
     finally:
         if stack is not None:
             stack.stop()
+        monitoring.stop()
         if started_cluster:
             from infra.local.postgres import stop_cluster
 

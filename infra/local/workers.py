@@ -50,10 +50,13 @@ def _env_file_sections(settings: HostSettings) -> dict[str, dict[str, Any]]:
 
 
 def load_stack(settings: HostSettings) -> StackTemplate:
-    """The template as the host runs it: env.json "Parameters" and DATABASE_URL override parameters."""
+    """The template as the host runs it: env.json "Parameters", DATABASE_URL and PUSHGATEWAY_URL override
+    parameters."""
     overrides: dict[str, Any] = dict(_env_file_sections(settings).get("Parameters", {}))
     if settings.database_url:
         overrides["DatabaseUrl"] = settings.database_url
+    if pushgateway_url := os.environ.get("PUSHGATEWAY_URL"):
+        overrides["PushgatewayUrl"] = pushgateway_url
     return load_template(
         settings.template_path,
         parameter_overrides=overrides,
