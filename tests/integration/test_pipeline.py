@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import io
 import random
+import shutil
 import socket
+import subprocess
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import boto3
@@ -27,6 +31,7 @@ from bulkio.domain.records import ValidationRules
 from bulkio.domain.resources import Format, Resource
 from bulkio.services.imports import ImportService, NewImport, source_key
 from moto.server import ThreadedMotoServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local.stack import REPOSITORY_ROOT
 from infra.local.template import load_template
@@ -163,6 +168,8 @@ def _run_writers(pipeline: Pipeline, messages: list[dict[str, Any]], workers: in
             except BaseException as error:  # surfaced below: a thread must not swallow it
                 failures.append(error)
                 return
+            finally:
+                service.metrics.push()  # as each Lambda invocation ends
 
     threads = [threading.Thread(target=writer) for _ in range(workers)]
     for thread in threads:
@@ -362,3 +369,59 @@ def test_a_nul_character_fails_its_record_not_its_chunk(pipeline: Pipeline) -> N
     (error,) = [orjson.loads(line) for line in report.body.splitlines()]
     assert (error["line"], error["code"], error["field"]) == (2, "invalid_character", "name")
     assert error["record"]["id"] == "nul-2"
+
+
+@pytest.fixture
+def pushgateway() -> Iterator[str]:
+    """A real Prometheus Pushgateway on a free port (Debian package prometheus-pushgateway; .ci/run installs it)."""
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        pytest.skip("prometheus-pushgateway is not installed (apt-get install prometheus-pushgateway)")
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1):
+                break
+        except OSError:
+            time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_pushgateway_totals_match_the_job_counters_with_several_writers(
+    pipeline: Pipeline, pushgateway: str
+) -> None:
+    pipeline.settings = replace(pipeline.settings, pushgateway_url=pushgateway)
+    data = _file("users", 1200, "csv", seed=31)
+    job = _import_users(pipeline, data, workers=3, order=random.Random(5).shuffle)["job"]
+
+    with urllib.request.urlopen(f"{pushgateway}/metrics", timeout=5) as response:
+        families = list(text_string_to_metric_families(response.read().decode()))
+
+    def total(name: str, **labels: str) -> float:
+        return sum(
+            sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    instances = {
+        sample.labels["instance"]
+        for family in families
+        for sample in family.samples
+        if sample.name == "bulkio_chunks_total"
+    }
+    assert len(instances) >= 2  # several writers pushed, none overwrote another
+    assert total("bulkio_chunks_total", resource="users") == job.chunks_total
+    assert total("bulkio_records_total", resource="users", outcome="succeeded") == job.counters.succeeded
+    assert total("bulkio_records_total", resource="users", outcome="failed") == job.counters.failed
+    for code, count in job.errors_by_code.items():
+        assert total("bulkio_record_errors_total", resource="users", code=code) == count
+    assert total("bulkio_job_rows", job_id=job.job_id) == job.counters.total
