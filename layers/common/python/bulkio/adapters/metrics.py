@@ -58,6 +58,12 @@ class Metrics:
             buckets=SECONDS_BUCKETS,
             registry=r,
         )
+        self.dead_letters = Counter(
+            "bulkio_dead_letters",
+            "Messages that reached the dead-letter queue (chunks, chunker events)",
+            ["kind"],
+            registry=r,
+        )
         self.export_rows = Counter("bulkio_export_rows", "Exported rows", ["resource", "format", "mode"], registry=r)
         self.export_bytes = Counter("bulkio_export_bytes", "Exported bytes", ["resource", "format", "mode"], registry=r)
         self.api_requests = Counter(

@@ -478,6 +478,7 @@ class ImportService:
 
     def on_failed_invocation(self, record: dict[str, Any]) -> None:
         """A Lambda destination record: the chunker failed on an event after all its retries."""
+        self.metrics.dead_letters.labels("chunker_event").inc()
         error = record.get("responsePayload") or {}
         reason = error.get("errorMessage") if isinstance(error, dict) else str(error)
         attempts = record.get("requestContext", {}).get("approximateInvokeCount", "several")
@@ -507,6 +508,7 @@ class ImportService:
 
     def on_dead_letter(self, message: dict[str, Any]) -> None:
         job_id, chunk_no = message["job_id"], int(message["chunk"])
+        self.metrics.dead_letters.labels("chunk").inc()
         reason = self.store.chunk_failure(job_id, chunk_no) or "the writer crashed without recording a reason"
         first = (chunk_no - 1) * self.settings.chunk_records + 1
         last = first + self.settings.chunk_records - 1
