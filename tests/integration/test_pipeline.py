@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -372,14 +373,18 @@ def test_a_nul_character_fails_its_record_not_its_chunk(pipeline: Pipeline) -> N
 
 
 @pytest.fixture
-def pushgateway() -> Iterator[str]:
-    """A real Prometheus Pushgateway on a free port (Debian package prometheus-pushgateway; .ci/run installs it)."""
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus Pushgateway on a free port (Debian package prometheus-pushgateway; .ci/run installs it).
+
+    Its persistence file is the test's own: Debian's build otherwise restores what earlier runs pushed."""
     binary = shutil.which("prometheus-pushgateway")
     if binary is None:
         pytest.skip("prometheus-pushgateway is not installed (apt-get install prometheus-pushgateway)")
     port = _free_port()
     process = subprocess.Popen(
-        [binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [binary, f"--web.listen-address=127.0.0.1:{port}", f"--persistence.file={tmp_path / 'pushgateway.data'}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -394,9 +399,7 @@ def pushgateway() -> Iterator[str]:
     process.wait(timeout=10)
 
 
-def test_pushgateway_totals_match_the_job_counters_with_several_writers(
-    pipeline: Pipeline, pushgateway: str
-) -> None:
+def test_pushgateway_totals_match_the_job_counters_with_several_writers(pipeline: Pipeline, pushgateway: str) -> None:
     pipeline.settings = replace(pipeline.settings, pushgateway_url=pushgateway)
     data = _file("users", 1200, "csv", seed=31)
     job = _import_users(pipeline, data, workers=3, order=random.Random(5).shuffle)["job"]
