@@ -25,6 +25,12 @@ class Monitoring:
     prometheus_url: str | None = None
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
+    def start(self, command: list[str], url: str, output: IO[bytes] | None) -> str | None:
+        """Runs one server until stop(); its URL once it answers /-/ready, None if it does not."""
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT if output else None)
+        self.processes.append(process)
+        return url if _wait_ready(f"{url}/-/ready", process) else None
+
     def stop(self) -> None:
         for process in self.processes:
             process.terminate()
@@ -72,18 +78,17 @@ def start_monitoring(state_dir: Path, output: IO[bytes] | None = None) -> Monito
     folder = state_dir / "monitoring"
     folder.mkdir(parents=True, exist_ok=True)
     gateway_port = int(os.environ.get("LOCAL_PUSHGATEWAY_PORT", "9091"))
-    gateway = subprocess.Popen(
+    gateway_url = monitoring.start(
         [
             pushgateway,
             f"--web.listen-address=127.0.0.1:{gateway_port}",
+            # Debian's build defaults to /var/lib/prometheus/pushgateway.data, shared by every run on the machine.
             f"--persistence.file={folder / 'pushgateway.data'}",
         ],
-        stdout=output,
-        stderr=subprocess.STDOUT if output else None,
+        f"http://127.0.0.1:{gateway_port}",
+        output,
     )
-    monitoring.processes.append(gateway)
-    gateway_url = f"http://127.0.0.1:{gateway_port}"
-    if not _wait_ready(f"{gateway_url}/-/ready", gateway):
+    if gateway_url is None:
         print("the Pushgateway did not start: metrics are not collected", flush=True)
         monitoring.stop()
         return Monitoring()
@@ -92,18 +97,14 @@ def start_monitoring(state_dir: Path, output: IO[bytes] | None = None) -> Monito
         prometheus_port = int(os.environ.get("LOCAL_PROMETHEUS_PORT", "9090"))
         config = folder / "prometheus.yml"
         config.write_text(prometheus_config(gateway_port))
-        server = subprocess.Popen(
+        monitoring.prometheus_url = monitoring.start(
             [
                 prometheus,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={folder / 'prometheus'}",
                 f"--web.listen-address=127.0.0.1:{prometheus_port}",
             ],
-            stdout=output,
-            stderr=subprocess.STDOUT if output else None,
+            f"http://127.0.0.1:{prometheus_port}",
+            output,
         )
-        monitoring.processes.append(server)
-        prometheus_url = f"http://127.0.0.1:{prometheus_port}"
-        if _wait_ready(f"{prometheus_url}/-/ready", server):
-            monitoring.prometheus_url = prometheus_url
     return monitoring
