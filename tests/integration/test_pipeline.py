@@ -28,6 +28,7 @@ from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.sqs import ChunkQueue
 from bulkio.config import Settings
+from bulkio.domain.jobs import ImportJob
 from bulkio.domain.records import ValidationRules
 from bulkio.domain.resources import Format, Resource
 from bulkio.services.imports import ImportService, NewImport, source_key
@@ -264,6 +265,18 @@ def test_reimporting_the_same_file_gives_the_same_counts(pipeline: Pipeline) -> 
     assert first.errors_by_code == second.errors_by_code
 
 
+def _import_and_report(pipeline: Pipeline, fmt: Format, data: bytes) -> tuple[ImportJob, list[dict[str, Any]]]:
+    """Imports users with one writer; the finished job and its NDJSON error report."""
+    job_id, messages = pipeline.upload_and_chunk(Resource.USERS, fmt, data)
+    _run_writers(pipeline, messages, workers=1)
+    service = pipeline.service()
+    job = service.jobs.get(job_id)
+    assert job is not None
+    report = service.error_report(job_id, "ndjson")
+    assert report.body is not None
+    return job, [orjson.loads(line) for line in report.body.splitlines()]
+
+
 def test_error_report_names_source_lines(pipeline: Pipeline) -> None:
     rows = [
         "id,email,name,role,active,created_at,updated_at",
@@ -274,15 +287,8 @@ def test_error_report_names_source_lines(pipeline: Pipeline) -> None:
         "u4,ANN@example.com,Ann Again,reader,true,,",
     ]
     data = ("\r\n".join(rows) + "\r\n").encode()
-    job_id, messages = pipeline.upload_and_chunk(Resource.USERS, Format.CSV, data)
-    _run_writers(pipeline, messages, workers=1)
-    service = pipeline.service()
-    job = service.jobs.get(job_id)
-    assert job is not None
+    job, errors = _import_and_report(pipeline, Format.CSV, data)
     assert (job.status.value, job.counters.succeeded, job.counters.failed) == ("completed_with_errors", 1, 3)
-    report = service.error_report(job_id, "ndjson")
-    assert report.body is not None
-    errors = [orjson.loads(line) for line in report.body.splitlines()]
     by_code = {e["code"]: e for e in errors}
     assert by_code["invalid_email"]["line"] == 3 and by_code["invalid_email"]["index"] == 2
     assert by_code["invalid_email"]["value"] == "foo@bar"
@@ -291,7 +297,7 @@ def test_error_report_names_source_lines(pipeline: Pipeline) -> None:
     duplicate = by_code["duplicate_in_file"]
     assert duplicate["line"] == 6 and duplicate["field"] == "email"
     assert "line 2" in duplicate["message"]
-    csv_report = service.error_report(job_id, "csv")
+    csv_report = pipeline.service().error_report(job.job_id, "csv")
     assert csv_report.body is not None
     assert csv_report.body.decode().splitlines()[0] == "line,index,code,field,message,value,record"
 
@@ -359,15 +365,9 @@ def test_a_nul_character_fails_its_record_not_its_chunk(pipeline: Pipeline) -> N
         b'{"id": "nul-1", "email": "nul1@example.com", "name": "Fine"}',
         b'{"id": "nul-2", "email": "nul2@example.com", "name": "Bad\\u0000Name"}',
     ]
-    job_id, messages = pipeline.upload_and_chunk(Resource.USERS, Format.NDJSON, b"\n".join(lines) + b"\n")
-    _run_writers(pipeline, messages, workers=1)
-    service = pipeline.service()
-    job = service.jobs.get(job_id)
-    assert job is not None
+    job, errors = _import_and_report(pipeline, Format.NDJSON, b"\n".join(lines) + b"\n")
     assert (job.status.value, job.counters.succeeded, job.counters.failed) == ("completed_with_errors", 1, 1)
-    report = service.error_report(job_id, "ndjson")
-    assert report.body is not None
-    (error,) = [orjson.loads(line) for line in report.body.splitlines()]
+    (error,) = errors
     assert (error["line"], error["code"], error["field"]) == (2, "invalid_character", "name")
     assert error["record"]["id"] == "nul-2"
 
