@@ -181,7 +181,8 @@ def _resource(value: Any) -> Resource:
     return Resource(value)
 
 
-def _format(value: Any) -> ExportFormat:
+def parse_export_format(value: Any) -> ExportFormat:
+    """The format a request names (NDJSON when it names none); InvalidExportRequest lists the allowed ones."""
     allowed = [fmt.value for fmt in ExportFormat]
     if value is None:
         return DEFAULT_FORMAT
@@ -295,4 +296,4 @@ def parse_export_request(body: Mapping[str, Any]) -> tuple[ExportQuery, ExportFo
         filters=_filters(resource, filter_values, ()),
         limit=_limit(body.get("limit")),
     )
-    return query, _format(body.get("format")), _compression(body.get("compression"))
+    return query, parse_export_format(body.get("format")), _compression(body.get("compression"))

@@ -18,8 +18,8 @@ from bulkio.config import Settings
 from bulkio.domain.export_jobs import ExportJob, ExportStatus, export_links, export_object_key, export_view
 from bulkio.domain.exports import (
     CONTENT_TYPES,
-    ExportFormat,
     InvalidExportRequest,
+    parse_export_format,
     parse_export_query,
     parse_export_request,
 )
@@ -69,17 +69,8 @@ class ExportService:
     # ================================================================ streamed
     def stream(self, params: Mapping[str, str]) -> StreamedExport:
         """GET /v1/exports: rows leave as PostgreSQL produces them; nothing is held whole."""
-        format_name = params.get("format", ExportFormat.NDJSON.value)
         try:
-            fmt = ExportFormat(format_name)
-        except ValueError as error:
-            allowed = [f.value for f in ExportFormat]
-            raise bad_request(
-                "invalid_format",
-                f"format {format_name!r} is not supported: use one of {', '.join(allowed)}",
-                allowed=allowed,
-            ) from error
-        try:
+            fmt = parse_export_format(params.get("format"))
             query = parse_export_query(params.get("resource"), params)
         except InvalidExportRequest as error:
             raise _problem(error) from error
@@ -171,7 +162,6 @@ class ExportService:
         started = time.monotonic()
         key = export_object_key(job)
         content_type = "application/gzip" if compression == "gzip" else CONTENT_TYPES[fmt]
-        rows = 0
         with self.objects.writer(key, content_type) as sink:
             compressor = zlib.compressobj(6, zlib.DEFLATED, 31) if compression == "gzip" else None
             export = self.store.stream(query, fmt)
