@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.e2e.test_imports import Api, generated, request
+from tests.e2e.client import Api, generated, request
 from tests.fixtures.aws import RunningStack
 
 pytestmark = pytest.mark.e2e

@@ -8,11 +8,8 @@ import http.server
 import io
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,82 +17,10 @@ import orjson
 import pytest
 
 from infra.tools import datagen
+from tests.e2e.client import Api, generated, request
 from tests.fixtures.aws import RunningStack
 
 pytestmark = pytest.mark.e2e
-
-FINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-def request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as response:
-            return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, response.read())
-    except urllib.error.HTTPError as error:
-        return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
-
-
-def multipart(fields: dict[str, str], filename: str, content: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n".encode()
-        + content
-        + b"\r\n"
-    )
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-def generated(resource: str, rows: int, seed: int, fmt: str, **sizes: int) -> bytes:
-    sink = io.BytesIO()
-    datagen.write(resource, datagen.generate(resource, rows, seed, **sizes), fmt, sink)
-    return sink.getvalue()
-
-
-class Api:
-    def __init__(self, stack: RunningStack) -> None:
-        self.base = stack.api_url.rstrip("/") + "/v1"
-
-    def upload(self, resource: str, filename: str, content: bytes, **headers: str) -> Reply:
-        body, content_type = multipart({"resource": resource}, filename, content)
-        return request("POST", f"{self.base}/imports", body, {"Content-Type": content_type, **headers})
-
-    def post_json(self, payload: dict[str, Any], **headers: str) -> Reply:
-        return request(
-            "POST", f"{self.base}/imports", orjson.dumps(payload), {"Content-Type": "application/json", **headers}
-        )
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        reply = request("GET", f"{self.base}/imports/{job_id}")
-        assert reply.status == 200, reply.body
-        return dict(reply.json())
-
-    def wait(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.job(job_id)
-            if job["status"] in FINAL:
-                return job
-            time.sleep(0.3)
-        raise AssertionError(f"job {job_id} did not finish: {self.job(job_id)}")
-
-    def errors(self, job_id: str, fmt: str = "ndjson") -> Reply:
-        return request("GET", f"{self.base}/imports/{job_id}/errors?format={fmt}")
 
 
 @pytest.fixture(scope="module")
