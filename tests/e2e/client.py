@@ -59,20 +59,25 @@ def generated(resource: str, rows: int, seed: int, fmt: str, **sizes: int) -> by
 
 
 class Api:
-    def __init__(self, stack: RunningStack) -> None:
+    """The API under /v1. Every call goes through `call`, which adds the caller's credentials."""
+
+    def __init__(self, stack: RunningStack, headers: dict[str, str] | None = None) -> None:
         self.base = stack.api_url.rstrip("/") + "/v1"
+        self.headers = dict(headers or {})
+
+    def call(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
+        """`path` is relative to /v1, e.g. "/imports?limit=5"."""
+        return request(method, f"{self.base}{path}", body, {**self.headers, **(headers or {})})
 
     def upload(self, resource: str, filename: str, content: bytes, **headers: str) -> Reply:
         body, content_type = multipart({"resource": resource}, filename, content)
-        return request("POST", f"{self.base}/imports", body, {"Content-Type": content_type, **headers})
+        return self.call("POST", "/imports", body, {"Content-Type": content_type, **headers})
 
     def post_json(self, payload: dict[str, Any], **headers: str) -> Reply:
-        return request(
-            "POST", f"{self.base}/imports", orjson.dumps(payload), {"Content-Type": "application/json", **headers}
-        )
+        return self.call("POST", "/imports", orjson.dumps(payload), {"Content-Type": "application/json", **headers})
 
     def job(self, job_id: str) -> dict[str, Any]:
-        reply = request("GET", f"{self.base}/imports/{job_id}")
+        reply = self.call("GET", f"/imports/{job_id}")
         assert reply.status == 200, reply.body
         return dict(reply.json())
 
@@ -86,4 +91,4 @@ class Api:
         raise AssertionError(f"job {job_id} did not finish: {self.job(job_id)}")
 
     def errors(self, job_id: str, fmt: str = "ndjson") -> Reply:
-        return request("GET", f"{self.base}/imports/{job_id}/errors?format={fmt}")
+        return self.call("GET", f"/imports/{job_id}/errors?format={fmt}")

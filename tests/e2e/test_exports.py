@@ -37,7 +37,7 @@ def api(local_stack: RunningStack) -> Api:
 
 def export(api: Api, **params: str) -> Any:
     query = "&".join(f"{name}={value}" for name, value in params.items())
-    return request("GET", f"{api.base}/exports?{query}")
+    return api.call("GET", f"/exports?{query}")
 
 
 def parse(fmt: str, body: bytes) -> list[dict[str, Any]]:
@@ -83,7 +83,7 @@ def test_unknown_filter_or_field_is_a_problem_listing_the_allowed_ones(api: Api)
 def wait_for_export(api: Api, job_id: str, timeout: float = 90) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = request("GET", f"{api.base}/exports/{job_id}").json()
+        job = api.call("GET", f"/exports/{job_id}").json()
         if job["status"] in ("completed", "failed"):
             return dict(job)
         time.sleep(0.3)
@@ -96,7 +96,7 @@ def test_async_export_runs_the_state_machine_to_a_downloadable_file(api: Api, co
     if compression:
         body["compression"] = compression
     headers = {"Content-Type": "application/json", "Idempotency-Key": f"export-{uuid.uuid4()}"}
-    reply = request("POST", f"{api.base}/exports", orjson.dumps(body), headers)
+    reply = api.call("POST", "/exports", orjson.dumps(body), headers)
     assert reply.status == 202
     assert reply.json()["status"] == "queued"
 

@@ -137,7 +137,7 @@ def test_s3_drop_imports_itself_and_shows_in_the_list(api: Api, local_stack: Run
     deadline = time.monotonic() + 60
     dropped: list[dict[str, Any]] = []
     while not dropped and time.monotonic() < deadline:
-        listing = request("GET", f"{api.base}/imports?limit=50").json()
+        listing = api.call("GET", "/imports?limit=50").json()
         dropped = [job for job in listing["jobs"] if job["source"]["filename"] == key.rsplit("/", 1)[-1]]
         time.sleep(0.3)
     assert len(dropped) == 1, "the drop should create exactly one job"
@@ -166,7 +166,7 @@ def test_problems_for_bad_requests(api: Api) -> None:
     assert unknown.status == 400
     assert unknown.json()["code"] == "invalid_resource"
     assert unknown.json()["allowed"] == ["users", "articles", "comments"]
-    missing = request("GET", f"{api.base}/imports/{uuid.uuid4()}")
+    missing = api.call("GET", f"/imports/{uuid.uuid4()}")
     assert (missing.status, missing.json()["code"]) == (404, "job_not_found")
 
 
