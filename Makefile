@@ -9,8 +9,11 @@ FUNCTION ?= ApiFunction
 EVENT ?= tests/events/health.json
 ROWS ?= 10000
 SEED ?= 42
+SCOPES ?= imports:write imports:read exports:read
+SUBJECT ?= local-user
+TTL ?= 3600
 
-.PHONY: help venv run reset test test-unit lint invoke migrate data bench-import bench-export deploy
+.PHONY: help venv run reset token test test-unit lint invoke migrate data bench-import bench-export deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,6 +30,9 @@ run: $(STAMP) ## start the embedded local stack (PostgreSQL, AWS endpoint on :45
 
 reset: $(STAMP) ## wipe the local stack's state folder (database, objects, queues)
 	$(PY) -m infra.local.reset --state-dir $(STATE)
+
+token: $(STAMP) ## print a bearer token for the local stack (SCOPES="imports:write imports:read exports:read" SUBJECT= TTL=)
+	@$(PY) -m infra.tools.token --scopes "$(SCOPES)" --subject "$(SUBJECT)" --ttl $(TTL) --state-dir $(STATE)
 
 test: $(STAMP) ## run the whole test suite (starts its own PostgreSQL and local AWS endpoint)
 	$(PY) -m pytest

@@ -21,6 +21,7 @@ from bulkio.adapters.jobs_repo import CHUNKER_LEASE_SECONDS, IdempotencyClaim
 from bulkio.adapters.postgres import FailedRecord, MergeOutcome, StagedRecord, StagingProgress
 from bulkio.adapters.s3 import ObjectInfo, PresignedUpload
 from bulkio.config import Settings
+from bulkio.domain.auth import Principal
 from bulkio.domain.idempotency import StoredRequest
 from bulkio.domain.jobs import (
     FINAL_STATUSES,
@@ -37,6 +38,10 @@ from bulkio.domain.resources import Format, Resource
 from bulkio.services.imports import ImportService
 
 Clock = Callable[[], float]
+
+# The caller the API layer hands the services in these tests: an ordinary user, not an admin.
+OWNER = "ann"
+CALLER = Principal(OWNER, frozenset({"imports:write", "imports:read", "exports:read"}))
 
 
 # ================================================================================================ jobs
@@ -69,8 +74,14 @@ class FakeJobRepository:
     def job_for_drop(self, bucket: str, key: str, etag: str) -> str | None:
         return self._drops.get((bucket, key, etag))
 
-    def list_jobs(self, limit: int, cursor: dict[str, Any] | None) -> tuple[list[ImportJob], dict[str, Any] | None]:
-        newest_first = sorted(self._jobs.values(), key=lambda stored: stored.job.created_at, reverse=True)
+    def list_jobs(
+        self, limit: int, cursor: dict[str, Any] | None, owner: str | None = None
+    ) -> tuple[list[ImportJob], dict[str, Any] | None]:
+        newest_first = sorted(
+            (stored for stored in self._jobs.values() if owner is None or stored.job.owner == owner),
+            key=lambda stored: stored.job.created_at,
+            reverse=True,
+        )
         start = int(cursor["offset"]) if cursor else 0
         page = [self.get(stored.job.job_id) for stored in newest_first[start : start + limit]]
         more = start + limit < len(newest_first)

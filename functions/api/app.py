@@ -10,8 +10,10 @@ from urllib.parse import urlsplit
 import orjson
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from bulkio.adapters.http_source import check_url
+from bulkio.domain.auth import Principal, required_scope
 from bulkio.domain.idempotency import valid_key
 from bulkio.domain.parsing import detect_format
 from bulkio.domain.resources import Format, Resource, parse_format, parse_resource
@@ -25,6 +27,7 @@ from bulkio.problems import (
 from bulkio.services.bootstrap import export_service, import_service, metrics, pushing_metrics
 from bulkio.services.health import check_health
 from bulkio.services.imports import NewImport
+from bulkio.web.auth import caller_from_authorizer, require_scope
 from bulkio.web.multipart import parse_form
 
 logger = Logger()
@@ -55,6 +58,25 @@ def handle_problem(problem: Problem) -> Response:
 @app.not_found
 def handle_not_found(_: Exception) -> Response:
     return _problem(Problem(404, "route_not_found", "Not found", f"no route {app.current_event.path}"))
+
+
+def authorization(resolver: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
+    """Every route's scope, checked in one place before it runs (the authorizer has checked the token)."""
+    event = resolver.current_event
+    scope = required_scope(event.http_method, event.resource)
+    if scope is not None:
+        caller = caller_from_authorizer(event.get("requestContext", {}).get("authorizer"))
+        require_scope(caller, scope)
+        resolver.append_context(caller=caller)
+    return next_middleware(resolver)
+
+
+app.use(middlewares=[authorization])
+
+
+def _caller() -> Principal:
+    caller: Principal = app.context["caller"]
+    return caller
 
 
 @app.get("/v1/health")
@@ -163,7 +185,7 @@ def _new_import() -> NewImport:
 
 @app.post("/v1/imports")
 def create_import() -> Response:
-    result = import_service().submit(_new_import(), _idempotency_key())
+    result = import_service().submit(_new_import(), _idempotency_key(), _caller().subject)
     return _json(result.status, result.body, result.headers)
 
 
@@ -173,17 +195,17 @@ def list_imports() -> Response:
     raw_limit = query.get("limit", "20")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise bad_request("invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
-    return _json(200, import_service().list_jobs(int(raw_limit), query.get("cursor")))
+    return _json(200, import_service().list_jobs(int(raw_limit), query.get("cursor"), _caller()))
 
 
 @app.get("/v1/imports/<job_id>")
 def get_import(job_id: str) -> Response:
-    return _json(200, import_service().view(job_id))
+    return _json(200, import_service().view(job_id, _caller()))
 
 
 @app.post("/v1/imports/<job_id>/cancel")
 def cancel_import(job_id: str) -> Response:
-    return _json(200, import_service().cancel(job_id))
+    return _json(200, import_service().cancel(job_id, _caller()))
 
 
 @app.get("/v1/imports/<job_id>/errors")
@@ -193,7 +215,7 @@ def get_import_errors(job_id: str) -> Response:
         raise bad_request(
             "invalid_format", f"error reports come as ndjson or csv, not {fmt!r}", allowed=["ndjson", "csv"]
         )
-    report = import_service().error_report(job_id, fmt)
+    report = import_service().error_report(job_id, fmt, _caller())
     if report.redirect_url:
         return Response(303, report.content_type, "", {"Location": report.redirect_url})
     return Response(200, report.content_type, (report.body or b"").decode())
@@ -201,13 +223,13 @@ def get_import_errors(job_id: str) -> Response:
 
 @app.post("/v1/exports")
 def create_export() -> Response:
-    result = export_service().submit(_json_body(), _idempotency_key())
+    result = export_service().submit(_json_body(), _idempotency_key(), _caller().subject)
     return _json(result.status, result.body, result.headers)
 
 
 @app.get("/v1/exports/<job_id>")
 def get_export(job_id: str) -> Response:
-    return _json(200, export_service().view(job_id))
+    return _json(200, export_service().view(job_id, _caller()))
 
 
 @pushing_metrics

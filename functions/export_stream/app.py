@@ -6,15 +6,24 @@ comes out of PostgreSQL, and closes the generator when the client goes away, whi
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import orjson
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from bulkio.adapters.tokens import AuthSettings, TokenVerifier
+from bulkio.domain.auth import required_scope
 from bulkio.problems import PROBLEM_CONTENT_TYPE, Problem
 from bulkio.services.bootstrap import export_service
+from bulkio.web.auth import caller_from_header, require_scope
 
 logger = Logger()
+
+
+@cache
+def verifier() -> TokenVerifier:
+    return TokenVerifier(AuthSettings.from_env())
 
 
 def _problem(problem: Problem, path: str) -> dict[str, Any]:
@@ -32,10 +41,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if method != "GET" or path.rstrip("/") != "/v1/exports":
         return _problem(Problem(404, "route_not_found", "Not found", f"no route {method} {path}"), path)
     try:
+        # A function URL has no authorizer in front of it: the same token check as the API's, here.
+        caller = caller_from_header(verifier(), (event.get("headers") or {}).get("authorization"))
+        require_scope(caller, required_scope("GET", "/v1/exports"))
         export = export_service().stream(event.get("queryStringParameters") or {})
     except Problem as problem:
         return _problem(problem, path)
-    logger.info("streamed export started", extra={"file": export.filename})
+    logger.info("streamed export started", extra={"file": export.filename, "subject": caller.subject})
     return {
         "statusCode": 200,
         "headers": {

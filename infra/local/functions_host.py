@@ -38,7 +38,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import boto3
 from botocore.config import Config
 
-from infra.local.template import ACCOUNT_ID, REGION, Function, FunctionUrl, StackTemplate
+from infra.local.template import (
+    ACCOUNT_ID,
+    REGION,
+    ApiAuthorizer,
+    Function,
+    FunctionUrl,
+    GatewayResponse,
+    StackTemplate,
+    TemplateError,
+)
 from infra.local.workers import (
     BufferingSink,
     Functions,
@@ -114,6 +123,7 @@ class Route:
     resource: str
     method: str
     pattern: re.Pattern[str]
+    authorizer: ApiAuthorizer | None = None
 
 
 def compile_routes(stack: StackTemplate) -> list[Route]:
@@ -122,10 +132,81 @@ def compile_routes(stack: StackTemplate) -> list[Route]:
         for event in function.api_events:
             regex = re.sub(r"\\\{(\w+)\\\+\\\}", r"(?P<\1>.+)", re.escape(event.path))
             regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", regex)
-            routes.append(Route(function, event.path, event.method, re.compile(f"^{regex}$")))
+            if event.authorizer is not None and event.authorizer not in stack.api_authorizers:
+                raise TemplateError(f"{function.logical_id}: {event.path} names an unknown authorizer")
+            authorizer = stack.api_authorizers.get(event.authorizer) if event.authorizer else None
+            routes.append(Route(function, event.path, event.method, re.compile(f"^{regex}$"), authorizer))
     # Literal segments win over parameters, as in API Gateway: /v1/imports/x before /v1/imports/{id}.
     routes.sort(key=lambda route: route.resource.count("{"))
     return routes
+
+
+# What API Gateway answers itself when the template does not customise it (GatewayResponses).
+DEFAULT_GATEWAY_RESPONSES = {
+    "UNAUTHORIZED": GatewayResponse(
+        401, {"Content-Type": "application/json"}, {"application/json": '{"message":"Unauthorized"}'}
+    ),
+    "ACCESS_DENIED": GatewayResponse(
+        403,
+        {"Content-Type": "application/json"},
+        {"application/json": '{"Message":"User is not authorized to access this resource with an explicit deny"}'},
+    ),
+    "AUTHORIZER_FAILURE": GatewayResponse(
+        500, {"Content-Type": "application/json"}, {"application/json": '{"message": null}'}
+    ),
+}
+
+
+@dataclass(frozen=True)
+class AuthorizerVerdict:
+    """What API Gateway makes of a Lambda authorizer's answer: the requestContext.authorizer the integration
+    gets, or the gateway response it answers with instead."""
+
+    context: dict[str, Any] | None = None
+    refusal: str | None = None  # UNAUTHORIZED, ACCESS_DENIED or AUTHORIZER_FAILURE
+
+
+def method_arn(stage: str, method: str, path: str) -> str:
+    return f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:local/{stage}/{method}{path}"
+
+
+def policy_allows(policy: Any, arn: str) -> bool:
+    """IAM evaluation as API Gateway does it for execute-api:Invoke: an explicit Deny wins, else an Allow must
+    match (resources with * and ? wildcards)."""
+    statements = policy.get("Statement", []) if isinstance(policy, dict) else []
+    allowed = False
+    for statement in statements if isinstance(statements, list) else [statements]:
+        actions = statement.get("Action", [])
+        resources = statement.get("Resource", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = [resources] if isinstance(resources, str) else resources
+        if not any(fnmatch.fnmatchcase("execute-api:Invoke", action) for action in actions):
+            continue
+        if any(fnmatch.fnmatchcase(arn, resource) for resource in resources):
+            if statement.get("Effect") == "Deny":
+                return False
+            allowed = allowed or statement.get("Effect") == "Allow"
+    return allowed
+
+
+def authorizer_verdict(outcome: Outcome, arn: str) -> AuthorizerVerdict:
+    if outcome.failed:
+        error = outcome.json() or {}
+        unauthorized = isinstance(error, dict) and error.get("errorMessage") == "Unauthorized"
+        return AuthorizerVerdict(refusal="UNAUTHORIZED" if unauthorized else "AUTHORIZER_FAILURE")
+    answer = outcome.json()
+    if not isinstance(answer, dict) or "principalId" not in answer or "policyDocument" not in answer:
+        return AuthorizerVerdict(refusal="AUTHORIZER_FAILURE")
+    if not policy_allows(answer["policyDocument"], arn):
+        return AuthorizerVerdict(refusal="ACCESS_DENIED")
+    return AuthorizerVerdict(context={**(answer.get("context") or {}), "principalId": answer["principalId"]})
+
+
+def render_gateway_response(response: GatewayResponse, context: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body; $context.<name> variables in the template are filled in."""
+    template = response.templates.get("application/json") or next(iter(response.templates.values()), "")
+    body = re.sub(r"\$context\.(\w+)", lambda match: context.get(match[1], ""), template)
+    return response.status, dict(response.headers), body.encode()
 
 
 def is_binary(content_type: str, binary_media_types: list[str]) -> bool:
@@ -394,6 +475,13 @@ def make_api_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
                 self._problem(405, "Method Not Allowed", f"{path} accepts {methods}.", "method_not_allowed")
                 return
             route, match = allowed[0]
+            authorizer_context = None
+            if route.authorizer is not None:
+                verdict = self._authorize(route.authorizer, path)
+                if verdict.refusal:
+                    self._gateway_response(verdict.refusal, path)
+                    return
+                authorizer_context = verdict.context
             accepted, body = self._body_within_limit(
                 'For large files, POST /v1/imports with a JSON body without "url" to get a presigned upload URL, '
                 "then PUT the file there."
@@ -401,12 +489,43 @@ def make_api_handler(host: FunctionsHost) -> type[BaseHTTPRequestHandler]:
             if not accepted:
                 return
             event = api_event(self, route, match.groupdict(), body, host.stack)
+            if authorizer_context is not None:
+                event["requestContext"]["authorizer"] = authorizer_context
             streaming = _StreamingResponse(self)
             outcome = host.functions.pool(route.function.logical_id).invoke(json.dumps(event).encode(), streaming)
             if outcome.streamed:
                 streaming.end(outcome)
                 return
             self._send_proxy_response(outcome)
+
+        def _authorize(self, authorizer: ApiAuthorizer, path: str) -> AuthorizerVerdict:
+            """As API Gateway runs a TOKEN authorizer: no identity header, no call (401)."""
+            token = self.headers.get(authorizer.header)
+            if not token:
+                return AuthorizerVerdict(refusal="UNAUTHORIZED")
+            arn = method_arn(host.stack.api_stage, self.command, path)
+            event = {"type": "TOKEN", "authorizationToken": token, "methodArn": arn}
+            pool = host.functions.pool(host.stack.function(authorizer.function_arn).logical_id)
+            return authorizer_verdict(pool.invoke(json.dumps(event).encode()), arn)
+
+        def _gateway_response(self, response_type: str, path: str) -> None:
+            self._read_body_discarding()
+            response = host.stack.gateway_responses.get(response_type) or DEFAULT_GATEWAY_RESPONSES[response_type]
+            context = {"path": f"/{host.stack.api_stage}{path}", "requestId": str(uuid.uuid4())}
+            status, headers, body = render_gateway_response(response, context)
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _read_body_discarding(self) -> None:
+            """A refused request's body is read all the same, so the connection stays usable."""
+            try:
+                self._read_body()
+            except _RequestTooLarge:
+                self.close_connection = True
 
         def _body_within_limit(self, advice: str) -> tuple[bool, bytes | None]:
             """(True, the request body or None), or (False, None) after answering 413: the body is over

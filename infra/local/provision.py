@@ -13,7 +13,7 @@ from typing import Any
 
 import boto3
 
-from infra.local.template import ACCOUNT_ID, REGION, StackTemplate, load_template
+from infra.local.template import ACCOUNT_ID, REGION, StackTemplate, Table, load_template
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 # moto checks no permissions, but Step Functions requires a role ARN.
@@ -59,6 +59,8 @@ def provision(stack: StackTemplate, endpoint: str) -> None:
                 BillingMode="PAY_PER_REQUEST",
                 **indexes,
             )
+        else:
+            _add_missing_indexes(dynamodb, table)
         if table.ttl_attribute:
             status = dynamodb.describe_time_to_live(TableName=table.name)["TimeToLiveDescription"]
             if status.get("TimeToLiveStatus") != "ENABLED":
@@ -68,6 +70,21 @@ def provision(stack: StackTemplate, endpoint: str) -> None:
                 )
 
     provision_state_machines(stack, endpoint)
+
+
+def _add_missing_indexes(dynamodb: Any, table: Table) -> None:
+    """A table kept from an earlier run gets the indexes the template has added since, as a stack update would."""
+    present = {
+        index["IndexName"]
+        for index in dynamodb.describe_table(TableName=table.name)["Table"].get("GlobalSecondaryIndexes", [])
+    }
+    for index in table.global_secondary_indexes:
+        if index["IndexName"] not in present:
+            dynamodb.update_table(
+                TableName=table.name,
+                AttributeDefinitions=table.attribute_definitions,
+                GlobalSecondaryIndexUpdates=[{"Create": index}],
+            )
 
 
 def provision_state_machines(stack: StackTemplate, endpoint: str) -> None:

@@ -87,6 +87,25 @@ _TemplateLoader.add_multi_constructor("!", _construct_short_form)
 class ApiEvent:
     path: str
     method: str
+    authorizer: str | None = None  # the name of the Api's authorizer that guards the route; None: open
+
+
+@dataclass(frozen=True)
+class ApiAuthorizer:
+    """A Lambda authorizer of the Api (TOKEN type: the identity is one header)."""
+
+    name: str
+    function_arn: str
+    header: str
+
+
+@dataclass(frozen=True)
+class GatewayResponse:
+    """An answer API Gateway gives itself (UNAUTHORIZED, ACCESS_DENIED...), from the Api's GatewayResponses."""
+
+    status: int
+    headers: dict[str, str]
+    templates: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -191,6 +210,8 @@ class StackTemplate:
     binary_media_types: list[str]
     api_stage: str = "prod"
     state_machines: dict[str, StateMachine] = field(default_factory=dict)
+    api_authorizers: dict[str, ApiAuthorizer] = field(default_factory=dict)
+    gateway_responses: dict[str, GatewayResponse] = field(default_factory=dict)
 
     def function(self, name_or_logical_id: str) -> Function:
         """Find a function by logical id, FunctionName or ARN (with or without a qualifier)."""
@@ -439,6 +460,9 @@ def load_template(
     state_machines: dict[str, StateMachine] = {}
     binary_media_types: list[str] = list(api_globals.get("BinaryMediaTypes") or [])
     api_stage = "prod"
+    api_authorizers: dict[str, ApiAuthorizer] = {}
+    default_authorizer: str | None = None
+    gateway_responses: dict[str, GatewayResponse] = {}
     for logical_id, resource in resources.items():
         if "Condition" in resource and not resolver.condition(resource["Condition"]):
             continue
@@ -467,6 +491,10 @@ def load_template(
         elif resource_type == "AWS::Serverless::Api":
             binary_media_types.extend(properties.get("BinaryMediaTypes") or [])
             api_stage = str(properties.get("StageName") or api_stage)
+            auth = properties.get("Auth") or {}
+            api_authorizers.update(_api_authorizers(logical_id, auth))
+            default_authorizer = auth.get("DefaultAuthorizer") or default_authorizer
+            gateway_responses.update(_gateway_responses(properties.get("GatewayResponses") or {}))
         elif resource_type in _STATE_MACHINE_TYPES:
             state_machines[logical_id] = _state_machine(resolver, logical_id, resource_type, properties, root)
 
@@ -477,7 +505,7 @@ def load_template(
         if "Condition" in resource and not resolver.condition(resource["Condition"]):
             continue
         properties = resolver.evaluate(_merge_globals(resource.get("Properties") or {}, function_globals))
-        functions[logical_id] = _function(resolver, logical_id, properties, root, layers, queues)
+        functions[logical_id] = _function(resolver, logical_id, properties, root, layers, queues, default_authorizer)
         if properties.get("FunctionUrlConfig"):
             metadata = resolver.evaluate(resource.get("Metadata") or {})
             functions[logical_id].url = _function_url(logical_id, properties["FunctionUrlConfig"], metadata)
@@ -492,7 +520,39 @@ def load_template(
         binary_media_types=binary_media_types,
         api_stage=api_stage,
         state_machines=state_machines,
+        api_authorizers=api_authorizers,
+        gateway_responses=gateway_responses,
     )
+
+
+def _api_authorizers(api_logical_id: str, auth: dict[str, Any]) -> dict[str, ApiAuthorizer]:
+    authorizers = {}
+    for name, config in (auth.get("Authorizers") or {}).items():
+        if "FunctionArn" not in config:
+            raise TemplateError(f"{api_logical_id}.Auth.Authorizers.{name}: only Lambda authorizers run locally")
+        if str(config.get("FunctionPayloadType", "TOKEN")).upper() != "TOKEN":
+            raise TemplateError(f"{api_logical_id}.Auth.Authorizers.{name}: only TOKEN authorizers run locally")
+        header = str((config.get("Identity") or {}).get("Header") or "Authorization")
+        authorizers[name] = ApiAuthorizer(name, str(config["FunctionArn"]), header)
+    return authorizers
+
+
+def _gateway_responses(responses: dict[str, Any]) -> dict[str, GatewayResponse]:
+    def unquoted(value: Any) -> str:  # header values are mapping expressions: 'literal' in single quotes
+        text = str(value)
+        return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == "'" else text
+
+    return {
+        response_type: GatewayResponse(
+            status=int(config.get("StatusCode", 0)),
+            headers={
+                name: unquoted(value)
+                for name, value in ((config.get("ResponseParameters") or {}).get("Headers") or {}).items()
+            },
+            templates={name: str(body) for name, body in (config.get("ResponseTemplates") or {}).items()},
+        )
+        for response_type, config in responses.items()
+    }
 
 
 def _queue(resolver: _Resolver, logical_id: str, properties: dict[str, Any]) -> Queue:
@@ -531,6 +591,7 @@ def _function(
     root: Path,
     layers: dict[str, Layer],
     queues: dict[str, Queue],
+    default_authorizer: str | None = None,
 ) -> Function:
     variables = (properties.get("Environment") or {}).get("Variables") or {}
     function = Function(
@@ -552,7 +613,14 @@ def _function(
     for event_name, event in (properties.get("Events") or {}).items():
         event_properties = event.get("Properties") or {}
         if event["Type"] == "Api":
-            function.api_events.append(ApiEvent(event_properties["Path"], event_properties["Method"].upper()))
+            authorizer = (event_properties.get("Auth") or {}).get("Authorizer", default_authorizer)
+            function.api_events.append(
+                ApiEvent(
+                    event_properties["Path"],
+                    event_properties["Method"].upper(),
+                    None if authorizer in (None, "NONE") else str(authorizer),
+                )
+            )
         elif event["Type"] == "S3":
             rules = ((event_properties.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
             by_name = {rule["Name"].lower(): rule["Value"] for rule in rules}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from infra.local.auth import local_auth_parameters
 from infra.local.template import REGION, Function, StackTemplate, load_template
 
 RUNTIME_SCRIPT = Path(__file__).with_name("lambda_runtime.py")
@@ -50,9 +51,12 @@ def _env_file_sections(settings: HostSettings) -> dict[str, dict[str, Any]]:
 
 
 def load_stack(settings: HostSettings) -> StackTemplate:
-    """The template as the host runs it: env.json "Parameters", DATABASE_URL and PUSHGATEWAY_URL override
-    parameters."""
-    overrides: dict[str, Any] = dict(_env_file_sections(settings).get("Parameters", {}))
+    """The template as the host runs it: the local token settings (infra/local/auth.py), env.json "Parameters",
+    DATABASE_URL and PUSHGATEWAY_URL override parameters."""
+    overrides: dict[str, Any] = {
+        **local_auth_parameters(settings.state_dir),
+        **_env_file_sections(settings).get("Parameters", {}),
+    }
     if settings.database_url:
         overrides["DatabaseUrl"] = settings.database_url
     if pushgateway_url := os.environ.get("PUSHGATEWAY_URL"):

@@ -62,8 +62,9 @@ class Api:
     """The API under /v1. Every call goes through `call`, which adds the caller's credentials."""
 
     def __init__(self, stack: RunningStack, headers: dict[str, str] | None = None) -> None:
+        """By default a caller with the three working scopes (not admin); `headers` replace its credentials."""
         self.base = stack.api_url.rstrip("/") + "/v1"
-        self.headers = dict(headers or {})
+        self.headers = {"Authorization": f"Bearer {stack.token()}"} if headers is None else dict(headers)
 
     def call(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
         """`path` is relative to /v1, e.g. "/imports?limit=5"."""

@@ -125,6 +125,7 @@ def test_an_export_whose_worker_fails_ends_failed_with_the_reason(api: Api, loca
             "request_json": {"S": '{"resource": "users", "format": "ndjson", "fields": ["password"]}'},
             "status": {"S": "queued"},
             "created_at": {"S": "2026-01-01T00:00:00.000000Z"},
+            "owner": {"S": "e2e-user"},  # the client's caller: only the owner (or an admin) may read a job
         },
     )
     machine = local_stack.client("stepfunctions").list_state_machines()["stateMachines"][0]["stateMachineArn"]

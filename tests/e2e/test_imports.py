@@ -128,6 +128,8 @@ def test_remote_url_import(api: Api, file_server: tuple[str, Path]) -> None:
 
 
 def test_s3_drop_imports_itself_and_shows_in_the_list(api: Api, local_stack: RunningStack) -> None:
+    # A dropped file has no caller behind it: its job is the admins' (an ordinary caller does not see it).
+    admin = Api(local_stack, {"Authorization": f"Bearer {local_stack.token(['admin'], 'ops')}"})
     bucket = local_stack.buckets["ImportBucket"]
     key = f"drop/users/batch {uuid.uuid4().hex[:6]}.csv.gz"
     body = io.BytesIO()
@@ -137,12 +139,14 @@ def test_s3_drop_imports_itself_and_shows_in_the_list(api: Api, local_stack: Run
     deadline = time.monotonic() + 60
     dropped: list[dict[str, Any]] = []
     while not dropped and time.monotonic() < deadline:
-        listing = api.call("GET", "/imports?limit=50").json()
+        listing = admin.call("GET", "/imports?limit=50").json()
         dropped = [job for job in listing["jobs"] if job["source"]["filename"] == key.rsplit("/", 1)[-1]]
         time.sleep(0.3)
     assert len(dropped) == 1, "the drop should create exactly one job"
-    job = api.wait(dropped[0]["job_id"])
+    job = admin.wait(dropped[0]["job_id"])
     assert (job["source"]["kind"], job["format"], job["counters"]["total"]) == ("drop", "csv", 150)
+    assert api.call("GET", f"/imports/{job['job_id']}").status == 404
+    assert job["job_id"] not in {listed["job_id"] for listed in api.call("GET", "/imports?limit=50").json()["jobs"]}
 
 
 def test_idempotency_key_replays_and_guards(api: Api) -> None:

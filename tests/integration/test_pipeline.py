@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra.local.stack import REPOSITORY_ROOT
 from infra.local.template import load_template
 from infra.tools import datagen
+from tests.fakes import CALLER, OWNER
 
 BUCKET = "pipeline-imports"
 TABLE = "pipeline-jobs"
@@ -126,7 +127,7 @@ class Pipeline:
 
     def upload_and_chunk(self, resource: Resource, fmt: Format, data: bytes) -> tuple[str, list[dict[str, Any]]]:
         service = self.service()
-        created = service.submit(NewImport(resource=resource, format=fmt), idempotency_key=None)
+        created = service.submit(NewImport(resource=resource, format=fmt), idempotency_key=None, owner=OWNER)
         job_id = created.body["job_id"]
         service.objects.put_bytes(source_key(job_id), data)
         service.run_chunker(job_id)
@@ -240,7 +241,7 @@ def test_a_redelivered_chunk_counts_once(pipeline: Pipeline) -> None:
     service = pipeline.service()
     service.process_chunk(messages[0])
     service.process_chunk(messages[0])  # at-least-once delivery: the same message again
-    in_progress = service.view(job_id)
+    in_progress = service.view(job_id, CALLER)
     assert in_progress["status"] == "processing"
     assert in_progress["counters"]["processed"] == CHUNK_RECORDS
     assert in_progress["progress"]["chunks_done"] == 1
@@ -272,7 +273,7 @@ def _import_and_report(pipeline: Pipeline, fmt: Format, data: bytes) -> tuple[Im
     service = pipeline.service()
     job = service.jobs.get(job_id)
     assert job is not None
-    report = service.error_report(job_id, "ndjson")
+    report = service.error_report(job_id, "ndjson", CALLER)
     assert report.body is not None
     return job, [orjson.loads(line) for line in report.body.splitlines()]
 
@@ -297,7 +298,7 @@ def test_error_report_names_source_lines(pipeline: Pipeline) -> None:
     duplicate = by_code["duplicate_in_file"]
     assert duplicate["line"] == 6 and duplicate["field"] == "email"
     assert "line 2" in duplicate["message"]
-    csv_report = pipeline.service().error_report(job.job_id, "csv")
+    csv_report = pipeline.service().error_report(job.job_id, "csv", CALLER)
     assert csv_report.body is not None
     assert csv_report.body.decode().splitlines()[0] == "line,index,code,field,message,value,record"
 
@@ -345,7 +346,7 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_job(pipeline: Pip
             file=io.BytesIO(data),
             file_sha256="same-file",
         )
-        results.append(pipeline.service().submit(request, idempotency_key="concurrent-key"))
+        results.append(pipeline.service().submit(request, idempotency_key="concurrent-key", owner=OWNER))
 
     threads = [threading.Thread(target=submit) for _ in range(5)]
     for thread in threads:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from bulkio.domain.auth import ROUTE_SCOPES
 from bulkio.domain.jobs import Counters
 from bulkio.services import bootstrap
 from bulkio.services.imports import INLINE_REPORT_BYTES, report_key, source_key
@@ -22,6 +24,7 @@ BOUNDARY = "api-test-boundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 CSV = b"email,name\nann@example.com,Ann\n"
 MAX_UPLOAD_BYTES = 4096
+CALLER = {"principalId": "ann", "subject": "ann", "scopes": "imports:read imports:write exports:read"}
 
 
 def load_api_app() -> ModuleType:
@@ -54,6 +57,15 @@ def world(api: ModuleType, monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
     return world
 
 
+def route_of(method: str, path: str) -> str:
+    """The route template API Gateway would put in `resource` for this path (the path itself if none)."""
+    for known_method, route in ROUTE_SCOPES:
+        pattern = re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(route))
+        if known_method == method and re.fullmatch(pattern, path):
+            return route
+    return path
+
+
 def event(
     method: str,
     path: str,
@@ -62,10 +74,13 @@ def event(
     headers: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
     resource: str | None = None,
+    caller: dict[str, str] | None = CALLER,
 ) -> dict[str, Any]:
+    """`caller`: the requestContext.authorizer API Gateway's authorizer hands over; None when it did not run."""
     headers = headers or {}
+    resource = resource or route_of(method, path)
     return {
-        "resource": resource or path,
+        "resource": resource,
         "path": path,
         "httpMethod": method,
         "headers": headers,
@@ -75,12 +90,13 @@ def event(
         "pathParameters": None,
         "stageVariables": None,
         "requestContext": {
-            "resourcePath": resource or path,
+            "resourcePath": resource,
             "httpMethod": method,
             "path": f"/v1{path}",
             "stage": "v1",
             "requestId": "request-1",
             "identity": {"sourceIp": "203.0.113.7"},
+            **({"authorizer": caller} if caller is not None else {}),
         },
         "body": base64.b64encode(body).decode() if body is not None else None,
         "isBase64Encoded": body is not None,
@@ -278,7 +294,10 @@ def test_an_unknown_job_is_not_found(api: ModuleType, world: FakeWorld) -> None:
 
 
 def test_an_unknown_route_is_a_not_found_problem(api: ModuleType, world: FakeWorld) -> None:
-    assert_problem(get(api, "/v2/everything"), 404, "route_not_found")
+    # API Gateway never routes an unknown path to the function; if something did, only an admin gets this far.
+    admin = {**CALLER, "scopes": "admin"}
+    assert_problem(call(api, event("GET", "/v2/everything", caller=admin)), 404, "route_not_found")
+    assert_problem(get(api, "/v2/everything"), 403, "insufficient_scope")
 
 
 # ================================================================================ GET /v1/imports/{id}/errors

@@ -14,7 +14,7 @@ from bulkio.domain.jobs import JobFailure, utc_now
 from bulkio.problems import Problem
 from bulkio.services.exports import ExportService
 
-from tests.fakes import FakeJobRepository, FakeObjectStore, make_settings
+from tests.fakes import CALLER, OWNER, FakeJobRepository, FakeObjectStore, make_settings
 
 
 class FakeExportJobs:
@@ -106,13 +106,13 @@ def world() -> World:
 
 
 def test_submitting_creates_a_queued_job_and_starts_the_state_machine(world: World) -> None:
-    result = world.service.submit({"resource": "users", "format": "csv", "filters": {"role": "admin"}}, None)
+    result = world.service.submit({"resource": "users", "format": "csv", "filters": {"role": "admin"}}, None, OWNER)
 
     assert result.status == 202
     job_id = result.body["job_id"]
     assert result.body == {"job_id": job_id, "status": "queued", "links": {"self": f"/v1/exports/{job_id}"}}
     assert world.started == [job_id]
-    view = world.service.view(job_id)
+    view = world.service.view(job_id, CALLER)
     assert (view["status"], view["resource"], view["format"], view["filters"]) == (
         "queued",
         "users",
@@ -124,18 +124,18 @@ def test_submitting_creates_a_queued_job_and_starts_the_state_machine(world: Wor
 
 def test_the_same_idempotency_key_makes_one_export(world: World) -> None:
     body = {"resource": "articles", "format": "ndjson"}
-    first = world.service.submit(body, "key-1")
-    again = world.service.submit(body, "key-1")
+    first = world.service.submit(body, "key-1", OWNER)
+    again = world.service.submit(body, "key-1", OWNER)
     assert again.body == first.body and again.headers["Idempotent-Replayed"] == "true"
     assert len(world.started) == 1
     with pytest.raises(Problem) as raised:
-        world.service.submit({"resource": "users", "format": "ndjson"}, "key-1")
+        world.service.submit({"resource": "users", "format": "ndjson"}, "key-1", OWNER)
     assert raised.value.code == "idempotency_key_reused"
 
 
 def test_a_bad_request_is_a_problem_naming_what_is_allowed(world: World) -> None:
     with pytest.raises(Problem) as raised:
-        world.service.submit({"resource": "users", "filters": {"colour": "red"}}, None)
+        world.service.submit({"resource": "users", "filters": {"colour": "red"}}, None, OWNER)
     assert (raised.value.status, raised.value.code) == (400, "unknown_filter")
     assert "role" in raised.value.extra["allowed"]
     assert world.started == []
@@ -144,7 +144,7 @@ def test_a_bad_request_is_a_problem_naming_what_is_allowed(world: World) -> None
 @pytest.mark.parametrize("compression", [None, "gzip"])
 def test_the_worker_writes_the_file_and_completes_the_job(world: World, compression: str | None) -> None:
     body: dict[str, Any] = {"resource": "users", "format": "ndjson", "fields": ["id"], "compression": compression}
-    job_id = world.service.submit(body, None).body["job_id"]
+    job_id = world.service.submit(body, None, OWNER).body["job_id"]
 
     result = world.service.run(job_id)
 
@@ -153,7 +153,7 @@ def test_the_worker_writes_the_file_and_completes_the_job(world: World, compress
     content = gzip.decompress(stored) if compression else stored
     assert content == b'{"id":"a"}\n{"id":"b"}\n'
     assert result == {"job_id": job_id, "rows": 2, "bytes": len(stored)}
-    view = world.service.view(job_id)
+    view = world.service.view(job_id, CALLER)
     assert (view["status"], view["counters"], view["bytes"]) == ("completed", {"rows": 2}, len(stored))
     assert view["download_url"] and view["expires_at"]
     (query, fmt), *_ = world.store.queries
@@ -161,18 +161,18 @@ def test_the_worker_writes_the_file_and_completes_the_job(world: World, compress
 
 
 def test_a_finished_export_does_not_run_again(world: World) -> None:
-    job_id = world.service.submit({"resource": "users"}, None).body["job_id"]
+    job_id = world.service.submit({"resource": "users"}, None, OWNER).body["job_id"]
     world.service.run(job_id)
     with pytest.raises(RuntimeError):
         world.service.run(job_id)
 
 
 def test_the_catch_branch_records_why_the_export_failed(world: World) -> None:
-    job_id = world.service.submit({"resource": "users"}, None).body["job_id"]
+    job_id = world.service.submit({"resource": "users"}, None, OWNER).body["job_id"]
 
     world.service.mark_failed(job_id, {"Error": "ValueError", "Cause": '{"errorMessage": "disk full"}'})
 
-    view = world.service.view(job_id)
+    view = world.service.view(job_id, CALLER)
     assert view["status"] == "failed"
     assert view["failure"]["code"] == "export_failed"
     assert "disk full" in view["failure"]["message"]

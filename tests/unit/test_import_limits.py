@@ -10,7 +10,7 @@ from bulkio.domain.jobs import JobStatus
 from bulkio.domain.resources import Format, Resource
 from bulkio.services.imports import NewImport, source_key
 
-from tests.fakes import FakeWorld, build_world, make_settings
+from tests.fakes import OWNER, FakeWorld, build_world, make_settings
 
 BUCKET = "import-bucket"
 
@@ -23,7 +23,7 @@ def ndjson_users(count: int) -> bytes:
 
 def upload_and_chunk(world: FakeWorld, content: bytes, filename: str = "users.ndjson") -> str:
     request = NewImport(Resource.USERS, Format.NDJSON, filename=filename, file=io.BytesIO(content), file_sha256="ab")
-    job_id = world.service.submit(request, None).body["job_id"]
+    job_id = world.service.submit(request, None, OWNER).body["job_id"]
     world.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
     return job_id
 

@@ -16,12 +16,15 @@ from bulkio.domain.jobs import ImportJob, JobStatus, SourceKind
 from bulkio.domain.resources import Format, Resource
 from bulkio.problems import Problem
 from bulkio.services import idempotency
+from bulkio.services.idempotency import idempotency_scope
 from bulkio.services.imports import IDEMPOTENCY_SCOPE, NewImport, report_key, source_key
 
-from tests.fakes import FakeWorld, build_world, make_settings
+from tests.fakes import CALLER, OWNER, FakeWorld, build_world, make_settings
 
 BUCKET = "import-bucket"
 SOURCE_URL = "https://example.com/users.ndjson"
+
+CALLER_KEYS = idempotency_scope(IDEMPOTENCY_SCOPE, OWNER)  # where the caller's Idempotency-Keys live
 
 
 def user(number: int) -> dict[str, Any]:
@@ -54,7 +57,7 @@ def upload_and_chunk(
     world: FakeWorld, content: bytes, filename: str = "users.ndjson", fmt: Format | None = Format.NDJSON
 ) -> str:
     """A multipart import whose upload event has reached the chunker."""
-    job_id = world.service.submit(multipart_request(content, filename, fmt), None).body["job_id"]
+    job_id = world.service.submit(multipart_request(content, filename, fmt), None, OWNER).body["job_id"]
     world.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
     return job_id
 
@@ -80,7 +83,7 @@ def small_chunks() -> FakeWorld:
 def test_multipart_submit_creates_a_queued_job_and_uploads_the_file(world: FakeWorld) -> None:
     content = ndjson([user(1), user(2)])
 
-    result = world.service.submit(multipart_request(content), None)
+    result = world.service.submit(multipart_request(content), None, OWNER)
 
     job_id = result.body["job_id"]
     assert result.status == 202
@@ -102,7 +105,7 @@ def test_multipart_submit_creates_a_queued_job_and_uploads_the_file(world: FakeW
 
 
 def test_url_submit_creates_a_queued_job_and_launches_the_chunker(world: FakeWorld) -> None:
-    result = world.service.submit(url_request(), None)
+    result = world.service.submit(url_request(), None, OWNER)
 
     job_id = result.body["job_id"]
     assert result.status == 202
@@ -115,7 +118,7 @@ def test_url_submit_creates_a_queued_job_and_launches_the_chunker(world: FakeWor
 
 
 def test_presigned_submit_awaits_the_upload_and_returns_where_to_put_it(world: FakeWorld) -> None:
-    result = world.service.submit(presigned_request(), None)
+    result = world.service.submit(presigned_request(), None, OWNER)
 
     job_id = result.body["job_id"]
     assert result.status == 202
@@ -132,8 +135,8 @@ def test_presigned_submit_awaits_the_upload_and_returns_where_to_put_it(world: F
 
 
 def test_each_submit_without_key_creates_its_own_job(world: FakeWorld) -> None:
-    first = world.service.submit(url_request(), None)
-    second = world.service.submit(url_request(), None)
+    first = world.service.submit(url_request(), None, OWNER)
+    second = world.service.submit(url_request(), None, OWNER)
 
     assert first.body["job_id"] != second.body["job_id"]
     assert len(world.jobs.all_jobs()) == 2
@@ -143,9 +146,9 @@ def test_each_submit_without_key_creates_its_own_job(world: FakeWorld) -> None:
 
 
 def test_the_same_request_with_the_same_key_is_replayed(world: FakeWorld) -> None:
-    first = world.service.submit(presigned_request(), "key-1")
+    first = world.service.submit(presigned_request(), "key-1", OWNER)
 
-    replay = world.service.submit(presigned_request(), "key-1")
+    replay = world.service.submit(presigned_request(), "key-1", OWNER)
 
     assert replay.status == first.status == 202
     assert replay.body == first.body
@@ -155,25 +158,25 @@ def test_the_same_request_with_the_same_key_is_replayed(world: FakeWorld) -> Non
 
 
 def test_a_replay_keeps_the_location_header(world: FakeWorld) -> None:
-    first = world.service.submit(presigned_request(), "key-1")
+    first = world.service.submit(presigned_request(), "key-1", OWNER)
 
-    replay = world.service.submit(presigned_request(), "key-1")
+    replay = world.service.submit(presigned_request(), "key-1", OWNER)
 
     assert replay.headers.get("Location") == first.headers["Location"]
 
 
 def test_a_replayed_url_import_launches_the_chunker_once(world: FakeWorld) -> None:
-    world.service.submit(url_request(), "key-1")
-    world.service.submit(url_request(), "key-1")
+    world.service.submit(url_request(), "key-1", OWNER)
+    world.service.submit(url_request(), "key-1", OWNER)
 
     assert len(world.launches.job_ids) == 1
 
 
 def test_a_different_request_with_a_used_key_is_refused(world: FakeWorld) -> None:
-    world.service.submit(url_request(), "key-1")
+    world.service.submit(url_request(), "key-1", OWNER)
 
     with pytest.raises(Problem) as raised:
-        world.service.submit(url_request("https://example.com/other.ndjson"), "key-1")
+        world.service.submit(url_request("https://example.com/other.ndjson"), "key-1", OWNER)
 
     assert (raised.value.status, raised.value.code) == (422, "idempotency_key_reused")
     assert len(world.jobs.all_jobs()) == 1
@@ -183,11 +186,11 @@ def test_a_failed_request_releases_its_key_so_a_retry_can_succeed(world: FakeWor
     world.launches.error = RuntimeError("lambda invoke throttled")
 
     with pytest.raises(RuntimeError):
-        world.service.submit(url_request(), "key-1")
+        world.service.submit(url_request(), "key-1", OWNER)
 
-    assert world.jobs.stored_request(IDEMPOTENCY_SCOPE, "key-1") is None
+    assert world.jobs.stored_request(CALLER_KEYS, "key-1") is None
     world.launches.error = None
-    retry = world.service.submit(url_request(), "key-1")
+    retry = world.service.submit(url_request(), "key-1", OWNER)
     assert retry.status == 202
     assert "Idempotent-Replayed" not in retry.headers
     assert world.launches.job_ids == [retry.body["job_id"]]
@@ -196,15 +199,15 @@ def test_a_failed_request_releases_its_key_so_a_retry_can_succeed(world: FakeWor
 def test_a_request_abandoned_before_answering_is_taken_over_under_its_job_id(world: FakeWorld) -> None:
     request = url_request()
     now = int(time.time())
-    world.jobs.idempotency_records[(IDEMPOTENCY_SCOPE, "key-1")] = StoredRequest(
+    world.jobs.idempotency_records[(CALLER_KEYS, "key-1")] = StoredRequest(
         fingerprint(request.identity()), "job-abandoned", expires_at=now + 3600, locked_until=now - 1
     )
 
-    result = world.service.submit(request, "key-1")
+    result = world.service.submit(request, "key-1", OWNER)
 
     assert result.body["job_id"] == "job-abandoned"
     assert world.launches.job_ids == ["job-abandoned"]
-    stored = world.jobs.stored_request(IDEMPOTENCY_SCOPE, "key-1")
+    stored = world.jobs.stored_request(CALLER_KEYS, "key-1")
     assert stored is not None
     assert stored.response_status == 202
 
@@ -230,7 +233,7 @@ def test_a_request_still_running_elsewhere_ends_in_conflict(monkeypatch: pytest.
     monkeypatch.setattr(idempotency, "time", fake_time)
     world = build_world(clock=fake_time.time)
     request = url_request()
-    world.jobs.idempotency_records[(IDEMPOTENCY_SCOPE, "key-1")] = StoredRequest(
+    world.jobs.idempotency_records[(CALLER_KEYS, "key-1")] = StoredRequest(
         fingerprint(request.identity()),
         "job-running",
         expires_at=int(fake_time.now) + 3600,
@@ -238,7 +241,7 @@ def test_a_request_still_running_elsewhere_ends_in_conflict(monkeypatch: pytest.
     )
 
     with pytest.raises(Problem) as raised:
-        world.service.submit(request, "key-1")
+        world.service.submit(request, "key-1", OWNER)
 
     assert (raised.value.status, raised.value.code) == (409, "idempotency_request_in_progress")
     assert world.launches.job_ids == []
@@ -247,10 +250,10 @@ def test_a_request_still_running_elsewhere_ends_in_conflict(monkeypatch: pytest.
 def test_an_expired_key_can_be_used_for_a_new_request() -> None:
     fake_time = FakeTime()
     world = build_world(settings=make_settings(idempotency_ttl_seconds=60), clock=fake_time.time)
-    first = world.service.submit(url_request(), "key-1")
+    first = world.service.submit(url_request(), "key-1", OWNER)
 
     fake_time.sleep(61)
-    second = world.service.submit(url_request("https://example.com/other.ndjson"), "key-1")
+    second = world.service.submit(url_request("https://example.com/other.ndjson"), "key-1", OWNER)
 
     assert second.body["job_id"] != first.body["job_id"]
     assert "Idempotent-Replayed" not in second.headers
@@ -331,7 +334,7 @@ def test_a_file_failing_midway_fails_the_job_and_its_sent_chunks_are_skipped(sma
 def test_a_url_import_reads_the_url() -> None:
     sources: dict[str, bytes] = {SOURCE_URL: ndjson([user(n) for n in range(1, 4)])}
     world = build_world(make_settings(chunk_records=2), open_source_url=lambda url: io.BytesIO(sources[url]))
-    job_id = world.service.submit(url_request(), None).body["job_id"]
+    job_id = world.service.submit(url_request(), None, OWNER).body["job_id"]
 
     world.service.run_chunker(job_id)
 
@@ -344,7 +347,7 @@ def test_an_unreachable_url_fails_the_job_with_the_reason() -> None:
         raise SourceUnavailable("source_http_error", f"GET {url} answered HTTP 404")
 
     world = build_world(open_source_url=unreachable)
-    job_id = world.service.submit(url_request(), None).body["job_id"]
+    job_id = world.service.submit(url_request(), None, OWNER).body["job_id"]
 
     world.service.run_chunker(job_id)
 
@@ -355,7 +358,7 @@ def test_an_unreachable_url_fails_the_job_with_the_reason() -> None:
 
 
 def test_a_vanished_upload_fails_the_job(world: FakeWorld) -> None:
-    job_id = world.service.submit(presigned_request(), None).body["job_id"]
+    job_id = world.service.submit(presigned_request(), None, OWNER).body["job_id"]
 
     world.service.run_chunker(job_id)
 
@@ -391,7 +394,7 @@ def test_a_redelivered_chunk_is_counted_once(small_chunks: FakeWorld) -> None:
     small_chunks.service.process_chunk(first_message)
     small_chunks.service.process_chunk(first_message)
 
-    view = small_chunks.service.view(job_id)
+    view = small_chunks.service.view(job_id, CALLER)
     assert view["status"] == "processing"
     assert (view["progress"]["chunks_done"], view["counters"]["processed"]) == (1, 2)
 
@@ -565,7 +568,7 @@ def test_a_drop_folder_marker_is_not_an_import(world: FakeWorld) -> None:
 
 
 def test_a_chunker_retry_after_a_crash_chunks_the_file(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
-    job_id = world.service.submit(multipart_request(ndjson([user(1)])), None).body["job_id"]
+    job_id = world.service.submit(multipart_request(ndjson([user(1)])), None, OWNER).body["job_id"]
     real_put_bytes = world.objects.put_bytes
 
     def unavailable(*_: object) -> None:
@@ -585,10 +588,10 @@ def test_a_chunker_retry_after_a_crash_chunks_the_file(world: FakeWorld, monkeyp
 
 
 def test_a_cancelled_job_stages_and_merges_nothing(world: FakeWorld) -> None:
-    job_id = world.service.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None).body["job_id"]
+    job_id = world.service.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None, OWNER).body["job_id"]
     world.objects.put_bytes(source_key(job_id), b'{"email": "a@example.com", "name": "A"}\n')
 
-    view = world.service.cancel(job_id)
+    view = world.service.cancel(job_id, CALLER)
 
     assert view["status"] == "cancelled"
     world.service.run_chunker(job_id)  # the upload's event arrives after the cancel
@@ -598,10 +601,10 @@ def test_a_cancelled_job_stages_and_merges_nothing(world: FakeWorld) -> None:
 
 
 def test_cancelling_an_ended_job_is_a_conflict(world: FakeWorld) -> None:
-    job_id = world.service.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None).body["job_id"]
-    world.service.cancel(job_id)
+    job_id = world.service.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None, OWNER).body["job_id"]
+    world.service.cancel(job_id, CALLER)
     with pytest.raises(Problem) as raised:
-        world.service.cancel(job_id)
+        world.service.cancel(job_id, CALLER)
     assert (raised.value.status, raised.value.code) == (409, "job_already_ended")
 
 
@@ -609,9 +612,9 @@ def test_cancelling_an_ended_job_is_a_conflict(world: FakeWorld) -> None:
 
 
 def test_a_chunker_invocation_that_ran_out_of_retries_fails_its_jobs(world: FakeWorld) -> None:
-    upload_job = world.service.submit(NewImport(resource=Resource.USERS, format=Format.CSV), None).body["job_id"]
+    upload_job = world.service.submit(NewImport(resource=Resource.USERS, format=Format.CSV), None, OWNER).body["job_id"]
     url_job = world.service.submit(
-        NewImport(resource=Resource.USERS, format=Format.CSV, url="https://example.com/u.csv"), None
+        NewImport(resource=Resource.USERS, format=Format.CSV, url="https://example.com/u.csv"), None, OWNER
     ).body["job_id"]
     s3_event = {
         "Records": [

@@ -54,3 +54,29 @@ def payload_too_large(detail: str, **extra: Any) -> Problem:
 
 def unsupported_media_type(detail: str) -> Problem:
     return Problem(415, "unsupported_media_type", "Unsupported media type", detail)
+
+
+def unauthorized(detail: str, reason: str | None = None) -> Problem:
+    """401 with the RFC 6750 challenge; `reason` (missing_token, expired_token, ...) when it is known."""
+    challenge = 'Bearer realm="bulkio"'
+    if reason and reason != "missing_token":
+        challenge += ', error="invalid_token"'
+    return Problem(
+        401,
+        "unauthorized",
+        "Unauthorized",
+        detail,
+        {"reason": reason} if reason else {},
+        {"WWW-Authenticate": challenge},
+    )
+
+
+def insufficient_scope(scope: str, detail: str) -> Problem:
+    return Problem(
+        403,
+        "insufficient_scope",
+        "Forbidden",
+        detail,
+        {"required_scope": scope},
+        {"WWW-Authenticate": f'Bearer realm="bulkio", error="insufficient_scope", scope="{scope}"'},
+    )

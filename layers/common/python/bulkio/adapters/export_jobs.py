@@ -36,6 +36,7 @@ def _to_item(job: ExportJob) -> dict[str, Any]:
         "created_at": iso(job.created_at),
         "rows": 0,
         "bytes": 0,
+        **({"owner": job.owner} if job.owner else {}),
     }
 
 
@@ -58,6 +59,7 @@ def _from_item(item: dict[str, Any]) -> ExportJob:
         object_key=item.get("object_key"),
         failure=JobFailure(failure["code"], failure["message"]) if failure else None,
         request=request,
+        owner=item.get("owner"),
     )
 
 

@@ -33,6 +33,7 @@ from bulkio.domain.resources import Format, Resource
 
 CHUNKER_LEASE_SECONDS = 16 * 60  # longer than the chunker's 15-minute Lambda limit
 JOBS_BY_CREATION_INDEX = "by_kind_created"
+JOBS_BY_OWNER_INDEX = "by_owner_created"  # sparse: only jobs with an owner (not S3 drops)
 
 
 COMPLETED_VALUES = frozenset({JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value})
@@ -53,6 +54,14 @@ def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, Decimal | int) else None
 
 
+class InvalidCursor(ValueError):
+    """A listing cursor this repository did not hand out for this listing."""
+
+
+def owner_kind(owner: str, kind: str) -> str:
+    return f"{owner}#{kind}"
+
+
 def job_to_item(job: ImportJob) -> dict[str, Any]:
     source = {k: v for k, v in vars_of(job.source).items() if v is not None}
     item: dict[str, Any] = {
@@ -69,6 +78,9 @@ def job_to_item(job: ImportJob) -> dict[str, Any]:
     }
     if job.format:
         item["format"] = job.format.value
+    if job.owner:
+        item["owner"] = job.owner
+        item["owner_kind"] = owner_kind(job.owner, "import")
     return item
 
 
@@ -113,6 +125,7 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         ),
         errors_by_code={k: int(v) for k, v in item.get("errors_by_code", {}).items()},
         failure=JobFailure(failure["code"], failure["message"]) if failure else None,
+        owner=item.get("owner"),
     )
 
 
@@ -152,17 +165,32 @@ class DynamoJobRepository:
         item = self._table.get_item(Key={"pk": f"drop#{bucket}#{key}#{etag}"}, ConsistentRead=True).get("Item")
         return str(item["job_id"]) if item else None
 
-    def list_jobs(self, limit: int, cursor: dict[str, Any] | None) -> tuple[list[ImportJob], dict[str, Any] | None]:
-        """Newest first, one page; the returned cursor (DynamoDB's LastEvaluatedKey) fetches the next one."""
+    def list_jobs(
+        self, limit: int, cursor: dict[str, Any] | None, owner: str | None = None
+    ) -> tuple[list[ImportJob], dict[str, Any] | None]:
+        """Newest first, one page: `owner`'s jobs, or everyone's when None. The returned cursor (DynamoDB's
+        LastEvaluatedKey) fetches the next page of the same listing, and only of that one."""
+        index, key_name, key_value = (
+            (JOBS_BY_CREATION_INDEX, "kind", "import")
+            if owner is None
+            else (JOBS_BY_OWNER_INDEX, "owner_kind", owner_kind(owner, "import"))
+        )
         query: dict[str, Any] = {
-            "IndexName": JOBS_BY_CREATION_INDEX,
-            "KeyConditionExpression": Key("kind").eq("import"),
+            "IndexName": index,
+            "KeyConditionExpression": Key(key_name).eq(key_value),
             "ScanIndexForward": False,
             "Limit": limit,
         }
         if cursor:
+            if not isinstance(cursor, dict) or cursor.get(key_name) != key_value:
+                raise InvalidCursor("the cursor belongs to another listing")
             query["ExclusiveStartKey"] = cursor
-        page = self._table.query(**query)
+        try:
+            page = self._table.query(**query)
+        except ClientError as error:
+            if cursor and error.response.get("Error", {}).get("Code") == "ValidationException":
+                raise InvalidCursor("DynamoDB refused the cursor as a start key") from error
+            raise
         return [job_from_item(item) for item in page.get("Items", [])], page.get("LastEvaluatedKey")
 
     def create_for_drop(self, job: ImportJob) -> str:

@@ -34,6 +34,7 @@ class ExportJob:
     object_key: str | None = None
     failure: JobFailure | None = None
     request: dict[str, Any] = field(default_factory=dict)  # the accepted request, as the worker re-reads it
+    owner: str | None = None  # the subject of the token that asked for it
 
 
 def export_links(job_id: str) -> dict[str, str]:

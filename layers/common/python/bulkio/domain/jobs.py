@@ -72,6 +72,7 @@ class ImportJob:
     counters: Counters = field(default_factory=Counters)
     errors_by_code: dict[str, int] = field(default_factory=dict)
     failure: JobFailure | None = None
+    owner: str | None = None  # the subject of the token that created it; None for S3 drops (admins' jobs)
 
     @property
     def is_final(self) -> bool:

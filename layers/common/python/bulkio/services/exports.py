@@ -15,6 +15,7 @@ from bulkio.adapters.export_store import ExportStore, ExportStream
 from bulkio.adapters.metrics import JobSummary, Metrics
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.config import Settings
+from bulkio.domain.auth import Principal
 from bulkio.domain.export_jobs import ExportJob, ExportStatus, export_links, export_object_key, export_view
 from bulkio.domain.exports import (
     CONTENT_TYPES,
@@ -25,7 +26,7 @@ from bulkio.domain.exports import (
 )
 from bulkio.domain.jobs import utc_now
 from bulkio.problems import Problem, bad_request, not_found
-from bulkio.services.idempotency import ApiResult, IdempotencyRecords, submit_once
+from bulkio.services.idempotency import ApiResult, IdempotencyRecords, idempotency_scope, submit_once
 
 logger = Logger(child=True)
 
@@ -92,7 +93,7 @@ class ExportService:
         self.metrics.push()
 
     # ================================================================ jobs: API side
-    def submit(self, body: Mapping[str, Any], idempotency_key: str | None) -> ApiResult:
+    def submit(self, body: Mapping[str, Any], idempotency_key: str | None, owner: str) -> ApiResult:
         try:
             query, fmt, compression = parse_export_request(body)
         except InvalidExportRequest as error:
@@ -107,15 +108,15 @@ class ExportService:
         }
         return submit_once(
             self.idempotency,
-            IDEMPOTENCY_SCOPE,
+            idempotency_scope(IDEMPOTENCY_SCOPE, owner),
             idempotency_key,
             request,
             self.settings.idempotency_ttl_seconds,
-            lambda job_id: self._create(job_id, request),
+            lambda job_id: self._create(job_id, request, owner),
             lambda job_id: export_links(job_id)["self"],
         )
 
-    def _create(self, job_id: str, request: dict[str, Any]) -> ApiResult:
+    def _create(self, job_id: str, request: dict[str, Any], owner: str) -> ApiResult:
         job = ExportJob(
             job_id=job_id,
             resource=request["resource"],
@@ -126,6 +127,7 @@ class ExportService:
             status=ExportStatus.QUEUED,
             created_at=utc_now(),
             request=request,
+            owner=owner,
         )
         self.jobs.create(job)
         try:
@@ -137,8 +139,10 @@ class ExportService:
         body = {"job_id": job_id, "status": job.status.value, "links": export_links(job_id)}
         return ApiResult(202, body, {"Location": export_links(job_id)["self"]})
 
-    def view(self, job_id: str) -> dict[str, Any]:
+    def view(self, job_id: str, caller: Principal) -> dict[str, Any]:
         job = self._job(job_id)
+        if not caller.may_read(job.owner):
+            raise self._not_found(job_id)  # as if it did not exist: its id tells nothing about it
         download = None
         if job.status is ExportStatus.COMPLETED and job.object_key:
             filename = job.object_key.rsplit("/", 1)[-1]
@@ -149,8 +153,12 @@ class ExportService:
     def _job(self, job_id: str) -> ExportJob:
         job = self.jobs.get(job_id)
         if job is None:
-            raise not_found("job_not_found", f"no export job {job_id}: check the id returned by POST /v1/exports")
+            raise self._not_found(job_id)
         return job
+
+    @staticmethod
+    def _not_found(job_id: str) -> Problem:
+        return not_found("job_not_found", f"no export job {job_id}: check the id returned by POST /v1/exports")
 
     # ================================================================ jobs: Step Functions tasks
     def run(self, job_id: str) -> dict[str, Any]:

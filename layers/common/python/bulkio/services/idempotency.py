@@ -32,6 +32,11 @@ class IdempotencyRecords(Protocol):
     def release_idempotency_key(self, scope: str, key: str) -> None: ...
 
 
+def idempotency_scope(kind: str, owner: str) -> str:
+    """Keys are per caller: two callers choosing the same key never see each other's jobs."""
+    return f"{kind}#{owner}"
+
+
 def submit_once(
     records: IdempotencyRecords,
     scope: str,

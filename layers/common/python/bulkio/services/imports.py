@@ -16,12 +16,13 @@ import orjson
 from aws_lambda_powertools import Logger
 
 from bulkio.adapters.http_source import SourceUnavailable, open_url
-from bulkio.adapters.jobs_repo import DynamoJobRepository
+from bulkio.adapters.jobs_repo import DynamoJobRepository, InvalidCursor
 from bulkio.adapters.metrics import JobSummary, Metrics
 from bulkio.adapters.postgres import FailedRecord, ImportStore, StagedRecord
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.sqs import ChunkQueue
 from bulkio.config import Settings
+from bulkio.domain.auth import Principal
 from bulkio.domain.chunks import chunk_key, decode_chunk, encode_chunk
 from bulkio.domain.jobs import (
     STARTABLE_STATUSES,
@@ -41,7 +42,7 @@ from bulkio.domain.parsing import SourceRecord, UnreadableFile, detect_format, i
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.resources import Format, Resource, parse_resource
 from bulkio.problems import Problem, bad_request, conflict, not_found
-from bulkio.services.idempotency import ApiResult, submit_once
+from bulkio.services.idempotency import ApiResult, idempotency_scope, submit_once
 
 logger = Logger(child=True)
 
@@ -137,18 +138,19 @@ class ImportService:
         )
 
     # ================================================================ API side
-    def submit(self, request: NewImport, idempotency_key: str | None) -> ApiResult:
+    def submit(self, request: NewImport, idempotency_key: str | None, owner: str) -> ApiResult:
+        """`owner` is the caller's subject: their Idempotency-Keys are theirs alone, and so is the job."""
         return submit_once(
             self.jobs,
-            IDEMPOTENCY_SCOPE,
+            idempotency_scope(IDEMPOTENCY_SCOPE, owner),
             idempotency_key,
             request.identity(),
             self.settings.idempotency_ttl_seconds,
-            lambda job_id: self._create(request, job_id),
+            lambda job_id: self._create(request, job_id, owner),
             lambda job_id: job_links(job_id)["self"],
         )
 
-    def _create(self, request: NewImport, job_id: str) -> ApiResult:
+    def _create(self, request: NewImport, job_id: str, owner: str) -> ApiResult:
         kind = request.kind
         job = ImportJob(
             job_id=job_id,
@@ -163,6 +165,7 @@ class ImportService:
                 filename=request.filename or _url_filename(request.url),
             ),
             created_at=utc_now(),
+            owner=owner,
         )
         self.jobs.create(job)
         try:
@@ -195,20 +198,21 @@ class ImportService:
             body["upload"] = {"url": upload.url, "method": upload.method, "expires_at": iso(upload.expires_at)}
         return body
 
-    def list_jobs(self, limit: int, cursor: str | None) -> dict[str, Any]:
+    def list_jobs(self, limit: int, cursor: str | None, caller: Principal) -> dict[str, Any]:
+        """The caller's jobs, newest first; an admin sees everyone's (and the S3 drops')."""
         try:
             start = orjson.loads(base64.urlsafe_b64decode(cursor)) if cursor else None
-        except (ValueError, orjson.JSONDecodeError) as error:
+            jobs, last = self.jobs.list_jobs(limit, start, owner=None if caller.is_admin else caller.subject)
+        except (ValueError, orjson.JSONDecodeError, InvalidCursor) as error:
             raise bad_request("invalid_cursor", "cursor is not one this API returned: pass `next` as given") from error
-        jobs, last = self.jobs.list_jobs(limit, start)
         now = utc_now()
         return {
             "jobs": [job_summary(self._with_progress(job), now) for job in jobs],
             "next": base64.urlsafe_b64encode(orjson.dumps(last)).decode() if last else None,
         }
 
-    def view(self, job_id: str) -> dict[str, Any]:
-        job = self._with_progress(self._job(job_id))
+    def view(self, job_id: str, caller: Principal) -> dict[str, Any]:
+        job = self._with_progress(self._job(job_id, caller))
         first_errors = self.store.first_errors(job_id, FIRST_ERRORS) if job.counters.failed else []
         return job_view(job, first_errors, utc_now())
 
@@ -222,21 +226,21 @@ class ImportService:
         job.counters.failed = progress.failed
         return job
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str, caller: Principal) -> dict[str, Any]:
         """Stops a job that has not ended: no more chunks are staged and nothing is merged."""
-        job = self._job(job_id)
+        job = self._job(job_id, caller)
         if not job.is_final and not self.store.fail_run(job_id):
             raise conflict(
                 "job_already_merged", f"job {job_id} has already written its records and is finishing: it cannot stop"
             )
         if not self.jobs.cancel(job_id):
-            ended = self._job(job_id).status.value
+            ended = self._job(job_id, caller).status.value
             raise conflict("job_already_ended", f"job {job_id} already ended ({ended}): there is nothing to cancel")
         logger.info("import job cancelled", extra={"job_id": job_id})
-        return self.view(job_id)
+        return self.view(job_id, caller)
 
-    def error_report(self, job_id: str, fmt: str) -> ErrorReport:
-        job = self._job(job_id)
+    def error_report(self, job_id: str, fmt: str, caller: Principal) -> ErrorReport:
+        job = self._job(job_id, caller)
         content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
         if not job.is_final:
             raise conflict(
@@ -253,9 +257,10 @@ class ImportService:
         filename = f"import-{job_id}-errors.{fmt}"
         return ErrorReport(content_type, redirect_url=self.objects.presign_get(key, REPORT_URL_TTL_SECONDS, filename))
 
-    def _job(self, job_id: str) -> ImportJob:
+    def _job(self, job_id: str, caller: Principal) -> ImportJob:
         job = self.jobs.get(job_id)
-        if job is None:
+        # Someone else's job is not found, rather than forbidden: its id tells nothing about it either.
+        if job is None or not caller.may_read(job.owner):
             raise not_found("job_not_found", f"no import job {job_id}: check the id returned by POST /v1/imports")
         return job
 

@@ -1,0 +1,33 @@
+"""The local stack's token settings: an HS256 secret kept in the state folder (created on first use, readable
+by its owner only), with a fixed issuer and audience. `make run` configures the stack with them and `make token`
+signs with them, so a token printed once works until `make reset`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+LOCAL_ISSUER = "bulkio-local"
+LOCAL_AUDIENCE = "bulkio"
+SECRET_FILE = "jwt-secret"
+
+
+def local_jwt_secret(state_dir: Path) -> str:
+    path = state_dir / SECRET_FILE
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two processes starting at once agree on the first secret written.
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(descriptor, "w") as secret_file:
+                secret_file.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def local_auth_parameters(state_dir: Path) -> dict[str, str]:
+    """Template parameter overrides for the embedded stack."""
+    return {"AuthJwtSecret": local_jwt_secret(state_dir), "AuthIssuer": LOCAL_ISSUER, "AuthAudience": LOCAL_AUDIENCE}
