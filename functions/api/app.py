@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ from bulkio.services.health import check_health
 from bulkio.services.imports import NewImport
 from bulkio.web.auth import caller_from_authorizer, require_scope
 from bulkio.web.multipart import parse_form
+from bulkio.web.openapi import TITLE, VERSION, complete_document, swagger_page
 
 logger = Logger()
 app = APIGatewayRestResolver()
@@ -37,11 +39,11 @@ JSON_FIELDS = {"resource", "format", "url"}
 MAX_PAGE = 100
 
 
-def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(status, "application/json", orjson.dumps(body).decode(), headers or {})
 
 
-def _problem(problem: Problem) -> Response:
+def _problem(problem: Problem) -> Response[Any]:
     return Response(
         problem.status,
         PROBLEM_CONTENT_TYPE,
@@ -51,16 +53,16 @@ def _problem(problem: Problem) -> Response:
 
 
 @app.exception_handler(Problem)
-def handle_problem(problem: Problem) -> Response:
+def handle_problem(problem: Problem) -> Response[Any]:
     return _problem(problem)
 
 
 @app.not_found
-def handle_not_found(_: Exception) -> Response:
+def handle_not_found(_: Exception) -> Response[Any]:
     return _problem(Problem(404, "route_not_found", "Not found", f"no route {app.current_event.path}"))
 
 
-def authorization(resolver: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response:
+def authorization(resolver: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
     """Every route's scope, checked in one place before it runs (the authorizer has checked the token)."""
     event = resolver.current_event
     scope = required_scope(event.http_method, event.resource)
@@ -79,8 +81,25 @@ def _caller() -> Principal:
     return caller
 
 
-@app.get("/v1/health")
-def health() -> Response:
+@cache
+def _openapi_document() -> str:
+    generated = app.get_openapi_schema(title=TITLE, version=VERSION)
+    return orjson.dumps(complete_document(generated.model_dump(by_alias=True, exclude_none=True, mode="json"))).decode()
+
+
+@app.get("/v1/openapi.json", include_in_schema=False)
+def openapi_document() -> Response[Any]:
+    return Response(200, "application/json", _openapi_document())
+
+
+@app.get("/v1/docs", include_in_schema=False)
+def swagger_ui() -> Response[Any]:
+    """Swagger UI, self-contained (its script and styles inline): it works where no CDN is reachable."""
+    return Response(200, "text/html", swagger_page(_openapi_document()))
+
+
+@app.get("/v1/health", summary="Health of the service and its database")
+def health() -> Response[Any]:
     report = check_health()
     return _json(200 if report["status"] == "ok" else 503, report)
 
@@ -184,13 +203,13 @@ def _new_import() -> NewImport:
 
 
 @app.post("/v1/imports")
-def create_import() -> Response:
+def create_import() -> Response[Any]:
     result = import_service().submit(_new_import(), _idempotency_key(), _caller().subject)
     return _json(result.status, result.body, result.headers)
 
 
 @app.get("/v1/imports")
-def list_imports() -> Response:
+def list_imports() -> Response[Any]:
     query = app.current_event.query_string_parameters or {}
     raw_limit = query.get("limit", "20")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
@@ -199,17 +218,17 @@ def list_imports() -> Response:
 
 
 @app.get("/v1/imports/<job_id>")
-def get_import(job_id: str) -> Response:
+def get_import(job_id: str) -> Response[Any]:
     return _json(200, import_service().view(job_id, _caller()))
 
 
 @app.post("/v1/imports/<job_id>/cancel")
-def cancel_import(job_id: str) -> Response:
+def cancel_import(job_id: str) -> Response[Any]:
     return _json(200, import_service().cancel(job_id, _caller()))
 
 
 @app.get("/v1/imports/<job_id>/errors")
-def get_import_errors(job_id: str) -> Response:
+def get_import_errors(job_id: str) -> Response[Any]:
     fmt = (app.current_event.query_string_parameters or {}).get("format", "ndjson")
     if fmt not in ("ndjson", "csv"):
         raise bad_request(
@@ -222,13 +241,13 @@ def get_import_errors(job_id: str) -> Response:
 
 
 @app.post("/v1/exports")
-def create_export() -> Response:
+def create_export() -> Response[Any]:
     result = export_service().submit(_json_body(), _idempotency_key(), _caller().subject)
     return _json(result.status, result.body, result.headers)
 
 
 @app.get("/v1/exports/<job_id>")
-def get_export(job_id: str) -> Response:
+def get_export(job_id: str) -> Response[Any]:
     return _json(200, export_service().view(job_id, _caller()))
 
 
