@@ -93,7 +93,7 @@ def run(state_dir: Path) -> int:
         wait_for_health(stack.api_url + HEALTH_PATH, stack)
         print(
             "\nbulkio local stack is up\n"
-            f"  API           {stack.api_url}\n"
+            f"  API           {stack.api_url}   (docs {stack.api_url}/v1/docs; a token: make -s token)\n"
             f"  AWS endpoint  {stack.aws_endpoint_url}   (AWS_ENDPOINT_URL for boto3 and the aws CLI)\n"
             f"  PostgreSQL    {without_password(database_url)}\n"
             f"  Pushgateway   {monitoring.pushgateway_url or 'not installed'}\n"

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -35,6 +36,7 @@ from bulkio.services.imports import ImportService, NewImport, source_key
 from moto.server import ThreadedMotoServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from infra.local.monitoring import start_monitoring
 from infra.local.stack import REPOSITORY_ROOT
 from infra.local.template import load_template
 from infra.tools import datagen
@@ -429,3 +431,46 @@ def test_pushgateway_totals_match_the_job_counters_with_several_writers(pipeline
     for code, count in job.errors_by_code.items():
         assert total("bulkio_record_errors_total", resource="users", code=code) == count
     assert total("bulkio_job_rows", job_id=job.job_id) == job.counters.total
+
+
+def _prometheus_value(prometheus: str, promql: str) -> float | None:
+    query = urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(f"{prometheus}/api/v1/query?{query}", timeout=5) as response:
+        result = orjson.loads(response.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_an_imports_metrics_show_in_prometheus(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path `make run` sets up: functions push to the Pushgateway, Prometheus scrapes it, and the
+    README's queries answer with the job's figures."""
+    if shutil.which("prometheus") is None or shutil.which("prometheus-pushgateway") is None:
+        pytest.skip("prometheus and prometheus-pushgateway are not installed (apt-get install both; .ci/run does)")
+    monkeypatch.setenv("LOCAL_PUSHGATEWAY_PORT", str(_free_port()))
+    monkeypatch.setenv("LOCAL_PROMETHEUS_PORT", str(_free_port()))
+    monitoring = start_monitoring(tmp_path)
+    try:
+        assert monitoring.pushgateway_url and monitoring.prometheus_url
+        pipeline.settings = replace(pipeline.settings, pushgateway_url=monitoring.pushgateway_url)
+        job = _import_users(pipeline, _file("users", 600, "csv", seed=47), workers=2, order=lambda _: None)["job"]
+
+        expected = {
+            'sum(bulkio_records_total{resource="users",outcome="succeeded"})': job.counters.succeeded,
+            'sum(bulkio_records_total{resource="users",outcome="failed"})': job.counters.failed,
+            f'bulkio_job_rows{{kind="import",job_id="{job.job_id}"}}': job.counters.total,
+        }
+        seen: dict[str, float | None] = {}
+        deadline = time.monotonic() + 40  # Prometheus scrapes the local Pushgateway every 5 s
+        while time.monotonic() < deadline:
+            seen = {promql: _prometheus_value(monitoring.prometheus_url, promql) for promql in expected}
+            if seen == expected:
+                break
+            time.sleep(1)
+        assert seen == expected
+        rows_per_second = _prometheus_value(
+            monitoring.prometheus_url, f'bulkio_job_rows_per_second{{kind="import",job_id="{job.job_id}"}}'
+        )
+        assert rows_per_second is not None and rows_per_second > 0
+    finally:
+        monitoring.stop()
