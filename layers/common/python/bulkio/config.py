@@ -42,6 +42,8 @@ class Settings:
     url_allowed_hosts: str = ""
     max_url_redirects: int = 3
     max_source_bytes: int = 5 * 1024**3
+    # on AWS: the Secrets Manager secret holding the database credentials, read when DATABASE_URL is empty
+    database_secret_arn: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -51,6 +53,7 @@ class Settings:
             import_bucket=env.get("IMPORT_BUCKET", ""),
             chunk_queue_url=env.get("CHUNK_QUEUE_URL", ""),
             database_url=env.get("DATABASE_URL", ""),
+            database_secret_arn=env.get("DATABASE_SECRET_ARN", ""),
             chunker_function_name=env.get("CHUNKER_FUNCTION_NAME", ""),
             chunk_records=_int(env, "CHUNK_RECORDS", 1000),
             max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 10 * 1024 * 1024),

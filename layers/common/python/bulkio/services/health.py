@@ -6,28 +6,35 @@ from collections.abc import Callable
 from typing import Any
 
 from bulkio.adapters import aws
-from bulkio.adapters.postgres import connect
+from bulkio.adapters.secrets import redact
 from bulkio.config import Settings
+from bulkio.services.bootstrap import connect_database, resolved_database_url
 
 
-def _check(probe: Callable[[], object]) -> str:
+def _check(probe: Callable[[], object], scrub: Callable[[str], str] = lambda text: text) -> str:
     try:
         probe()
     except Exception as error:
-        return f"unavailable: {type(error).__name__}: {error}"[:300]
+        return scrub(f"unavailable: {type(error).__name__}: {error}")[:300]
     return "ok"
 
 
 def check_health(settings: Settings | None = None) -> dict[str, Any]:
+    """Probes each part; the database is bootstrap's database_url() (DATABASE_URL or the secret)."""
     settings = settings or Settings.from_env()
 
     def database() -> None:
-        with connect(settings.database_url) as connection, connection.cursor() as cursor:
+        # Resolved inside the check: a secret that can't be read makes the database unavailable.
+        with connect_database() as connection, connection.cursor() as cursor:
             cursor.execute("SELECT 1 FROM import_runs LIMIT 1")
         connection.close()
 
+    def without_password(text: str) -> str:
+        # libpq may quote the connection string in its errors, and this report is a response.
+        return redact(text, resolved_database_url())
+
     checks = {
-        "database": _check(database),
+        "database": _check(database, without_password),
         "jobs_table": _check(lambda: aws.client("dynamodb").describe_table(TableName=settings.jobs_table)),
         "bucket": _check(lambda: aws.client("s3").head_bucket(Bucket=settings.import_bucket)),
         "chunk_queue": _check(
