@@ -176,13 +176,16 @@ def policy_allows(policy: Any, arn: str) -> bool:
     statements = policy.get("Statement", []) if isinstance(policy, dict) else []
     allowed = False
     for statement in statements if isinstance(statements, list) else [statements]:
+        if not isinstance(statement, dict):
+            continue  # not a statement: it grants nothing
         actions = statement.get("Action", [])
         resources = statement.get("Resource", [])
         actions = [actions] if isinstance(actions, str) else actions
         resources = [resources] if isinstance(resources, str) else resources
-        if not any(fnmatch.fnmatchcase("execute-api:Invoke", action) for action in actions):
+        # Action names are case-insensitive in IAM; resources are not.
+        if not any(fnmatch.fnmatchcase("execute-api:invoke", str(action).lower()) for action in actions):
             continue
-        if any(fnmatch.fnmatchcase(arn, resource) for resource in resources):
+        if any(fnmatch.fnmatchcase(arn, str(resource)) for resource in resources):
             if statement.get("Effect") == "Deny":
                 return False
             allowed = allowed or statement.get("Effect") == "Allow"
@@ -197,6 +200,10 @@ def authorizer_verdict(outcome: Outcome, arn: str) -> AuthorizerVerdict:
     answer = outcome.json()
     if not isinstance(answer, dict) or "principalId" not in answer or "policyDocument" not in answer:
         return AuthorizerVerdict(refusal="AUTHORIZER_FAILURE")
+    statements = answer["policyDocument"].get("Statement") if isinstance(answer["policyDocument"], dict) else None
+    statements = [statements] if isinstance(statements, dict) else statements
+    if not isinstance(statements, list) or not all(isinstance(statement, dict) for statement in statements):
+        return AuthorizerVerdict(refusal="AUTHORIZER_FAILURE")  # API Gateway: a malformed policy is a 500
     if not policy_allows(answer["policyDocument"], arn):
         return AuthorizerVerdict(refusal="ACCESS_DENIED")
     return AuthorizerVerdict(context={**(answer.get("context") or {}), "principalId": answer["principalId"]})
@@ -205,7 +212,8 @@ def authorizer_verdict(outcome: Outcome, arn: str) -> AuthorizerVerdict:
 def render_gateway_response(response: GatewayResponse, context: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and body; $context.<name> variables in the template are filled in."""
     template = response.templates.get("application/json") or next(iter(response.templates.values()), "")
-    body = re.sub(r"\$context\.(\w+)", lambda match: context.get(match[1], ""), template)
+    # Escaped as a JSON string's content: a hostile path must not break the body out of its quotes.
+    body = re.sub(r"\$context\.(\w+)", lambda match: json.dumps(context.get(match[1], ""))[1:-1], template)
     return response.status, dict(response.headers), body.encode()
 
 

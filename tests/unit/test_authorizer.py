@@ -160,16 +160,21 @@ def test_unsigned_token_fails_with_exactly_unauthorized(configured: ModuleType) 
     assert str(refusal(configured, token_event(f"Bearer {unsigned}"))) == "Unauthorized"
 
 
-def test_unconfigured_authorizer_refuses_every_token(authorizer: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unconfigured_authorizer_fails_rather_than_refuses(
+    authorizer: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for variable in ("AUTH_JWT_SECRET", "AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE"):
         monkeypatch.delenv(variable, raising=False)
     authorizer.verifier.cache_clear()
     try:
-        error = refusal(authorizer, token_event(f"Bearer {mint_token(SECRET, 'ann', ['admin'])}"))
+        with pytest.raises(RuntimeError) as raised:
+            authorizer.handler(token_event(f"Bearer {mint_token(SECRET, 'ann', ['admin'])}"), LambdaContext())
     finally:
         authorizer.verifier.cache_clear()
 
-    assert str(error) == "Unauthorized"
+    # Any failure but "Unauthorized" is API Gateway's 500 AUTHORIZER_FAILURE: the configuration is at fault.
+    assert str(raised.value) != "Unauthorized"
+    assert "AUTH_JWT_SECRET" in str(raised.value)
 
 
 def test_issuer_setting_is_enforced(configured: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -187,14 +192,6 @@ def test_verifier_is_built_once_and_reused(configured: ModuleType) -> None:
     assert configured.verifier() is configured.verifier()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (see test_tokens.py::test_header_pyjwt_refuses_is_a_token_rejection): a header PyJWT refuses "
-        "(here a non-string kid) escapes TokenVerifier.verify as jwt.InvalidTokenError, so the authorizer fails "
-        "with another message and API Gateway answers 500 AUTHORIZER_FAILURE instead of 401"
-    ),
-)
 def test_header_pyjwt_refuses_fails_with_exactly_unauthorized(configured: ModuleType) -> None:
     def b64url_json(value: Any) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()

@@ -359,7 +359,7 @@ def test_empty_secret_does_not_verify_tokens_signed_with_an_empty_secret() -> No
 
 def test_rs256_token_verified_through_the_jwks_gives_the_principal(rsa_private_key: rsa.RSAPrivateKey) -> None:
     client = StubJwksClient(rsa_private_key.public_key())
-    verifier = TokenVerifier(AuthSettings(), jwks_client=client)  # type: ignore[arg-type]
+    verifier = TokenVerifier(AuthSettings(scope_prefix="bulkio/"), jwks_client=client)  # type: ignore[arg-type]
     token = jwt.encode(
         claims("user-123", scope="bulkio/exports:read"), rsa_private_key, algorithm="RS256", headers={"kid": KEY_ID}
     )
@@ -454,16 +454,6 @@ def test_rs256_token_is_not_checked_against_the_shared_secret_when_both_are_conf
     assert client.tokens_looked_up == [token]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "BUG: TokenVerifier._key_for returns the JWKS key's raw `.key` and lets jwt.decode use the algorithm the "
-        "token's own header names; an ES256 header with the kid of a published RSA key makes PyJWT raise "
-        "TypeError ('Expecting a PEM-formatted key.'), which escapes verify() instead of a TokenRejected "
-        "(authorizer -> 500 AUTHORIZER_FAILURE, streamed export -> unhandled error)"
-    ),
-)
 def test_es256_header_on_a_token_whose_jwks_key_is_rsa_is_refused(
     rsa_private_key: rsa.RSAPrivateKey, ec_private_key: ec.EllipticCurvePrivateKey
 ) -> None:
@@ -474,15 +464,6 @@ def test_es256_header_on_a_token_whose_jwks_key_is_rsa_is_refused(
     assert rejected.reason in {"invalid_signature", "invalid_token"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=jwt.InvalidTokenError,
-    reason=(
-        "BUG: TokenVerifier.verify catches only jwt.DecodeError around jwt.get_unverified_header, but PyJWT "
-        "raises the broader jwt.InvalidTokenError for headers it refuses (a non-string kid, an unsupported "
-        "crit extension): the exception escapes instead of a TokenRejected"
-    ),
-)
 @pytest.mark.parametrize(
     "header", [{"alg": "HS256", "kid": 5}, {"alg": "HS256", "crit": ["x-unknown"]}], ids=["int-kid", "crit"]
 )
@@ -559,12 +540,6 @@ def test_real_jwks_client_refuses_the_algorithm_confusion_attack(
     assert rejected.reason == "invalid_token"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG (as test_es256_header_on_a_token_whose_jwks_key_is_rsa_is_refused): reachable with the real "
-    "PyJWKClient by anyone, since the JWKS and its key ids are public",
-)
 def test_real_jwks_client_refuses_an_es256_token_naming_a_published_rsa_key(
     ec_private_key: ec.EllipticCurvePrivateKey, jwks_url: str
 ) -> None:

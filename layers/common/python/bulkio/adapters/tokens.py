@@ -3,7 +3,8 @@ and minting for local use. The one place that knows about PyJWT.
 
 Settings (environment): AUTH_JWT_SECRET (HS256), AUTH_JWKS_URL (RS256/ES256, e.g. a Cognito user pool's
 https://cognito-idp.<region>.amazonaws.com/<pool>/.well-known/jwks.json), AUTH_ISSUER and AUTH_AUDIENCE (checked
-when set), AUTH_LEEWAY_SECONDS (clock skew, default 30). With neither a secret nor a JWKS URL every token is
+when set), AUTH_LEEWAY_SECONDS (clock skew, default 30), AUTH_SCOPE_PREFIX (a resource server's prefix on scope
+names, e.g. Cognito's "bulkio/"). With neither a secret nor a JWKS URL every token is
 refused: the service fails closed.
 """
 
@@ -23,6 +24,7 @@ from bulkio.domain.auth import Principal, scopes_from_claims
 SYMMETRIC_ALGORITHMS = ("HS256",)
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 JWKS_CACHE_SECONDS = 300
+NOT_CONFIGURED = "auth_not_configured"  # the service's fault: no secret and no JWKS URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class AuthSettings:
     issuer: str = ""
     audience: str = ""
     leeway_seconds: int = 30
+    scope_prefix: str = ""  # a resource server's prefix on scope names (Cognito: "bulkio/")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
@@ -42,6 +45,7 @@ class AuthSettings:
             issuer=env.get("AUTH_ISSUER", ""),
             audience=env.get("AUTH_AUDIENCE", ""),
             leeway_seconds=int(env.get("AUTH_LEEWAY_SECONDS", "") or 30),
+            scope_prefix=env.get("AUTH_SCOPE_PREFIX", ""),
         )
 
 
@@ -81,7 +85,7 @@ class TokenVerifier:
         token = bearer_token(authorization)
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
-        except jwt.DecodeError as error:
+        except jwt.InvalidTokenError as error:  # not base64/JSON, or a header PyJWT refuses (crit, kid type)
             raise TokenRejected(
                 "malformed_token", "the bearer token is not a JWT (header.payload.signature)"
             ) from error
@@ -110,7 +114,10 @@ class TokenVerifier:
             raise TokenRejected("invalid_claims", f"the bearer token lacks a required claim: {error}") from error
         except jwt.InvalidTokenError as error:
             raise TokenRejected("invalid_token", f"the bearer token is not valid: {error}") from error
-        return Principal(str(claims["sub"]), scopes_from_claims(claims))
+        except (jwt.InvalidKeyError, TypeError, ValueError) as error:
+            # A header naming a key of another kind than its algorithm: refused, never a crash.
+            raise TokenRejected("invalid_token", "the bearer token's algorithm does not fit its key") from error
+        return Principal(str(claims["sub"]), scopes_from_claims(claims, self.settings.scope_prefix))
 
     def _key_for(self, token: str, algorithm: Any) -> tuple[Any, tuple[str, ...]]:
         """A token's algorithm picks its key kind, and only that kind: an HS256 token is never checked against
@@ -119,14 +126,21 @@ class TokenVerifier:
             return self.settings.jwt_secret, SYMMETRIC_ALGORITHMS
         if algorithm in ASYMMETRIC_ALGORITHMS and self._jwks is not None:
             try:
-                return self._jwks.get_signing_key_from_jwt(token).key, ASYMMETRIC_ALGORITHMS
-            except jwt.PyJWKClientError as error:
+                signing_key = self._jwks.get_signing_key_from_jwt(token)
+            except (jwt.PyJWKClientError, jwt.InvalidTokenError) as error:
                 raise TokenRejected(
                     "invalid_signature", f"the bearer token's signing key is not one the issuer publishes: {error}"
                 ) from error
+            # The key's own algorithm, not the one the token claims: an ES256 header on an RSA key is refused.
+            key_algorithm = getattr(signing_key, "algorithm_name", None) or algorithm
+            if key_algorithm != algorithm:
+                raise TokenRejected(
+                    "invalid_token", f"the token says {algorithm} but its key {key_algorithm}: it was not issued so"
+                )
+            return signing_key.key, (key_algorithm,)
         if not self.settings.jwt_secret and self._jwks is None:
             raise TokenRejected(
-                "auth_not_configured",
+                NOT_CONFIGURED,
                 "the service has no way to check tokens (neither AUTH_JWT_SECRET nor AUTH_JWKS_URL is set), "
                 "so it accepts none: an operator must configure one",
             )

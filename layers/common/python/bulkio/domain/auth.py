@@ -43,12 +43,16 @@ def required_scope(method: str, route: str) -> Scope | None:
     return ROUTE_SCOPES.get((method.upper(), route), Scope.ADMIN)
 
 
-def scopes_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
-    """OAuth 2 puts scopes in `scope` (space-separated); some issuers use `scp` (a list). Cognito prefixes its
-    custom scopes with the resource server (`bulkio/imports:write`): the part after the last slash counts."""
+def scopes_from_claims(claims: Mapping[str, Any], prefix: str = "") -> frozenset[str]:
+    """OAuth 2 puts scopes in `scope` (space-separated); some issuers use `scp` (a list). With `prefix` (Cognito
+    names custom scopes `<resource server>/<scope>`), only scopes carrying exactly that prefix count, so another
+    resource server's `admin` grants nothing here."""
     raw: Any = claims.get("scope", claims.get("scp", ""))
     names: Iterable[Any] = raw.split() if isinstance(raw, str) else raw if isinstance(raw, list) else ()
-    return frozenset(str(name).rsplit("/", 1)[-1] for name in names if str(name).strip())
+    texts = (name for name in names if isinstance(name, str) and name.strip())
+    if prefix:
+        return frozenset(name.removeprefix(prefix) for name in texts if name.startswith(prefix))
+    return frozenset(texts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bulkio.adapters.tokens import TokenRejected, TokenVerifier
+from bulkio.adapters.tokens import NOT_CONFIGURED, TokenRejected, TokenVerifier
 from bulkio.domain.auth import Principal, Scope, insufficient_scope_message
-from bulkio.problems import insufficient_scope, unauthorized
+from bulkio.problems import Problem, insufficient_scope, unauthorized
 
 # What API Gateway's UNAUTHORIZED gateway response says (template.yaml): it cannot tell why the authorizer
 # refused, so neither can this.
@@ -37,4 +37,6 @@ def caller_from_header(verifier: TokenVerifier, authorization: str | None) -> Pr
     try:
         return verifier.verify(authorization)
     except TokenRejected as rejected:
+        if rejected.reason == NOT_CONFIGURED:
+            raise Problem(503, NOT_CONFIGURED, "Service unavailable", rejected.message) from None
         raise unauthorized(rejected.message, rejected.reason) from None
