@@ -44,7 +44,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             raise RuntimeError(rejected.message) from None
         logger.info("token rejected", extra={"reason": rejected.reason})
         raise Exception(UNAUTHORIZED) from None
-    logger.info("token accepted", extra={"subject": principal.subject, "scopes": sorted(principal.scopes)})
+    logger.debug("token accepted", extra={"subject": principal.subject, "scopes": sorted(principal.scopes)})
     return {
         "principalId": principal.subject,
         "policyDocument": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -652,3 +653,25 @@ def test_a_finished_job_is_counted_in_the_metrics_once(world: FakeWorld) -> None
     errors = registry.get_sample_value("bulkio_record_errors_total", {"resource": "users", "code": "invalid_email"})
     assert errors == 1
     assert registry.get_sample_value("bulkio_chunks_total", {"resource": "users"}) == 1
+
+
+def test_logs_at_info_and_above_carry_no_record_content(world: FakeWorld, caplog: pytest.LogCaptureFixture) -> None:
+    """Record content belongs in the error report only: not in the job's log lines, even when it fails."""
+    caplog.set_level(logging.DEBUG)
+    secret_records = [
+        {"email": "private.person@example.com", "name": "Private Person"},
+        {"email": "not-an-email-of-someone", "name": "Hidden Name"},
+    ]
+    job_id = upload_and_chunk(world, ndjson(secret_records))
+    deliver_all(world)
+    other_job = upload_and_chunk(world, ndjson([user(9)]))
+    world.service.fail(other_job, "chunk_failed", "Key (email)=(private.person@example.com) already exists")
+
+    def text(records: list[logging.LogRecord]) -> str:
+        return "\n".join(f"{record.getMessage()} {record.__dict__}" for record in records)
+
+    loud = [record for record in caplog.records if record.levelno >= logging.INFO]
+    assert any(getattr(record, "job_id", None) == job_id for record in loud)  # the job does log
+    for secret in ("private.person", "Private Person", "not-an-email-of-someone", "Hidden Name"):
+        assert secret not in text(loud)
+    assert "private.person@example.com" in job_of(world, other_job).failure.message  # the owner still sees why

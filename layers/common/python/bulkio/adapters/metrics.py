@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools import Logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
@@ -90,7 +91,9 @@ class Metrics:
                 timeout=PUSH_TIMEOUT_SECONDS,
             )
         except OSError as error:
-            logger.warning("metrics push failed", extra={"pushgateway": self.pushgateway_url, "error": str(error)})
+            # The host only: a Pushgateway URL may carry basic-auth credentials.
+            host = urlsplit(self.pushgateway_url).hostname
+            logger.warning("metrics push failed", extra={"pushgateway_host": host, "error": type(error).__name__})
 
     def job_finished(self, summary: JobSummary) -> None:
         """One group per job: a job ends once, so nothing else ever writes to it."""

@@ -479,7 +479,12 @@ class ImportService:
             self.finish_if_complete(job_id)
             return
         if self.jobs.fail(job_id, code, message):
-            logger.warning("import job failed", extra={"job_id": job_id, "code": code, "reason": message})
+            # The reason may quote the data (a database error names the value it refused): it goes to the job,
+            # which only its owner reads, and to the logs at DEBUG only.
+            logger.warning(
+                "import job failed: GET /v1/imports/{job_id} shows why", extra={"job_id": job_id, "code": code}
+            )
+            logger.debug("import job failure reason", extra={"job_id": job_id, "reason": message})
 
     def on_failed_invocation(self, record: dict[str, Any]) -> None:
         """A Lambda destination record: the chunker failed on an event after all its retries."""
