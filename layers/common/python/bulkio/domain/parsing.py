@@ -276,30 +276,111 @@ def _text_chunks(
     raise UnreadableFile(FileErrorCode.EMPTY_FILE, "the file is empty: upload a file with at least one record")
 
 
+# ------------------------------------------------------------------------------------- CSV quoting states
+# Where a CSV record ends depends on its quotes: a quoted cell may span lines. When a record is too large to be
+# handed to csv.reader, these states (those of csv.reader(strict=True) with the default dialect, as far as they
+# decide where a record ends) let the parser find that end itself, so that the text of an oversized quoted cell
+# is never read as records of its own.
+_FIELD_START, _UNQUOTED, _QUOTED, _QUOTE_IN_QUOTED, _BROKEN = range(5)
+"""At a cell's start; inside an unquoted cell; inside a quoted cell; just after a quote inside a quoted cell
+(closing it, or the first of a doubled quote); after an error, when the reader drops the rest of the line."""
+# A cell known to be complete: an unquoted one, or a quoted one followed by a comma (a closing quote at the end of
+# a piece may be the first half of a doubled quote split across pieces, so that case is left to the loop below).
+_COMPLETE_CELL = rb'(?:"(?:[^"]++|"")*+"(?=,)|[^",\r][^,\r]*+)?+'
+_COMPLETE_CELLS = re.compile(_COMPLETE_CELL + rb"(?:," + _COMPLETE_CELL + rb")*+")
+_QUOTED_TEXT = re.compile(rb'(?:[^"]++|"")*+')
+_UNQUOTED_TEXT = re.compile(rb"[^,\r]*+")
+
+
+def _csv_quote_state(piece: bytes, state: int) -> int:
+    """The quoting state after `piece` (a physical line, or part of one: no '\\n'), starting from `state`.
+
+    At the end of a line, the record goes on to the next line only in the _QUOTED state. Each step consumes a
+    whole run in C (a regular expression), so hostile content costs no Python work per byte.
+    """
+    position, size = 0, len(piece)
+    while position < size:
+        if state == _FIELD_START:
+            end = _COMPLETE_CELLS.match(piece, position).end()  # type: ignore[union-attr]
+            if end == size:
+                return _FIELD_START if end == position or piece[end - 1] == _COMMA else _UNQUOTED
+            # The cells stop at a quote opening a cell, or at a carriage return (a line ending, or an error).
+            if piece[end] == _QUOTE:
+                state, position = _QUOTED, end + 1
+            else:
+                return _BROKEN
+        elif state == _UNQUOTED:
+            end = _UNQUOTED_TEXT.match(piece, position).end()  # type: ignore[union-attr]
+            if end == size:
+                return _UNQUOTED
+            if piece[end] != _COMMA:
+                return _BROKEN
+            state, position = _FIELD_START, end + 1
+        elif state == _QUOTED:
+            end = _QUOTED_TEXT.match(piece, position).end()  # type: ignore[union-attr]
+            if end == size:
+                return _QUOTED
+            state, position = _QUOTE_IN_QUOTED, end + 1
+        elif state == _QUOTE_IN_QUOTED:
+            byte = piece[position]
+            position += 1
+            if byte == _QUOTE:
+                state = _QUOTED  # a doubled quote: still inside the cell
+            elif byte == _COMMA:
+                state = _FIELD_START
+            else:
+                return _BROKEN  # a carriage return ends the line; anything else is an error (strict)
+        else:
+            return _BROKEN
+    return state
+
+
 @dataclass(slots=True)
 class _OversizedLine:
     start: bytes
     """The first bytes of the line, for the error report."""
+    state_from_record_start: int = _FIELD_START
+    state_from_quoted: int = _QUOTED
+    """CSV: the quoting state at the end of the line when it began a record, and when it began inside a quoted
+    cell (the reader is in one of these two states at the start of any line)."""
+
+    def scan(self, piece: bytes) -> None:
+        self.state_from_record_start = _csv_quote_state(piece, self.state_from_record_start)
+        self.state_from_quoted = _csv_quote_state(piece, self.state_from_quoted)
 
 
-def _split_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[bytes | _OversizedLine]:
-    """Physical lines without their '\\n'; a line longer than the limit is skipped without being buffered."""
+def _oversized(line: bytes, track_csv_quotes: bool) -> _OversizedLine:
+    oversized = _OversizedLine(line[:RAW_TEXT_LIMIT])
+    if track_csv_quotes:
+        oversized.scan(line)
+    return oversized
+
+
+def _split_lines(
+    chunks: Iterable[bytes], max_line_bytes: int, track_csv_quotes: bool = False
+) -> Iterator[bytes | _OversizedLine]:
+    """Physical lines without their '\\n'; a line longer than the limit is skipped without being buffered
+    (with `track_csv_quotes`, its quoting states are followed as it streams past)."""
     pending = b""
     oversized: _OversizedLine | None = None
     for chunk in chunks:
         if oversized is not None:
             newline = chunk.find(b"\n")
             if newline < 0:
+                if track_csv_quotes:
+                    oversized.scan(chunk)
                 continue
+            if track_csv_quotes:
+                oversized.scan(chunk[:newline])
             yield oversized
             oversized = None
             chunk = chunk[newline + 1 :]
         lines = (pending + chunk if pending else chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
-            yield line if len(line) <= max_line_bytes else _OversizedLine(line[:RAW_TEXT_LIMIT])
+            yield line if len(line) <= max_line_bytes else _oversized(line, track_csv_quotes)
         if len(pending) > max_line_bytes:
-            oversized = _OversizedLine(pending[:RAW_TEXT_LIMIT])
+            oversized = _oversized(pending, track_csv_quotes)
             pending = b""
     if oversized is not None:
         yield oversized
@@ -554,27 +635,70 @@ def _json_element_error(element: bytes, exc: orjson.JSONDecodeError) -> RecordEr
 # ----------------------------------------------------------------------------------------------------- CSV
 
 
-def _csv_lines(
-    lines: Iterator[bytes | _OversizedLine], line_errors: dict[int, tuple[RecordError, bytes]], max_bytes: int
-) -> Iterator[str]:
-    """Decoded lines for csv.reader, one per physical line so that reader.line_num is the line number.
+class _CsvLineFeed:
+    """Decoded lines for csv.reader, one per physical line, so that `line_number` is the source's line number.
 
     Lines that cannot be given to the reader as they are get a stand-in and an entry in `line_errors`, which
-    the record spanning them reports.
+    the record spanning them reports. An oversized line's stand-in leaves the reader in the quoting state the
+    real line would have left it in, and a record whose quoted cell outgrows the csv field limit is skipped to
+    its real end (`skip_rest_of_record`): either way the text inside a quoted cell is never read as records.
     """
-    for line_number, line in enumerate(lines, 1):
+
+    def __init__(self, lines: Iterator[bytes | _OversizedLine], max_record_bytes: int) -> None:
+        self._lines = lines
+        self._max_record_bytes = max_record_bytes
+        self.line_errors: dict[int, tuple[RecordError, bytes]] = {}
+        self.line_number = 0
+        """Physical lines consumed so far, whether given to the reader or skipped."""
+        self._record_lines = 0  # lines the reader has taken for the record it is reading
+        self._last_line: bytes | _OversizedLine = b""
+
+    def __iter__(self) -> _CsvLineFeed:
+        return self
+
+    def start_record(self) -> None:
+        """Called before each row is read: the reader's next line starts a record."""
+        self._record_lines = 0
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.line_number += 1
+        self._record_lines += 1
+        self._last_line = line
         if isinstance(line, _OversizedLine):
-            line_errors[line_number] = (_too_large(max_bytes), line.start)
-            yield "\n"
-            continue
+            self.line_errors[self.line_number] = (_too_large(self._max_record_bytes), line.start)
+            # The reader is at a record start on a record's first line, and inside a quoted cell on any other.
+            starts_quoted = self._record_lines > 1
+            ends_quoted = (line.state_from_quoted if starts_quoted else line.state_from_record_start) == _QUOTED
+            # '"' opens a quoted cell at a record start and closes the one the reader is in otherwise.
+            return "\n" if ends_quoted == starts_quoted else '"\n'
         try:
-            yield line.decode("utf-8") + "\n"
+            return line.decode("utf-8") + "\n"
         except UnicodeDecodeError:
             error = RecordError(
                 ErrorCode.INVALID_CSV_ROW, None, "the row is not valid UTF-8 text: save the file as CSV UTF-8"
             )
-            line_errors[line_number] = (error, line)
-            yield line.decode("utf-8", "replace") + "\n"
+            self.line_errors[self.line_number] = (error, line)
+            return line.decode("utf-8", "replace") + "\n"
+
+    def skip_rest_of_record(self) -> None:
+        """After csv.reader refused a cell over the field size limit. No single line holds that much, so the cell
+        is a quoted one that began on an earlier line, and the reader, which drops the rest of the line and starts
+        afresh on the next, would take the rest of the cell for records. Skip the lines up to the record's end."""
+        line = self._last_line
+        while _continues_quoted_cell(line):
+            following = next(self._lines, None)
+            if following is None:
+                return
+            self.line_number += 1
+            line = following
+
+
+def _continues_quoted_cell(line: bytes | _OversizedLine) -> bool:
+    """Whether a line that begins inside a quoted cell also ends inside one, so that the record goes on."""
+    if isinstance(line, _OversizedLine):
+        return line.state_from_quoted == _QUOTED
+    return _csv_quote_state(line, _QUOTED) == _QUOTED
 
 
 def _csv_text(row: list[str]) -> str:
@@ -583,10 +707,11 @@ def _csv_text(row: list[str]) -> str:
     return text.getvalue()
 
 
-def _read_csv_header(reader: Any, line_errors: dict[int, tuple[RecordError, bytes]]) -> list[str]:
+def _read_csv_header(reader: Any, feed: _CsvLineFeed) -> list[str]:
     try:
         row: list[str] = []
         while not any(cell.strip() for cell in row):
+            feed.start_record()
             row = next(reader)
     except StopIteration:
         raise UnreadableFile(
@@ -596,8 +721,8 @@ def _read_csv_header(reader: Any, line_errors: dict[int, tuple[RecordError, byte
         raise UnreadableFile(
             FileErrorCode.INVALID_CSV_HEADER, f"the CSV header cannot be read ({exc}): fix line 1"
         ) from exc
-    if line_errors:
-        error, _ = next(iter(line_errors.values()))
+    if feed.line_errors:
+        error, _ = next(iter(feed.line_errors.values()))
         raise UnreadableFile(FileErrorCode.INVALID_CSV_HEADER, f"the CSV header is unusable: {error.message}")
     header = [name.strip() for name in row]
     for position, name in enumerate(header, 1):
@@ -634,30 +759,37 @@ def _coerce_list(cell: str) -> Any:
     return [item.strip() for item in stripped.split(CSV_LIST_SEPARATOR) if item.strip()]
 
 
+_FIELD_LIMIT_ERROR = "field larger than field limit"  # csv.Error's message when a cell outgrows the limit
+
+
 def _csv_records(chunks: Iterator[bytes], resource: Resource, max_record_bytes: int) -> Iterator[SourceRecord]:
     # The limit is process-wide; raising it to the record limit only lets csv accept fields our limit accepts.
     if csv.field_size_limit() < max_record_bytes:
         csv.field_size_limit(max_record_bytes)
-    line_errors: dict[int, tuple[RecordError, bytes]] = {}
+    feed = _CsvLineFeed(_split_lines(chunks, max_record_bytes, track_csv_quotes=True), max_record_bytes)
+    line_errors = feed.line_errors
     # strict: a quote left open at the end of the file is an error, not a field swallowing the rows after it.
-    reader = csv.reader(_csv_lines(_split_lines(chunks, max_record_bytes), line_errors, max_record_bytes), strict=True)
-    header = _read_csv_header(reader, line_errors)
+    reader = csv.reader(feed, strict=True)
+    header = _read_csv_header(reader, feed)
     width = len(header)
     coercions = [(name, _coerce_boolean) for name in header if name in CSV_BOOLEAN_COLUMNS[resource]] + [
         (name, _coerce_list) for name in header if name in CSV_LIST_COLUMNS[resource]
     ]
     index = 0
-    last_line = reader.line_num
+    last_line = feed.line_number
     while True:
         start_line = last_line + 1
         unreadable: csv.Error | None = None
+        feed.start_record()
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
             unreadable = exc
-        last_line = reader.line_num
+            if _FIELD_LIMIT_ERROR in str(exc):
+                feed.skip_rest_of_record()
+        last_line = feed.line_number
         if line_errors:
             lines = range(start_line, last_line + 1)
             spanned = [line_errors.pop(number) for number in lines if number in line_errors]
@@ -668,7 +800,7 @@ def _csv_records(chunks: Iterator[bytes], resource: Resource, max_record_bytes: 
                 continue
         if unreadable is not None:
             index += 1
-            if "field larger than field limit" in str(unreadable):
+            if _FIELD_LIMIT_ERROR in str(unreadable):
                 error = _too_large(max_record_bytes)
             else:
                 error = RecordError(
