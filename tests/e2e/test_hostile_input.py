@@ -341,21 +341,13 @@ FILE_CASES: list[Any] = [  # FileCase, or a pytest.param of one for a known bug
         failure="compression_ratio_too_high",
     ),
     # Last: its memory stays counted in the processes' peaks, which the cases before it must not inherit.
-    pytest.param(
-        FileCase(
-            "ndjson-30-records-of-1mb",
-            records_just_under_the_limit,
-            via="presigned",
-            fmt="ndjson",
-            status="completed",
-            imported=stored(*(user(number) for number in range(80, 110))),
-        ),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: chunks are bounded by record count (CHUNK_RECORDS=1000), not by size: the chunker and the "
-            "writer each hold a whole chunk, so their memory grows with the records' size (about 3 MiB per MB here; "
-            "1000 records near MAX_RECORD_BYTES would be gigabytes, over the functions' 1024 MB)",
-        ),
+    FileCase(
+        "ndjson-30-records-of-1mb",
+        records_just_under_the_limit,
+        via="presigned",
+        fmt="ndjson",
+        status="completed",
+        imported=stored(*(user(number) for number in range(80, 110))),
     ),
 ]
 
@@ -728,10 +720,7 @@ REQUEST_CASES = [
     posted("import-resource-injection", "/imports", {"resource": "users; DROP TABLE users"}, "invalid_resource"),
     posted("import-resource-not-a-string", "/imports", {"resource": ["users"]}, "invalid_resource"),
     posted("import-format-injection", "/imports", {**USERS, "format": "csv' --"}, "invalid_format"),
-    pytest.param(
-        posted("import-format-not-a-string", "/imports", {**USERS, "format": 42}, "invalid_format"),
-        marks=pytest.mark.xfail(strict=True, reason="BUG: parse_format calls .lower() on a number: 502"),
-    ),
+    posted("import-format-not-a-string", "/imports", {**USERS, "format": 42}, "invalid_format"),
     posted("import-prototype-pollution", "/imports", {**USERS, "__proto__": {"admin": True}}, "unknown_field"),
     posted(
         "import-xml-external-entity",

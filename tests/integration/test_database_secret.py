@@ -155,9 +155,9 @@ def test_a_secret_holding_a_url_is_found_by_name(
 
 
 def test_both_services_connect_through_the_secret(
-    database_url: str, secretsmanager: Any, monkeypatch: pytest.MonkeyPatch
+    clean_db: str, secretsmanager: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DATABASE_SECRET_ARN", _create_secret(secretsmanager, _rotation_secret(database_url)))
+    monkeypatch.setenv("DATABASE_SECRET_ARN", _create_secret(secretsmanager, _rotation_secret(clean_db)))
     calls: list[str] = []
     real_read = bootstrap.read_database_url
 

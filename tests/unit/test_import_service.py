@@ -283,9 +283,38 @@ def test_the_chunker_writes_chunks_of_at_most_chunk_records(small_chunks: FakeWo
 def test_chunk_messages_carry_references_only(small_chunks: FakeWorld) -> None:
     job_id = upload_and_chunk(small_chunks, ndjson([user(n) for n in range(1, 6)]))
 
+    # Two records per chunk: the third holds record 5 only.
     assert small_chunks.queue.messages == [
-        {"job_id": job_id, "resource": "users", "chunk": n, "key": chunk_key(job_id, n)} for n in (1, 2, 3)
+        {
+            "job_id": job_id,
+            "resource": "users",
+            "chunk": n,
+            "key": chunk_key(job_id, n),
+            "first": first,
+            "records": size,
+        }
+        for n, first, size in ((1, 1, 2), (2, 3, 2), (3, 5, 1))
     ]
+
+
+def test_big_records_make_smaller_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = build_world(make_settings(chunk_records=1000, chunk_max_bytes=500))
+    records = [{"email": f"user{n}@example.com", "name": "N" * 150} for n in range(1, 8)]
+    job_id = upload_and_chunk(world, ndjson(records))
+
+    sizes = [message["records"] for message in world.queue.messages]
+    assert sizes == [2, 2, 2, 1]  # about 220 bytes each: two fit under 500 bytes, a third does not
+    assert all(len(world.objects.read_bytes(message["key"])) <= 500 for message in world.queue.messages)
+    deliver_all(world)
+    assert job_of(world, job_id).counters.succeeded == 7
+
+
+def test_a_dead_chunk_names_its_records_from_its_message(small_chunks: FakeWorld) -> None:
+    job_id = upload_and_chunk(small_chunks, ndjson([user(n) for n in range(1, 6)]))
+    small_chunks.service.on_dead_letter(small_chunks.queue.messages[2])
+
+    failure = job_of(small_chunks, job_id).failure
+    assert failure is not None and "chunk 3 (records 5 to 5)" in failure.message
 
 
 def test_a_second_chunker_run_for_the_same_job_does_nothing(small_chunks: FakeWorld) -> None:

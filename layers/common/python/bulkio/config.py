@@ -38,6 +38,8 @@ class Settings:
     max_decompressed_bytes: int = 10 * 1024**3
     max_compression_ratio: int = 100
     max_records_per_job: int = 1_000_000
+    # a chunk closes at chunk_records records or this many encoded bytes: memory per chunk stays bounded
+    chunk_max_bytes: int = 4 * 1024**2
     # remote URL imports (SSRF guards): hosts/IPs/CIDRs that may be private, redirect and size bounds
     url_allowed_hosts: str = ""
     max_url_redirects: int = 3
@@ -71,4 +73,5 @@ class Settings:
             max_decompressed_bytes=_int(env, "MAX_DECOMPRESSED_BYTES", 10 * 1024**3),
             max_compression_ratio=_int(env, "MAX_COMPRESSION_RATIO", 100),
             max_records_per_job=_int(env, "MAX_RECORDS_PER_JOB", 1_000_000),
+            chunk_max_bytes=_int(env, "CHUNK_MAX_BYTES", 4 * 1024**2),
         )

@@ -36,6 +36,32 @@ def encode_chunk(records: Iterable[SourceRecord]) -> bytes:
     return b"".join(encode_entry(record) for record in records)
 
 
+class EncodedChunk(NamedTuple):
+    body: bytes
+    first_index: int  # the 1-based record number of its first entry
+    records: int
+
+
+def encode_chunks(records: Iterable[SourceRecord], max_records: int, max_bytes: int) -> Iterator[EncodedChunk]:
+    """The chunk objects of a file, in order: at most `max_records` entries each, and no more than `max_bytes`
+    unless a single record is bigger. Big records make smaller chunks, so that the chunker and each writer hold
+    one bounded chunk whatever the records' size."""
+    lines: list[bytes] = []
+    size = 0
+    first_index = 0
+    for record in records:
+        line = encode_entry(record)
+        if lines and (len(lines) == max_records or size + len(line) > max_bytes):
+            yield EncodedChunk(b"".join(lines), first_index, len(lines))
+            lines, size = [], 0
+        if not lines:
+            first_index = record.index
+        lines.append(line)
+        size += len(line)
+    if lines:
+        yield EncodedChunk(b"".join(lines), first_index, len(lines))
+
+
 class ChunkEntry(NamedTuple):  # a tuple: built a million times per job, far cheaper than a frozen dataclass
     index: int
     line: int | None

@@ -36,15 +36,16 @@ COLUMNS: dict[Resource, tuple[str, ...]] = {
 }
 
 
-def parse_resource(value: str | None) -> Resource | None:
+def parse_resource(value: object) -> Resource | None:
+    """None for anything that is not a resource's name, a JSON number or list included."""
     try:
-        return Resource(value) if value is not None else None
+        return Resource(value) if isinstance(value, str) else None
     except ValueError:
         return None
 
 
-def parse_format(value: str | None) -> Format | None:
+def parse_format(value: object) -> Format | None:
     try:
-        return Format(value.lower()) if value is not None else None
+        return Format(value.lower()) if isinstance(value, str) else None
     except ValueError:
         return None

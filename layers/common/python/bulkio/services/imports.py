@@ -6,7 +6,7 @@ import base64
 import io
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
@@ -23,7 +23,7 @@ from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.sqs import ChunkQueue
 from bulkio.config import Settings
 from bulkio.domain.auth import Principal
-from bulkio.domain.chunks import chunk_key, decode_chunk, encode_chunk
+from bulkio.domain.chunks import chunk_key, decode_chunk, encode_chunks
 from bulkio.domain.jobs import (
     STARTABLE_STATUSES,
     Counters,
@@ -369,12 +369,21 @@ class ImportService:
         chunk_no = 0
         records_total = 0
         announced: list[dict[str, Any]] = []
-        for batch in _batched(records, self.settings.chunk_records):
+        for chunk in encode_chunks(records, self.settings.chunk_records, self.settings.chunk_max_bytes):
             chunk_no += 1
-            records_total += len(batch)
+            records_total += chunk.records
             key = chunk_key(job.job_id, chunk_no)
-            self.objects.put_bytes(key, encode_chunk(batch), "application/x-ndjson")
-            announced.append({"job_id": job.job_id, "resource": job.resource.value, "chunk": chunk_no, "key": key})
+            self.objects.put_bytes(key, chunk.body, "application/x-ndjson")
+            announced.append(
+                {
+                    "job_id": job.job_id,
+                    "resource": job.resource.value,
+                    "chunk": chunk_no,
+                    "key": key,
+                    "first": chunk.first_index,
+                    "records": chunk.records,
+                }
+            )
             if len(announced) == SQS_BATCH:  # one SendMessageBatch per ten chunks
                 self.queue.send(announced)
                 announced = []
@@ -520,8 +529,8 @@ class ImportService:
         job_id, chunk_no = message["job_id"], int(message["chunk"])
         self.metrics.dead_letters.labels("chunk").inc()
         reason = self.store.chunk_failure(job_id, chunk_no) or "the writer crashed without recording a reason"
-        first = (chunk_no - 1) * self.settings.chunk_records + 1
-        last = first + self.settings.chunk_records - 1
+        first = int(message.get("first") or (chunk_no - 1) * self.settings.chunk_records + 1)
+        last = first + int(message.get("records") or self.settings.chunk_records) - 1
         job = self.jobs.get(job_id)
         if job is not None and job.counters.total:
             last = min(last, job.counters.total)
@@ -557,17 +566,6 @@ class _PrefixedStream(io.RawIOBase):
             self._head = self._head[take:]
             return piece
         return self._stream.read(size)
-
-
-def _batched(records: Iterable[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
-    batch: list[SourceRecord] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 __all__ = ["ApiResult", "ErrorReport", "ImportService", "NewImport", "Problem"]
