@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +43,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
             self.end_headers()
             self.wfile.write(BODY)
+        elif self.path == "/trickle":  # a byte every 50 ms: never idle long enough for a read timeout
+            self.send_response(200)
+            self.end_headers()
+            for byte in BODY * 10:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.05)
         else:
             self.send_error(404)
 
@@ -318,3 +326,15 @@ def test_settings_read_the_url_guards() -> None:
     defaults = Settings.from_env({})
     assert (defaults.url_allowed_hosts, defaults.max_url_redirects, defaults.max_source_bytes) == ("", 3, 5 * 1024**3)
     assert defaults.allow_http_urls is False
+
+
+def test_a_download_that_trickles_past_its_deadline_stops_with_source_too_slow(server: str) -> None:
+    started = time.monotonic()
+    body = open_url(f"{server}/trickle", True, 2, allowed_hosts=LOCAL, max_seconds=1)
+    with pytest.raises(SourceUnavailable) as caught:
+        while body.read(16):
+            pass
+    body.close()
+    assert caught.value.code == "source_too_slow"
+    assert "URL_MAX_SECONDS" in caught.value.message
+    assert time.monotonic() - started < 5  # it stopped at its deadline, not at the end of the body (20 s)

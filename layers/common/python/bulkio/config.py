@@ -44,6 +44,7 @@ class Settings:
     url_allowed_hosts: str = ""
     max_url_redirects: int = 3
     max_source_bytes: int = 5 * 1024**3
+    url_max_seconds: int = 840
     # on AWS: the Secrets Manager secret holding the database credentials, read when DATABASE_URL is empty
     database_secret_arn: str = ""
 
@@ -66,6 +67,7 @@ class Settings:
             url_allowed_hosts=env.get("URL_ALLOWED_HOSTS", ""),
             max_url_redirects=_int(env, "MAX_URL_REDIRECTS", 3),
             max_source_bytes=_int(env, "MAX_SOURCE_BYTES", 5 * 1024**3),
+            url_max_seconds=_int(env, "URL_MAX_SECONDS", 840),
             max_record_bytes=_int(env, "MAX_RECORD_BYTES", 1024 * 1024),
             export_bucket=env.get("EXPORT_BUCKET", ""),
             state_machine_arn=env.get("EXPORT_STATE_MACHINE_ARN", ""),

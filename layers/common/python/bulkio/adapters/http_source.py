@@ -10,7 +10,8 @@ Remote URLs are chosen by API callers, so fetching them is guarded against SSRF:
   host name), so a DNS answer that changes between the check and the connect cannot redirect us;
 * redirects are followed here, not by urllib: at most MAX_URL_REDIRECTS, each hop checked again the same
   way, and never from https down to http;
-* every socket operation has a timeout, and the body stops with source_too_large past MAX_SOURCE_BYTES.
+* every socket operation has a timeout, the body stops with source_too_large past MAX_SOURCE_BYTES, and the
+  whole download with source_too_slow past URL_MAX_SECONDS.
 
 Environment proxies (HTTP_PROXY...) are deliberately not used: a proxy would make the address checks moot.
 """
@@ -22,6 +23,7 @@ import io
 import ipaddress
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -29,6 +31,8 @@ from urllib.parse import urljoin, urlsplit
 
 DEFAULT_MAX_REDIRECTS = 3
 DEFAULT_MAX_BYTES = 5 * 1024**3
+# Under the chunker's 15-minute Lambda limit: the job fails with the reason, not with a timed-out function.
+DEFAULT_MAX_SECONDS = 840
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "bulkio-importer/1"
 
@@ -189,10 +193,18 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 # ------------------------------------------------------------------ size-bounded body
 class _BoundedBody(io.RawIOBase):
-    """Reads the response body; raises source_too_large once more than `max_bytes` have come in."""
+    """Reads the response body; raises source_too_large once more than `max_bytes` have come in, and
+    source_too_slow once the whole download has taken longer than `max_seconds` (a server that trickles a byte
+    now and then never trips the per-read timeout)."""
 
     def __init__(
-        self, response: http.client.HTTPResponse, connection: http.client.HTTPConnection, url: str, max_bytes: int
+        self,
+        response: http.client.HTTPResponse,
+        connection: http.client.HTTPConnection,
+        url: str,
+        max_bytes: int,
+        deadline: float,
+        max_seconds: int,
     ) -> None:
         super().__init__()
         self._response = response
@@ -200,6 +212,8 @@ class _BoundedBody(io.RawIOBase):
         self._url = url
         self._max_bytes = max_bytes
         self._count = 0
+        self._deadline = deadline
+        self._max_seconds = max_seconds
 
     def readable(self) -> bool:
         return True
@@ -210,12 +224,22 @@ class _BoundedBody(io.RawIOBase):
         room = self._max_bytes - self._count + 1
         wanted = min(len(view), room)
         try:
-            got = self._response.readinto(view[:wanted])
+            # read1: what one receive brings, so the deadline is checked between receives (readinto would
+            # wait for the whole buffer, as long as a trickling server likes).
+            data = self._response.read1(wanted)
+            got = len(data)
+            view[:got] = data
         except (http.client.HTTPException, OSError) as error:
             raise SourceUnavailable(
                 "source_unreachable", f"reading {self._url} failed: {error}; try the import again"
             ) from error
         self._count += got
+        if time.monotonic() > self._deadline:
+            raise SourceUnavailable(
+                "source_too_slow",
+                f"{self._url} did not arrive within {self._max_seconds} s (URL_MAX_SECONDS; {self._count} bytes "
+                "came): serve it faster, or upload the file instead",
+            )
         if self._count > self._max_bytes:
             raise SourceUnavailable(
                 "source_too_large",
@@ -241,8 +265,10 @@ def open_url(
     allowed_hosts: str | Iterable[str] | Allowlist | None = None,
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_seconds: int = DEFAULT_MAX_SECONDS,
 ) -> BinaryIO:
     """GETs `url` with the SSRF guards described in the module docstring; returns the body as a stream."""
+    deadline = time.monotonic() + max_seconds
     allowlist = allowed_hosts if isinstance(allowed_hosts, Allowlist) else Allowlist.parse(allowed_hosts)
     current = url
     for hop in range(max_redirects + 1):
@@ -277,7 +303,8 @@ def open_url(
             raise SourceUnavailable(
                 "source_too_large", f"{current} is {int(length)} bytes, over MAX_SOURCE_BYTES ({max_bytes}): split it"
             )
-        return io.BufferedReader(_BoundedBody(response, connection, current, max_bytes))  # type: ignore[return-value]
+        body = _BoundedBody(response, connection, current, max_bytes, deadline, max_seconds)
+        return io.BufferedReader(body)  # type: ignore[return-value]
     raise SourceUnavailable(
         "too_many_redirects",
         f"{url} redirected more than {max_redirects} times (MAX_URL_REDIRECTS): give the final URL",

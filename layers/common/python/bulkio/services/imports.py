@@ -134,6 +134,7 @@ class ImportService:
                 allowed_hosts=settings.url_allowed_hosts,
                 max_redirects=settings.max_url_redirects,
                 max_bytes=settings.max_source_bytes,
+                max_seconds=settings.url_max_seconds,
             )
         )
 
