@@ -7,7 +7,6 @@ once per process, and both services and the health check connect with what it re
 from __future__ import annotations
 
 import secrets as tokens
-import socket
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +20,6 @@ from bulkio.adapters.secrets import SecretError
 from bulkio.domain.exports import ExportFormat, ExportQuery
 from bulkio.domain.resources import Resource
 from bulkio.services import bootstrap, health
-from moto.server import ThreadedMotoServer
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
@@ -29,21 +27,6 @@ from tests.fixtures.postgres import run_autocommit
 
 # Everything a URL must quote, and a space.
 SPECIAL_PASSWORD = "p@ss:w/o%rd#?&= x"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def aws_endpoint() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 def _clear_caches() -> None:
@@ -56,15 +39,8 @@ def _clear_caches() -> None:
 
 
 @pytest.fixture
-def secretsmanager(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def secretsmanager(aws_environment: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A Secrets Manager client on moto, with the environment of a function on AWS (no DATABASE_URL)."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": aws_endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
     _clear_caches()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import random
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -33,11 +32,10 @@ from bulkio.domain.jobs import ImportJob
 from bulkio.domain.records import ValidationRules
 from bulkio.domain.resources import Format, Resource
 from bulkio.services.imports import ImportService, NewImport, source_key
-from moto.server import ThreadedMotoServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local.monitoring import start_monitoring
-from infra.local.stack import REPOSITORY_ROOT
+from infra.local.stack import REPOSITORY_ROOT, free_port
 from infra.local.template import load_template
 from infra.tools import datagen
 from tests.fakes import CALLER, OWNER
@@ -48,30 +46,8 @@ QUEUE = "pipeline-chunks"
 CHUNK_RECORDS = 100
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def aws_endpoint() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def aws(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> boto3.session.Session:
-    for name, value in {
-        "AWS_ENDPOINT_URL": aws_endpoint,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
+def aws(aws_environment: str) -> boto3.session.Session:
     session = boto3.session.Session()
     s3 = session.client("s3")
     if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
@@ -383,7 +359,7 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
     binary = shutil.which("prometheus-pushgateway")
     if binary is None:
         pytest.skip("prometheus-pushgateway is not installed (apt-get install prometheus-pushgateway)")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [binary, f"--web.listen-address=127.0.0.1:{port}", f"--persistence.file={tmp_path / 'pushgateway.data'}"],
         stdout=subprocess.DEVNULL,
@@ -447,8 +423,8 @@ def test_an_imports_metrics_show_in_prometheus(
     README's queries answer with the job's figures."""
     if shutil.which("prometheus") is None or shutil.which("prometheus-pushgateway") is None:
         pytest.skip("prometheus and prometheus-pushgateway are not installed (apt-get install both; .ci/run does)")
-    monkeypatch.setenv("LOCAL_PUSHGATEWAY_PORT", str(_free_port()))
-    monkeypatch.setenv("LOCAL_PROMETHEUS_PORT", str(_free_port()))
+    monkeypatch.setenv("LOCAL_PUSHGATEWAY_PORT", str(free_port()))
+    monkeypatch.setenv("LOCAL_PROMETHEUS_PORT", str(free_port()))
     monitoring = start_monitoring(tmp_path)
     try:
         assert monitoring.pushgateway_url and monitoring.prometheus_url

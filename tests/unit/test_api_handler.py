@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -18,8 +16,8 @@ from bulkio.services import bootstrap
 from bulkio.services.imports import INLINE_REPORT_BYTES, report_key, source_key
 
 from tests.fakes import FakeWorld, build_world, make_settings
+from tests.functions import LambdaContext, load_function_app
 
-API_APP = Path(__file__).resolve().parents[2] / "functions" / "api" / "app.py"
 BOUNDARY = "api-test-boundary"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 CSV = b"email,name\nann@example.com,Ann\n"
@@ -28,20 +26,7 @@ CALLER = {"principalId": "ann", "subject": "ann", "scopes": "imports:read import
 
 
 def load_api_app() -> ModuleType:
-    """Every function has an app.py: load this one under its own name so it cannot clash with the others."""
-    spec = importlib.util.spec_from_file_location("bulkio_api_app", API_APP)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@dataclass(frozen=True, slots=True)
-class LambdaContext:
-    function_name: str = "api"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:api"
-    aws_request_id: str = "request-1"
+    return load_function_app("api")
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -16,32 +13,16 @@ import pytest
 from bulkio.adapters.tokens import mint_token
 from bulkio.domain.auth import Principal
 
-AUTHORIZER_APP = Path(__file__).resolve().parents[2] / "functions" / "authorizer" / "app.py"
+from tests.functions import LambdaContext, load_function_app
+
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-0123456789"
 API_ARN = "arn:aws:execute-api:eu-west-1:123456789012:a1b2c3d4e5"
 METHOD_ARN = f"{API_ARN}/prod/POST/v1/imports"
 
 
-def load_authorizer_app() -> ModuleType:
-    """Every function has an app.py: load this one under its own name so it cannot clash with the others."""
-    spec = importlib.util.spec_from_file_location("bulkio_authorizer_app", AUTHORIZER_APP)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@dataclass(frozen=True, slots=True)
-class LambdaContext:
-    function_name: str = "authorizer"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:authorizer"
-    aws_request_id: str = "request-1"
-
-
 @pytest.fixture(scope="module")
 def authorizer() -> ModuleType:
-    return load_authorizer_app()
+    return load_function_app("authorizer")
 
 
 @pytest.fixture
