@@ -1,4 +1,6 @@
-"""The import API: POST /v1/imports, GET /v1/imports/{job_id}, GET /v1/imports/{job_id}/errors, GET /v1/health."""
+"""The API function behind API Gateway: imports (/v1/imports...), asynchronous exports (/v1/exports...), health,
+and the OpenAPI document with its Swagger UI. The authorizer has checked the caller's token; the `authorization`
+middleware checks each route's scope before the route runs."""
 
 from __future__ import annotations
 
