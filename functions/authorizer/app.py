@@ -11,7 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from bulkio.adapters.tokens import NOT_CONFIGURED, AuthSettings, TokenRejected, TokenVerifier
+from bulkio.adapters.tokens import SERVICE_FAULTS, AuthSettings, TokenRejected, TokenVerifier
 
 logger = Logger()
 
@@ -38,7 +38,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         principal = verifier().verify(event.get("authorizationToken"))
     except TokenRejected as rejected:
-        if rejected.reason == NOT_CONFIGURED:
+        if rejected.reason in SERVICE_FAULTS:
             # The service's fault, not the caller's: a 500 (AUTHORIZER_FAILURE) rather than a 401.
             logger.error("no token can be checked", extra={"reason": rejected.reason, "detail": rejected.message})
             raise RuntimeError(rejected.message) from None

@@ -36,10 +36,17 @@ def scratch_database(server_dsn: str) -> Iterator[str]:
         admin.close()
 
 
-def http_json(method: str, url: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+def api_request(
+    url: str, token: str, method: str = "GET", payload: dict[str, Any] | None = None
+) -> urllib.request.Request:
+    """A request to the stack's API with the caller's bearer token (infra.tools.token.local_token)."""
     body = orjson.dumps(payload) if payload is not None else None
-    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    return urllib.request.Request(url, data=body, method=method, headers=headers)
+
+
+def http_json(method: str, url: str, token: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    with urllib.request.urlopen(api_request(url, token, method, payload), timeout=60) as response:
         return dict(orjson.loads(response.read()))
 
 

@@ -23,10 +23,11 @@ from typing import Any
 
 import psycopg2
 
-from infra.bench.common import print_usage, process_usage, scratch_database
+from infra.bench.common import api_request, print_usage, process_usage, scratch_database
 from infra.local.postgres import ensure_cluster
 from infra.local.stack import REPOSITORY_ROOT, LocalStack, StackPorts
 from infra.tools import datagen
+from infra.tools.token import local_token
 
 RESOURCES = ("users", "articles")
 BATCH_ROWS = 50_000
@@ -105,12 +106,13 @@ def bare_copy(dsn: str, resource: str) -> tuple[float, int]:
         connection.close()
 
 
-def streamed(api: str, resource: str) -> tuple[float, float, int, int]:
+def streamed(api: str, token: str, resource: str) -> tuple[float, float, int, int]:
     """Seconds to the first byte and to the end, rows (lines) and bytes of the streamed export."""
     started = time.monotonic()
     first_byte = 0.0
     lines = size = 0
-    with urllib.request.urlopen(f"{api}/v1/exports?resource={resource}&format=ndjson", timeout=900) as response:
+    request = api_request(f"{api}/v1/exports?resource={resource}&format=ndjson", token)
+    with urllib.request.urlopen(request, timeout=900) as response:
         while piece := response.read1(1 << 16):
             if not size:
                 first_byte = time.monotonic() - started
@@ -136,12 +138,13 @@ def run(rows: int, seed: int) -> None:
         results = []
         try:
             api = f"http://127.0.0.1:{stack.ports.api}"
+            token = local_token(state, ["exports:read"])
             # The first request pays the function's cold start (imports, connection): measure it apart.
             cold_started = time.monotonic()
-            urllib.request.urlopen(f"{api}/v1/exports?resource=users&limit=1", timeout=60).read()
+            urllib.request.urlopen(api_request(f"{api}/v1/exports?resource=users&limit=1", token), timeout=60).read()
             cold_start = time.monotonic() - cold_started
             for resource in RESOURCES:
-                first_byte, seconds, lines, size = streamed(api, resource)
+                first_byte, seconds, lines, size = streamed(api, token, resource)
                 copy_seconds, copy_bytes = bare_copy(dsn, resource)
                 results.append((resource, first_byte, seconds, lines, size, copy_seconds, copy_bytes))
             usage = process_usage()

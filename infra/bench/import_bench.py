@@ -23,6 +23,7 @@ from infra.bench.common import http_json, print_usage, process_usage, scratch_da
 from infra.local.postgres import ensure_cluster
 from infra.local.stack import REPOSITORY_ROOT, LocalStack, StackPorts
 from infra.tools import datagen
+from infra.tools.token import local_token
 
 BENCH_DATA = REPOSITORY_ROOT / "bench-data"
 FINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
@@ -76,7 +77,8 @@ def run(rows: int, seed: int, workers: int, clean: bool) -> None:
         stack.start()
         try:
             api = f"http://127.0.0.1:{stack.ports.api}/v1"
-            created = http_json("POST", f"{api}/imports", {"resource": "users", "format": "csv"})
+            token = local_token(Path(state))
+            created = http_json("POST", f"{api}/imports", token, {"resource": "users", "format": "csv"})
             started = time.monotonic()
             with path.open("rb") as source:
                 put = urllib.request.Request(
@@ -87,7 +89,7 @@ def run(rows: int, seed: int, workers: int, clean: bool) -> None:
                 )
                 urllib.request.urlopen(put, timeout=600).close()
             uploaded = time.monotonic()
-            while (job := http_json("GET", f"{api}/imports/{created['job_id']}"))["status"] not in FINAL:
+            while (job := http_json("GET", f"{api}/imports/{created['job_id']}", token))["status"] not in FINAL:
                 time.sleep(0.5)
             finished = time.monotonic()
             usage = process_usage()

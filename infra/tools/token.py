@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from infra.local.auth import LOCAL_AUDIENCE, LOCAL_ISSUER, local_jwt_secret
@@ -25,6 +25,14 @@ from bulkio.adapters.tokens import mint_token
 from bulkio.domain.auth import ALL_SCOPES, Scope
 
 DEFAULT_SCOPES = (Scope.IMPORTS_WRITE.value, Scope.IMPORTS_READ.value, Scope.EXPORTS_READ.value)
+
+
+def local_token(
+    state_dir: Path, scopes: Iterable[str] = DEFAULT_SCOPES, subject: str = "local-user", ttl_seconds: int = 3600
+) -> str:
+    """A token the embedded stack whose state is in `state_dir` accepts."""
+    secret = local_jwt_secret(state_dir)
+    return mint_token(secret, subject, scopes, ttl_seconds=ttl_seconds, issuer=LOCAL_ISSUER, audience=LOCAL_AUDIENCE)
 
 
 def parse_scopes(text: str) -> list[str]:
@@ -48,12 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scopes = parse_scopes(arguments.scopes)
     except ValueError as error:
         parser.error(str(error))
-    secret = local_jwt_secret(arguments.state_dir)
-    print(
-        mint_token(
-            secret, arguments.subject, scopes, ttl_seconds=arguments.ttl, issuer=LOCAL_ISSUER, audience=LOCAL_AUDIENCE
-        )
-    )
+    print(local_token(arguments.state_dir, scopes, arguments.subject, arguments.ttl))
     return 0
 
 

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ import jwt
 import pytest
 from bulkio.adapters.tokens import AuthSettings, TokenRejected, TokenVerifier, bearer_token, mint_token
 from bulkio.domain.auth import Principal
+from bulkio.problems import Problem
+from bulkio.web.auth import caller_from_header
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -615,3 +618,19 @@ def test_minted_token_is_refused_by_a_verifier_with_another_secret() -> None:
     token = mint_token(OTHER_SECRET, "ann", ["admin"])
 
     assert rejection(hs256_verifier(), bearer(token)).reason == "invalid_signature"
+
+
+def test_an_unreachable_jwks_is_the_services_fault_not_the_callers(rsa_private_key: rsa.RSAPrivateKey) -> None:
+    # A port nothing listens on: the issuer's keys cannot be fetched.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    verifier = TokenVerifier(AuthSettings(jwks_url=f"http://127.0.0.1:{port}/.well-known/jwks.json"))
+    token = jwt.encode(claims("ann"), rsa_private_key, algorithm="RS256", headers={"kid": KEY_ID})
+
+    rejected = rejection(verifier, bearer(token))
+
+    assert rejected.reason == "keys_unavailable"
+    with pytest.raises(Problem) as raised:
+        caller_from_header(verifier, bearer(token))
+    assert (raised.value.status, raised.value.code) == (503, "keys_unavailable")

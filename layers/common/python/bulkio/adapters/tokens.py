@@ -24,7 +24,9 @@ from bulkio.domain.auth import Principal, scopes_from_claims
 SYMMETRIC_ALGORITHMS = ("HS256",)
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 JWKS_CACHE_SECONDS = 300
-NOT_CONFIGURED = "auth_not_configured"  # the service's fault: no secret and no JWKS URL
+NOT_CONFIGURED = "auth_not_configured"  # no secret and no JWKS URL
+KEYS_UNAVAILABLE = "keys_unavailable"  # the issuer's JWKS could not be fetched
+SERVICE_FAULTS = frozenset({NOT_CONFIGURED, KEYS_UNAVAILABLE})  # reasons that are the service's fault, not the caller's
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,10 @@ class TokenVerifier:
         if algorithm in ASYMMETRIC_ALGORITHMS and self._jwks is not None:
             try:
                 signing_key = self._jwks.get_signing_key_from_jwt(token)
+            except jwt.PyJWKClientConnectionError as error:
+                raise TokenRejected(
+                    KEYS_UNAVAILABLE, f"the token issuer's keys could not be fetched ({error}): retry shortly"
+                ) from error
             except (jwt.PyJWKClientError, jwt.InvalidTokenError) as error:
                 raise TokenRejected(
                     "invalid_signature", f"the bearer token's signing key is not one the issuer publishes: {error}"

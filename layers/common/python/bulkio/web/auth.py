@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bulkio.adapters.tokens import NOT_CONFIGURED, TokenRejected, TokenVerifier
+from bulkio.adapters.tokens import SERVICE_FAULTS, TokenRejected, TokenVerifier
 from bulkio.domain.auth import Principal, Scope, insufficient_scope_message
 from bulkio.problems import Problem, insufficient_scope, unauthorized
 
@@ -37,6 +37,6 @@ def caller_from_header(verifier: TokenVerifier, authorization: str | None) -> Pr
     try:
         return verifier.verify(authorization)
     except TokenRejected as rejected:
-        if rejected.reason == NOT_CONFIGURED:
-            raise Problem(503, NOT_CONFIGURED, "Service unavailable", rejected.message) from None
+        if rejected.reason in SERVICE_FAULTS:
+            raise Problem(503, rejected.reason, "Service unavailable", rejected.message) from None
         raise unauthorized(rejected.message, rejected.reason) from None
