@@ -12,6 +12,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from bulkio.adapters.tokens import SERVICE_FAULTS, AuthSettings, TokenRejected, TokenVerifier
+from bulkio.services.bootstrap import metrics, pushing_metrics
 
 logger = Logger()
 
@@ -33,17 +34,20 @@ def api_wide(method_arn: str) -> str:
     return f"{api}/{stage}/*/*"
 
 
+@pushing_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         principal = verifier().verify(event.get("authorizationToken"))
     except TokenRejected as rejected:
+        metrics().token_checks.labels(rejected.reason).inc()
         if rejected.reason in SERVICE_FAULTS:
             # The service's fault, not the caller's: a 500 (AUTHORIZER_FAILURE) rather than a 401.
             logger.error("no token can be checked", extra={"reason": rejected.reason, "detail": rejected.message})
             raise RuntimeError(rejected.message) from None
         logger.info("token rejected", extra={"reason": rejected.reason})
         raise Exception(UNAUTHORIZED) from None
+    metrics().token_checks.labels("accepted").inc()
     logger.debug("token accepted", extra={"subject": principal.subject, "scopes": sorted(principal.scopes)})
     return {
         "principalId": principal.subject,

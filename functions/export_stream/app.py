@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from bulkio.adapters.tokens import AuthSettings, TokenVerifier
 from bulkio.domain.auth import required_scope
 from bulkio.problems import PROBLEM_CONTENT_TYPE, Problem
-from bulkio.services.bootstrap import export_service
+from bulkio.services.bootstrap import export_service, metrics, pushing_metrics
 from bulkio.web.auth import caller_from_header, require_scope
 
 logger = Logger()
@@ -34,6 +34,11 @@ def _problem(problem: Problem, path: str) -> dict[str, Any]:
     }
 
 
+def _count_token(outcome: str) -> None:
+    metrics().token_checks.labels(outcome).inc()
+
+
+@pushing_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     path = event.get("rawPath", "/v1/exports")
@@ -42,7 +47,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return _problem(Problem(404, "route_not_found", "Not found", f"no route {method} {path}"), path)
     try:
         # A function URL has no authorizer in front of it: the same token check as the API's, here.
-        caller = caller_from_header(verifier(), (event.get("headers") or {}).get("authorization"))
+        caller = caller_from_header(verifier(), (event.get("headers") or {}).get("authorization"), _count_token)
         require_scope(caller, required_scope("GET", "/v1/exports"))
         export = export_service().stream(event.get("queryStringParameters") or {})
     except Problem as problem:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from bulkio.adapters.tokens import mint_token
 from bulkio.domain.auth import Principal
+from bulkio.services import bootstrap
 
 from tests.functions import LambdaContext, load_function_app
 
@@ -180,3 +181,21 @@ def test_header_pyjwt_refuses_fails_with_exactly_unauthorized(configured: Module
     token = f"{b64url_json({'alg': 'HS256', 'kid': 5})}.{b64url_json({'sub': 'ann'})}.c2ln"
 
     assert str(refusal(configured, token_event(f"Bearer {token}"))) == "Unauthorized"
+
+
+def test_every_check_is_counted_by_outcome(configured: ModuleType) -> None:
+    registry = bootstrap.metrics().registry
+
+    def count(outcome: str) -> float:
+        return registry.get_sample_value("bulkio_token_checks_total", {"outcome": outcome}) or 0.0
+
+    before = {outcome: count(outcome) for outcome in ("accepted", "expired_token", "missing_token")}
+    authorize(configured, token_event(f"Bearer {mint_token(SECRET, 'ann', ['imports:read'])}"))
+    refusal(configured, token_event(f"Bearer {mint_token(SECRET, 'ann', ['imports:read'], ttl_seconds=-300)}"))
+    refusal(configured, token_event(None))
+
+    assert {outcome: count(outcome) - before[outcome] for outcome in before} == {
+        "accepted": 1,
+        "expired_token": 1,
+        "missing_token": 1,
+    }

@@ -70,6 +70,12 @@ class Metrics:
         self.api_requests = Counter(
             "bulkio_api_requests", "API requests by route and status", ["route", "method", "status"], registry=r
         )
+        self.token_checks = Counter(
+            "bulkio_token_checks",
+            "Bearer tokens checked by the authorizer or the streamed export: accepted, or the reason refused",
+            ["outcome"],
+            registry=r,
+        )
         self.api_seconds = Histogram(
             "bulkio_api_request_duration_seconds",
             "API request latency",
