@@ -13,7 +13,7 @@ SCOPES ?= imports:write imports:read exports:read
 SUBJECT ?= local-user
 TTL ?= 3600
 
-.PHONY: help venv run reset token test test-unit lint invoke migrate data bench-import bench-export deploy
+.PHONY: help system-packages venv run reset token test test-unit lint invoke migrate data bench-import bench-export deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt layers/dependenc
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
+
+system-packages: ## apt-install what this machine lacks (PostgreSQL, venv, Pushgateway, Prometheus); root or sudo
+	bash infra/install-system-packages.sh
 
 venv: $(STAMP) ## create the virtualenv with the pinned dependencies
 
