@@ -21,7 +21,7 @@ def fail_job_of_dead_chunk(record: SQSRecord) -> None:
     if "requestPayload" in message:
         import_service().on_failed_invocation(message)
         return
-    logger.append_keys(job_id=message["job_id"], chunk=message["chunk"])
+    logger.append_keys(job_id=message["job_id"], chunk=message["chunk"], resource=message.get("resource"))
     import_service().on_dead_letter(message)
 
 
