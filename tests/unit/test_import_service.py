@@ -704,3 +704,16 @@ def test_logs_at_info_and_above_carry_no_record_content(world: FakeWorld, caplog
     for secret in ("private.person", "Private Person", "not-an-email-of-someone", "Hidden Name"):
         assert secret not in text(loud)
     assert "private.person@example.com" in job_of(world, other_job).failure.message  # the owner still sees why
+
+
+def test_caller_chosen_names_never_reach_object_keys(world: FakeWorld) -> None:
+    hostile = "../../reports/other-job/errors.ndjson\r\n%2e%2e;rm -rf ~.csv"
+    request = NewImport(Resource.USERS, Format.NDJSON, filename=hostile, file=io.BytesIO(ndjson([user(1)])))
+    job_id = world.service.submit(request, None, OWNER).body["job_id"]
+    world.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
+    deliver_all(world)
+
+    keys = world.objects.keys()
+    assert keys and all(job_id in key for key in keys)
+    assert all(set(key) <= set("abcdefghijklmnopqrstuvwxyz0123456789-/._") for key in keys), keys
+    assert job_of(world, job_id).source.filename == hostile  # kept as data, shown back to the owner
