@@ -6,24 +6,18 @@ token; the API function then checks the scope its route needs (bulkio.domain.aut
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from bulkio.adapters.tokens import SERVICE_FAULTS, AuthSettings, TokenRejected, TokenVerifier
-from bulkio.services.bootstrap import metrics, pushing_metrics
+from bulkio.adapters.tokens import SERVICE_FAULTS, TokenRejected
+from bulkio.services.bootstrap import pushing_metrics, token_verifier
 
 logger = Logger()
 
 # API Gateway's contract: an authorizer failing with exactly this message makes a 401 (its UNAUTHORIZED
 # gateway response); any other failure is a 500.
 UNAUTHORIZED = "Unauthorized"
-
-
-@cache
-def verifier() -> TokenVerifier:
-    return TokenVerifier(AuthSettings.from_env())
 
 
 def api_wide(method_arn: str) -> str:
@@ -38,16 +32,14 @@ def api_wide(method_arn: str) -> str:
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
-        principal = verifier().verify(event.get("authorizationToken"))
+        principal = token_verifier().verify(event.get("authorizationToken"))
     except TokenRejected as rejected:
-        metrics().token_checks.labels(rejected.reason).inc()
         if rejected.reason in SERVICE_FAULTS:
             # The service's fault, not the caller's: a 500 (AUTHORIZER_FAILURE) rather than a 401.
             logger.error("no token can be checked", extra={"reason": rejected.reason, "detail": rejected.message})
             raise RuntimeError(rejected.message) from None
         logger.info("token rejected", extra={"reason": rejected.reason})
         raise Exception(UNAUTHORIZED) from None
-    metrics().token_checks.labels("accepted").inc()
     logger.debug("token accepted", extra={"subject": principal.subject, "scopes": sorted(principal.scopes)})
     return {
         "principalId": principal.subject,

@@ -6,24 +6,17 @@ comes out of PostgreSQL, and closes the generator when the client goes away, whi
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import orjson
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from bulkio.adapters.tokens import AuthSettings, TokenVerifier
 from bulkio.domain.auth import required_scope
 from bulkio.problems import PROBLEM_CONTENT_TYPE, Problem
-from bulkio.services.bootstrap import export_service, metrics, pushing_metrics
+from bulkio.services.bootstrap import export_service, pushing_metrics, token_verifier
 from bulkio.web.auth import caller_from_header, require_scope
 
 logger = Logger()
-
-
-@cache
-def verifier() -> TokenVerifier:
-    return TokenVerifier(AuthSettings.from_env())
 
 
 def _problem(problem: Problem, path: str) -> dict[str, Any]:
@@ -32,10 +25,6 @@ def _problem(problem: Problem, path: str) -> dict[str, Any]:
         "headers": {"Content-Type": PROBLEM_CONTENT_TYPE, **problem.headers},
         "body": orjson.dumps(problem.to_dict(path)).decode(),
     }
-
-
-def _count_token(outcome: str) -> None:
-    metrics().token_checks.labels(outcome).inc()
 
 
 @pushing_metrics
@@ -47,7 +36,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return _problem(Problem(404, "route_not_found", "Not found", f"no route {method} {path}"), path)
     try:
         # A function URL has no authorizer in front of it: the same token check as the API's, here.
-        caller = caller_from_header(verifier(), (event.get("headers") or {}).get("authorization"), _count_token)
+        caller = caller_from_header(token_verifier(), (event.get("headers") or {}).get("authorization"))
         require_scope(caller, required_scope("GET", "/v1/exports"))
         export = export_service().stream(event.get("queryStringParameters") or {})
     except Problem as problem:

@@ -32,9 +32,9 @@ def configured(authorizer: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setenv("AUTH_JWT_SECRET", SECRET)
     for variable in ("AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_LEEWAY_SECONDS"):
         monkeypatch.delenv(variable, raising=False)
-    authorizer.verifier.cache_clear()
+    bootstrap.token_verifier.cache_clear()
     yield authorizer
-    authorizer.verifier.cache_clear()
+    bootstrap.token_verifier.cache_clear()
 
 
 def token_event(authorization: str | None, method_arn: str = METHOD_ARN) -> dict[str, Any]:
@@ -147,12 +147,12 @@ def test_unconfigured_authorizer_fails_rather_than_refuses(
 ) -> None:
     for variable in ("AUTH_JWT_SECRET", "AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE"):
         monkeypatch.delenv(variable, raising=False)
-    authorizer.verifier.cache_clear()
+    bootstrap.token_verifier.cache_clear()
     try:
         with pytest.raises(RuntimeError) as raised:
             authorizer.handler(token_event(f"Bearer {mint_token(SECRET, 'ann', ['admin'])}"), LambdaContext())
     finally:
-        authorizer.verifier.cache_clear()
+        bootstrap.token_verifier.cache_clear()
 
     # Any failure but "Unauthorized" is API Gateway's 500 AUTHORIZER_FAILURE: the configuration is at fault.
     assert str(raised.value) != "Unauthorized"
@@ -161,7 +161,7 @@ def test_unconfigured_authorizer_fails_rather_than_refuses(
 
 def test_issuer_setting_is_enforced(configured: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTH_ISSUER", "bulkio-local")
-    configured.verifier.cache_clear()
+    bootstrap.token_verifier.cache_clear()
 
     accepted = authorize(configured, token_event(f"Bearer {mint_token(SECRET, 'ann', [], issuer='bulkio-local')}"))
     error = refusal(configured, token_event(f"Bearer {mint_token(SECRET, 'ann', [], issuer='elsewhere')}"))
@@ -171,7 +171,7 @@ def test_issuer_setting_is_enforced(configured: ModuleType, monkeypatch: pytest.
 
 
 def test_verifier_is_built_once_and_reused(configured: ModuleType) -> None:
-    assert configured.verifier() is configured.verifier()
+    assert bootstrap.token_verifier() is bootstrap.token_verifier()
 
 
 def test_header_pyjwt_refuses_fails_with_exactly_unauthorized(configured: ModuleType) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,8 +75,16 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class TokenVerifier:
-    def __init__(self, settings: AuthSettings, jwks_client: jwt.PyJWKClient | None = None) -> None:
+    """`on_outcome` hears every check's outcome: "accepted", or the reason a token was refused (for metrics)."""
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        jwks_client: jwt.PyJWKClient | None = None,
+        on_outcome: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self._on_outcome = on_outcome or (lambda _: None)
         self._jwks = jwks_client or (
             jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=JWKS_CACHE_SECONDS, timeout=5)
             if settings.jwks_url
@@ -84,6 +92,15 @@ class TokenVerifier:
         )
 
     def verify(self, authorization: str | None) -> Principal:
+        try:
+            principal = self._verify(authorization)
+        except TokenRejected as rejected:
+            self._on_outcome(rejected.reason)
+            raise
+        self._on_outcome("accepted")
+        return principal
+
+    def _verify(self, authorization: str | None) -> Principal:
         token = bearer_token(authorization)
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")

@@ -21,6 +21,7 @@ from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.secrets import read_database_url
 from bulkio.adapters.sqs import ChunkQueue
+from bulkio.adapters.tokens import AuthSettings, TokenVerifier
 from bulkio.config import Settings
 from bulkio.domain.records import ValidationRules
 from bulkio.services.exports import ExportService
@@ -88,6 +89,14 @@ def connect_database() -> Connection:
         if fresh == url:
             raise
         return connect(fresh)
+
+
+@cache
+def token_verifier() -> TokenVerifier:
+    """The bearer-token check of the authorizer and the streamed export, counting every outcome."""
+    return TokenVerifier(
+        AuthSettings.from_env(), on_outcome=lambda outcome: metrics().token_checks.labels(outcome).inc()
+    )
 
 
 @cache

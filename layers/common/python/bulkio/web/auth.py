@@ -3,7 +3,7 @@ set of answers (401 without a usable token, 403 without the route's scope)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from bulkio.adapters.tokens import SERVICE_FAULTS, TokenRejected, TokenVerifier
@@ -32,19 +32,11 @@ def caller_from_authorizer(authorizer_context: Mapping[str, Any] | None) -> Prin
     return principal
 
 
-def caller_from_header(
-    verifier: TokenVerifier, authorization: str | None, count: Callable[[str], None] | None = None
-) -> Principal:
-    """For the function URL, which no authorizer guards: the same check, done here. `count` hears the outcome
-    ("accepted" or the reason refused), as the authorizer counts its own."""
+def caller_from_header(verifier: TokenVerifier, authorization: str | None) -> Principal:
+    """For the function URL, which no authorizer guards: the same check, done here."""
     try:
-        caller = verifier.verify(authorization)
+        return verifier.verify(authorization)
     except TokenRejected as rejected:
-        if count is not None:
-            count(rejected.reason)
         if rejected.reason in SERVICE_FAULTS:
             raise Problem(503, rejected.reason, "Service unavailable", rejected.message) from None
         raise unauthorized(rejected.message, rejected.reason) from None
-    if count is not None:
-        count("accepted")
-    return caller
