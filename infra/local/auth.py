@@ -17,14 +17,17 @@ def local_jwt_secret(state_dir: Path) -> str:
     path = state_dir / SECRET_FILE
     if not path.exists():
         state_dir.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes starting at once agree on the first secret written.
+        # Written whole under another name, then linked into place: a process starting at the same moment
+        # never reads a half-written secret, and the first link wins for everyone.
+        draft = state_dir / f".{SECRET_FILE}.{os.getpid()}"
+        with os.fdopen(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as secret_file:
+            secret_file.write(secrets.token_hex(32))
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(draft, path)
         except FileExistsError:
             pass
-        else:
-            with os.fdopen(descriptor, "w") as secret_file:
-                secret_file.write(secrets.token_hex(32))
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 
