@@ -106,7 +106,7 @@ def health() -> Response[Any]:
     return _json(200 if report["status"] == "ok" else 503, report)
 
 
-def _resource(value: str | None) -> Resource:
+def _resource(value: object) -> Resource:
     resource = parse_resource(value)
     if resource is None:
         allowed = ", ".join(r.value for r in Resource)
@@ -118,7 +118,7 @@ def _resource(value: str | None) -> Resource:
     return resource
 
 
-def _format(value: str | None) -> Format | None:
+def _format(value: object) -> Format | None:
     if value in (None, ""):
         return None
     fmt = parse_format(value)
