@@ -23,6 +23,8 @@ from infra.local.template import REGION, Function, StackTemplate, load_template
 RUNTIME_SCRIPT = Path(__file__).with_name("lambda_runtime.py")
 _FRAME_PREFIX = struct.Struct(">II")
 # Variables a worker inherits from the host; everything else comes from the template, like on Lambda.
+# Read by bulkio/faults.py in the functions: where fault drills arm crash points (the host does not import the layer).
+FAULTS_DIR_VARIABLE = "BULKIO_FAULTS_DIR"
 _INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "TZ")
 
 
@@ -101,6 +103,8 @@ def function_environment(function: Function, settings: HostSettings) -> dict[str
         "LOCAL_RUNTIME_SITE_DIRS": os.pathsep.join(site_layers),
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
+        # Where fault drills arm their crash points (bulkio/faults.py); nothing there, nothing happens.
+        FAULTS_DIR_VARIABLE: str(settings.state_dir / "faults"),
     }
 
 

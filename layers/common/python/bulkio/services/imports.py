@@ -15,6 +15,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 import orjson
 from aws_lambda_powertools import Logger
 
+from bulkio import faults
 from bulkio.adapters.http_source import SourceUnavailable, open_url
 from bulkio.adapters.jobs_repo import DynamoJobRepository, InvalidCursor
 from bulkio.adapters.metrics import JobSummary, Metrics
@@ -375,6 +376,7 @@ class ImportService:
             records_total += chunk.records
             key = chunk_key(job.job_id, chunk_no)
             self.objects.put_bytes(key, chunk.body, "application/x-ndjson")
+            faults.crash_at(faults.CHUNKER_AFTER_CHUNK)
             announced.append(
                 {
                     "job_id": job.job_id,
@@ -386,10 +388,14 @@ class ImportService:
                 }
             )
             if len(announced) == SQS_BATCH:  # one SendMessageBatch per ten chunks
-                self.queue.send(announced)
+                self._announce(announced)
                 announced = []
-        self.queue.send(announced)
+        self._announce(announced)
         return chunk_no, records_total
+
+    def _announce(self, messages: list[dict[str, Any]]) -> None:
+        # A drill may ask for every message twice: SQS delivers at least once, and twice must change nothing.
+        self.queue.send(messages * 2 if faults.switched_on(faults.DUPLICATE_CHUNK_MESSAGES) else messages)
 
     # ================================================================ writers
     def process_chunk(self, message: dict[str, Any]) -> None:
@@ -399,12 +405,14 @@ class ImportService:
             logger.info("chunk of an ended job skipped", extra={"job_id": job_id, "chunk": chunk_no})
             return
         started = time.monotonic()
+        faults.crash_at(faults.WRITER_BEFORE_STAGE)
         try:
             staged_now = self._validate_and_stage(job, chunk_no, message["key"])
         except Exception as error:
             # Kept for the dead-letter consumer, which reports it if the chunk never succeeds.
             self.store.record_chunk_failure(job_id, chunk_no, f"{type(error).__name__}: {error}")
             raise
+        faults.crash_at(faults.WRITER_AFTER_STAGE)
         if staged_now:  # a redelivered chunk is not counted again
             self.metrics.chunks.labels(job.resource.value).inc()
             self.metrics.chunk_seconds.labels(job.resource.value).observe(time.monotonic() - started)
@@ -429,6 +437,7 @@ class ImportService:
         outcome = self.store.try_merge(job_id)
         if outcome is None:
             return
+        faults.crash_at(faults.MERGE_BEFORE_FINISH)
         job = self.jobs.get(job_id)
         if job is None or job.is_final:
             return
