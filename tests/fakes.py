@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, Literal
 
 import orjson
-from bulkio.adapters.jobs_repo import CHUNKER_LEASE_SECONDS, IdempotencyClaim
-from bulkio.adapters.postgres import FailedRecord, MergeOutcome, StagedRecord, StagingProgress
-from bulkio.adapters.s3 import ObjectInfo, PresignedUpload
+from bulkio.adapters.jobs_repo import IdempotencyClaim, LeaseLost
+from bulkio.adapters.postgres import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
+from bulkio.adapters.s3 import ObjectChanged, ObjectInfo, PresignedUpload
 from bulkio.config import Settings
 from bulkio.domain.auth import Principal
 from bulkio.domain.idempotency import StoredRequest
@@ -29,12 +29,14 @@ from bulkio.domain.jobs import (
     Counters,
     ImportJob,
     JobFailure,
+    JobSource,
     JobStatus,
     final_status,
     utc_now,
 )
 from bulkio.domain.records import ValidationRules
 from bulkio.domain.resources import Format, Resource
+from bulkio.domain.sweep import RunState
 from bulkio.services.imports import ImportService
 
 Clock = Callable[[], float]
@@ -50,7 +52,7 @@ CALLER = Principal(OWNER, frozenset({"imports:write", "imports:read", "exports:r
 @dataclass(slots=True)
 class _StoredJob:
     job: ImportJob
-    lease_until: int | None = None
+    chunker_run: str | None = None
 
 
 class FakeJobRepository:
@@ -99,6 +101,9 @@ class FakeJobRepository:
     def all_jobs(self) -> list[ImportJob]:
         return [job for job_id in self._jobs if (job := self.get(job_id)) is not None]
 
+    def open_jobs(self, page_size: int = 100) -> Iterable[ImportJob]:
+        return [job for job in sorted(self.all_jobs(), key=lambda job: job.created_at) if not job.is_final]
+
     def create_for_drop(self, job: ImportJob) -> str:
         drop = (job.source.bucket, job.source.key, job.source.etag)
         if drop not in self._drops:
@@ -106,27 +111,42 @@ class FakeJobRepository:
             self._jobs[job.job_id] = _StoredJob(copy.deepcopy(job))
         return self._drops[drop]
 
-    def start_processing(self, job_id: str, format_: Format | None) -> bool:
+    def start_processing(self, job_id: str, format_: Format | None, run_id: str, lease_seconds: int) -> bool:
         stored = self._jobs.get(job_id)
         if stored is None:
             return False
         now = self._now()
         job = stored.job
-        lease_expired = stored.lease_until is not None and stored.lease_until < now
+        lease_expired = job.lease_until is not None and job.lease_until < now
         reclaimable = job.status is JobStatus.PROCESSING and lease_expired and job.chunks_total is None
         if job.status not in STARTABLE_STATUSES and not reclaimable:
             return False
         job.status = JobStatus.PROCESSING
-        stored.lease_until = now + CHUNKER_LEASE_SECONDS
+        job.lease_until = now + lease_seconds
+        job.chunker_runs += 1
+        stored.chunker_run = run_id
         job.started_at = job.started_at or utc_now()
         if format_:
             job.format = format_
         return True
 
-    def release_chunker_lease(self, job_id: str) -> None:
+    def renew_chunker_lease(self, job_id: str, run_id: str, lease_seconds: int) -> None:
         stored = self._jobs[job_id]
-        if stored.job.status is JobStatus.PROCESSING and stored.job.chunks_total is None:
-            stored.lease_until = 0
+        if stored.job.status is not JobStatus.PROCESSING or stored.chunker_run != run_id:
+            raise LeaseLost(f"job {job_id} is no longer chunker run {run_id}'s")
+        stored.job.lease_until = self._now() + lease_seconds
+
+    def release_chunker_lease(self, job_id: str, run_id: str) -> None:
+        stored = self._jobs[job_id]
+        job = stored.job
+        if job.status is JobStatus.PROCESSING and stored.chunker_run == run_id and job.chunks_total is None:
+            job.lease_until = 0
+
+    def pin_source(self, job_id: str, source: JobSource) -> JobSource:
+        stored = self._jobs[job_id]
+        if not stored.job.source.pinned:
+            stored.job.source = replace(source, pinned=True)
+        return copy.deepcopy(stored.job.source)
 
     def set_format(self, job_id: str, format_: Format) -> None:
         self._jobs[job_id].job.format = format_
@@ -165,7 +185,7 @@ class FakeJobRepository:
             return None
         stored.job.status = status
         stored.job.finished_at = utc_now()
-        stored.lease_until = None
+        stored.job.lease_until = None
         return stored
 
     # ------------------------------------------------------------ idempotency keys
@@ -231,16 +251,26 @@ class FakeObjectWriter(io.RawIOBase):
 class FakeObjectStore:
     """S3ObjectStore in a dict keyed by (bucket, key). Presigned URLs are recognizable fakes."""
 
-    def __init__(self, bucket: str = "import-bucket") -> None:
+    def __init__(self, bucket: str = "import-bucket", versioned: bool = True) -> None:
         self.bucket = bucket
+        self.versioned = versioned
         self.objects: dict[tuple[str, str], StoredObject] = {}
+        # Every version ever written, by (bucket, key, version id), as in a versioned bucket.
+        self.versions: dict[tuple[str, str, str], StoredObject] = {}
+        self.version_ids: dict[tuple[str, str], str] = {}
+
+    def _put(self, bucket: str, key: str, stored: StoredObject) -> None:
+        self.objects[(bucket, key)] = stored
+        version_id = f"v{len(self.versions) + 1}"
+        self.versions[(bucket, key, version_id)] = stored
+        self.version_ids[(bucket, key)] = version_id
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self.objects[(self.bucket, key)] = StoredObject(bytes(data), content_type)
+        self._put(self.bucket, key, StoredObject(bytes(data), content_type))
 
     def put_in_bucket(self, bucket: str, key: str, data: bytes) -> None:
         """An object written by someone else (a user dropping a file), possibly in another bucket."""
-        self.objects[(bucket, key)] = StoredObject(bytes(data), "application/octet-stream")
+        self._put(bucket, key, StoredObject(bytes(data), "application/octet-stream"))
 
     def upload_stream(self, key: str, stream: BinaryIO, content_type: str = "application/octet-stream") -> None:
         self.put_bytes(key, b"".join(iter(lambda: stream.read(64 * 1024), b"")), content_type)
@@ -255,11 +285,25 @@ class FakeObjectStore:
         with self.open(key) as stream:
             return stream.read()
 
-    def info(self, key: str) -> ObjectInfo | None:
-        stored = self.objects.get((self.bucket, key))
+    def open_version(self, key: str, bucket: str | None, version_id: str | None, etag: str | None) -> BinaryIO:
+        bucket = bucket or self.bucket
+        if version_id:
+            stored = self.versions.get((bucket, key, version_id))
+            if stored is None:
+                raise FileNotFoundError(f"s3://{bucket}/{key}?versionId={version_id}")
+            return io.BytesIO(stored.data)
+        current = self.open(key, bucket)
+        if etag and hashlib.md5(self.objects[(bucket, key)].data).hexdigest() != etag:
+            raise ObjectChanged(f"s3://{bucket}/{key}")
+        return current
+
+    def info(self, key: str, bucket: str | None = None) -> ObjectInfo | None:
+        bucket = bucket or self.bucket
+        stored = self.objects.get((bucket, key))
         if stored is None:
             return None
-        return ObjectInfo(size=len(stored.data), etag=hashlib.md5(stored.data).hexdigest())
+        version_id = self.version_ids[(bucket, key)] if self.versioned else None
+        return ObjectInfo(size=len(stored.data), etag=hashlib.md5(stored.data).hexdigest(), version_id=version_id)
 
     def presign_put(self, key: str, ttl_seconds: int) -> PresignedUpload:
         url = f"https://{self.bucket}.s3.example/{key}?method=PUT&expires={ttl_seconds}"
@@ -285,6 +329,10 @@ class FakeChunkQueue:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.deliver: Callable[[dict[str, Any]], None] | None = None
+        self.delays: list[tuple[str, int]] = []  # (receipt handle, seconds) of ChangeMessageVisibility calls
+
+    def delay(self, receipt_handle: str, seconds: int) -> None:
+        self.delays.append((receipt_handle, seconds))
 
     def send(self, messages: Iterable[dict[str, Any]]) -> None:
         for message in messages:
@@ -306,6 +354,9 @@ class FakeRun:
     failed: list[FailedRecord] = field(default_factory=list)
     outcome: MergeOutcome | None = None
     failed_run: bool = False
+    resends: int = 0
+    restages: int = 0
+    lost_chunks: set[int] = field(default_factory=set)  # staged, but their rows vanished (a crash recovery)
 
 
 class FakeImportStore:
@@ -357,7 +408,11 @@ class FakeImportStore:
         if run.outcome is None:
             run.chunks_total, run.records_total = chunks_total, records_total
 
-    def try_merge(self, job_id: str) -> MergeOutcome | None:
+    def lose_staged_rows(self, job_id: str, chunks: Iterable[int]) -> None:
+        """What a crash recovery of PostgreSQL does to UNLOGGED staging: the claims stay, the rows go."""
+        self.runs[job_id].lost_chunks.update(chunks)
+
+    def try_merge(self, job_id: str) -> MergeOutcome | StagingLost | None:
         run = self.runs.get(job_id)
         if run is None:
             return None
@@ -365,6 +420,13 @@ class FakeImportStore:
             return replace(run.outcome, merged_now=False)
         if run.failed_run or run.chunks_total is None or len(run.staged_chunks) < run.chunks_total:
             return None
+        if run.lost_chunks:
+            lost = tuple(sorted(run.lost_chunks))
+            for chunk_no in lost:
+                del run.staged_chunks[chunk_no]
+            run.lost_chunks.clear()
+            run.restages += 1
+            return StagingLost(lost, run.restages)
         errors_by_code: dict[str, int] = {}
         for record in run.failed:
             errors_by_code[record.error.code.value] = errors_by_code.get(record.error.code.value, 0) + 1
@@ -381,6 +443,34 @@ class FakeImportStore:
 
     def chunks_staged(self, job_id: str) -> int:
         return self.progress(job_id).chunks
+
+    def is_staged(self, job_id: str, chunk_no: int) -> bool:
+        run = self.runs.get(job_id)
+        return run is not None and chunk_no in run.staged_chunks
+
+    def run_state(self, job_id: str) -> RunState | None:
+        run = self.runs.get(job_id)
+        if run is None:
+            return None
+        return RunState(
+            chunks_total=run.chunks_total,
+            records_total=run.records_total,
+            chunks_staged=len(run.staged_chunks),
+            merged=run.outcome is not None,
+            failed=run.failed_run,
+            last_activity_age_seconds=self.activity_age_seconds,
+            resends=run.resends,
+        )
+
+    activity_age_seconds: float | None = 0.0
+    """What run_state reports as the seconds since the run's last sign of life (tests set it)."""
+
+    def unstaged_chunks(self, job_id: str) -> list[int]:
+        run = self.runs[job_id]
+        return [n for n in range(1, (run.chunks_total or 0) + 1) if n not in run.staged_chunks]
+
+    def mark_resent(self, job_id: str) -> None:
+        self.runs[job_id].resends += 1
 
     def first_errors(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
         run = self.runs.get(job_id)

@@ -1,7 +1,7 @@
 """Validator/writer: validates one chunk of records and stages it in PostgreSQL with COPY.
 
-SQS batch with partial failures: a failed chunk is retried alone, and after maxReceiveCount it goes to the
-dead-letter queue.
+SQS batch with partial failures: a failed chunk is retried alone, after a backoff it sets itself, and after
+maxReceiveCount it goes to the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ processor = BatchProcessor(event_type=EventType.SQS)
 def process_chunk_message(record: SQSRecord) -> None:
     message = orjson.loads(record.body)
     logger.append_keys(job_id=message["job_id"], chunk=message["chunk"], resource=message.get("resource"))
-    import_service().process_chunk(message)
+    try:
+        import_service().process_chunk(message)
+    except Exception:
+        # Backs the chunk off before it is reported failed: the next try comes after seconds, not the queue's
+        # visibility timeout, and a database outage uses up receives slowly (bulkio.domain.sweep.retry_delay_seconds).
+        import_service().retry_later(record.receipt_handle, int(record.attributes.approximate_receive_count))
+        raise
 
 
 @pushing_metrics

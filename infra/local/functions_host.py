@@ -5,7 +5,13 @@ and the Invoke API.
 LOCAL_TEMPLATE (template.yaml), LOCAL_STATE_DIR (.state), LOCAL_ENV_FILE (infra/local/env.json), DATABASE_URL,
 LOCAL_AWS_PORT (4566), LOCAL_API_PORT (3000), LOCAL_INVOKE_PORT (4567), LOCAL_MAX_REQUEST_BYTES (200 MiB; the
 only request size limit, for Api routes and function URLs alike), LOCAL_SQS_CONCURRENCY (cpu count),
-LOCAL_SQS_RETRY_DELAY_SECONDS (2; also the async invoke retry delay).
+LOCAL_SQS_RETRY_DELAY_SECONDS (2: the async invoke retry delay), LOCAL_SCHEDULE_SECONDS (the interval of every
+`Schedule` event; unset: the template's rate).
+
+SQS event sources behave as Lambda's: a message whose invocation failed is left alone, so it comes back when its
+visibility timeout (the queue's, or what the function set with ChangeMessageVisibility) runs out, and after the
+queue's maxReceiveCount it moves to the dead-letter queue. `Schedule` events invoke the function with an
+EventBridge "Scheduled Event" at their rate, one invocation at a time per schedule.
 
 Function URLs (`FunctionUrlConfig`) are served on the API port too, since locally there is no URL host per
 function. Where: the function resource's `Metadata: {LocalUrlPath: /v1/exports}` names the path, and the
@@ -45,6 +51,7 @@ from infra.local.template import (
     Function,
     FunctionUrl,
     GatewayResponse,
+    ScheduleEvent,
     StackTemplate,
     TemplateError,
 )
@@ -54,6 +61,7 @@ from infra.local.workers import (
     HostSettings,
     Outcome,
     ReceiverGone,
+    WorkerGone,
     invoke_with_retries,
     load_stack,
 )
@@ -90,6 +98,7 @@ class HostConfig:
     max_request_bytes: int = 209_715_200
     sqs_concurrency: int = os.cpu_count() or 2
     retry_delay_seconds: int = 2
+    schedule_seconds: float | None = None
 
     @classmethod
     def from_environment(cls) -> HostConfig:
@@ -107,6 +116,9 @@ class HostConfig:
             max_request_bytes=int(environ.get("LOCAL_MAX_REQUEST_BYTES", "209715200")),
             sqs_concurrency=int(environ.get("LOCAL_SQS_CONCURRENCY", str(os.cpu_count() or 2))),
             retry_delay_seconds=int(environ.get("LOCAL_SQS_RETRY_DELAY_SECONDS", "2")),
+            schedule_seconds=float(environ["LOCAL_SCHEDULE_SECONDS"])
+            if environ.get("LOCAL_SCHEDULE_SECONDS")
+            else None,
         )
 
 
@@ -761,6 +773,11 @@ class FunctionsHost:
             self._spawn(server.serve_forever, f"http-{port}")
         self._wire_s3_notifications()
         for function in self.stack.functions.values():
+            for schedule in function.schedule_events:
+                if schedule.enabled:
+                    self._spawn(
+                        lambda f=function, s=schedule: self._run_schedule(f, s), f"schedule-{function.logical_id}"
+                    )
             for event in function.sqs_events:
                 for poller_no in range(self.config.sqs_concurrency):
                     self._spawn(
@@ -864,25 +881,36 @@ class FunctionsHost:
             message_ids = [message["MessageId"] for message in messages]
             kept = failed_message_ids(outcome, message_ids, report_item_failures)
             done = [m for m in messages if m["MessageId"] not in kept]
-            retried = [m for m in messages if m["MessageId"] in kept]
             if done:
                 sqs.delete_message_batch(
                     QueueUrl=queue_url,
                     Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done)],
                 )
-            if retried:
-                # Failed messages come back after a short delay rather than the queue's visibility timeout.
-                sqs.change_message_visibility_batch(
-                    QueueUrl=queue_url,
-                    Entries=[
-                        {
-                            "Id": str(n),
-                            "ReceiptHandle": m["ReceiptHandle"],
-                            "VisibilityTimeout": self.config.retry_delay_seconds,
-                        }
-                        for n, m in enumerate(retried)
-                    ],
-                )
+            # The kept ones are left as they are: they come back when their visibility timeout ends, the
+            # queue's or the one the function chose (a writer backs off with ChangeMessageVisibility).
+
+    def _run_schedule(self, function: Function, schedule: ScheduleEvent) -> None:
+        interval = self.config.schedule_seconds or schedule.interval_seconds
+        pool = self.functions.pool(function.logical_id)
+        rule_arn = (
+            f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{self.stack.stack_name}-{function.logical_id}-{schedule.name}"
+        )
+        while not self.stopping.wait(interval):
+            event = {
+                "version": "0",
+                "id": str(uuid.uuid4()),
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "account": ACCOUNT_ID,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "region": REGION,
+                "resources": [rule_arn],
+                "detail": {},
+            }
+            try:
+                pool.invoke(json.dumps(event).encode())
+            except WorkerGone:
+                return  # the host is stopping
 
     def invoke_async(self, logical_id: str, payload: bytes) -> None:
         pool = self.functions.pool(logical_id)

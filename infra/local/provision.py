@@ -37,13 +37,16 @@ def provision(stack: StackTemplate, endpoint: str) -> None:
     for bucket in stack.buckets.values():
         if bucket.name not in existing_buckets:
             s3.create_bucket(Bucket=bucket.name)
+        if bucket.versioned:
+            s3.put_bucket_versioning(Bucket=bucket.name, VersioningConfiguration={"Status": "Enabled"})
 
     sqs = local_client("sqs", endpoint)
-    # Dead-letter queues first: a redrive policy can only name a queue that exists.
-    for queue in sorted(stack.queues.values(), key=lambda queue: queue.dead_letter_arn is not None):
-        url = sqs.create_queue(QueueName=queue.name)["QueueUrl"]
+    # Every queue before any attributes: a redrive policy can only name a queue that exists, and dead-letter
+    # queues may have dead-letter queues of their own.
+    urls = {queue.name: sqs.create_queue(QueueName=queue.name)["QueueUrl"] for queue in stack.queues.values()}
+    for queue in stack.queues.values():
         if queue.attributes:
-            sqs.set_queue_attributes(QueueUrl=url, Attributes=queue.attributes)
+            sqs.set_queue_attributes(QueueUrl=urls[queue.name], Attributes=queue.attributes)
 
     dynamodb = local_client("dynamodb", endpoint)
     existing_tables = set(dynamodb.list_tables().get("TableNames", []))

@@ -117,6 +117,27 @@ class S3Event:
 
 
 @dataclass(frozen=True)
+class ScheduleEvent:
+    """An EventBridge schedule (`Type: Schedule`): rate(N minute|minutes|hour|hours|day|days) only."""
+
+    name: str
+    expression: str
+    interval_seconds: int
+    enabled: bool = True
+
+
+_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_RATE_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def schedule_interval_seconds(expression: str) -> int:
+    match = _RATE.match(expression.strip())
+    if not match:
+        raise TemplateError(f"schedule {expression!r}: the local stack runs rate(N minutes|hours|days) schedules only")
+    return int(match[1]) * _RATE_UNIT_SECONDS[match[2].rstrip("s")]
+
+
+@dataclass(frozen=True)
 class FunctionUrl:
     auth_type: str  # NONE or AWS_IAM
     invoke_mode: str  # BUFFERED or RESPONSE_STREAM
@@ -153,6 +174,7 @@ class Function:
     api_events: list[ApiEvent] = field(default_factory=list)
     s3_events: list[S3Event] = field(default_factory=list)
     sqs_events: list[SqsEvent] = field(default_factory=list)
+    schedule_events: list[ScheduleEvent] = field(default_factory=list)
     # Asynchronous invocations (S3 events, InvocationType=Event): tries in all, and where a failure goes.
     async_attempts: int = 3
     on_failure_queue_arn: str | None = None
@@ -167,6 +189,7 @@ class Function:
 class Bucket:
     logical_id: str
     name: str
+    versioned: bool = False
 
 
 @dataclass
@@ -474,7 +497,8 @@ def load_template(
             folder = (site_packages or virtualenv_site_packages()) if built else root / content / "python"
             layers[logical_id] = Layer(logical_id, folder, is_site_dir=built)
         elif resource_type == "AWS::S3::Bucket":
-            buckets[logical_id] = Bucket(logical_id, resolver.physical_name(logical_id))
+            versioning = (properties.get("VersioningConfiguration") or {}).get("Status")
+            buckets[logical_id] = Bucket(logical_id, resolver.physical_name(logical_id), versioning == "Enabled")
         elif resource_type == "AWS::SQS::Queue":
             queues[logical_id] = _queue(resolver, logical_id, properties)
         elif resource_type == "AWS::DynamoDB::Table":
@@ -631,6 +655,16 @@ def _function(
                     events=events if isinstance(events, list) else [events],
                     prefix=by_name.get("prefix"),
                     suffix=by_name.get("suffix"),
+                )
+            )
+        elif event["Type"] == "Schedule":
+            expression = str(event_properties["Schedule"])
+            function.schedule_events.append(
+                ScheduleEvent(
+                    event_name,
+                    expression,
+                    schedule_interval_seconds(expression),
+                    str(event_properties.get("Enabled", True)).lower() != "false",
                 )
             )
         elif event["Type"] == "SQS":

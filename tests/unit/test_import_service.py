@@ -563,17 +563,19 @@ def test_a_dead_letter_for_a_finished_job_changes_nothing(world: FakeWorld) -> N
 def test_a_dropped_file_becomes_one_job_per_object_version(world: FakeWorld) -> None:
     key = "drop/users/2024/new users.ndjson"
     world.objects.put_bytes(key, ndjson([user(1), user(2)]))
+    first_etag = world.objects.info(key).etag  # type: ignore[union-attr]
 
-    world.service.on_object_created(BUCKET, key, "etag-1")
-    world.service.on_object_created(BUCKET, key, "etag-1")
+    world.service.on_object_created(BUCKET, key, first_etag)
+    world.service.on_object_created(BUCKET, key, first_etag)
 
     (job,) = world.jobs.all_jobs()
     assert (job.resource, job.source.kind, job.source.filename) == (Resource.USERS, SourceKind.DROP, "new users.ndjson")
-    assert (job.source.bucket, job.source.key, job.source.etag) == (BUCKET, key, "etag-1")
+    assert (job.source.bucket, job.source.key, job.source.etag) == (BUCKET, key, first_etag)
     assert job.status is JobStatus.PROCESSING
     assert len(world.queue.messages) == 1
 
-    world.service.on_object_created(BUCKET, key, "etag-2")
+    world.objects.put_bytes(key, ndjson([user(3)]))
+    world.service.on_object_created(BUCKET, key, world.objects.info(key).etag)  # type: ignore[union-attr]
 
     assert len(world.jobs.all_jobs()) == 2
     assert len(world.queue.messages) == 2

@@ -47,6 +47,17 @@ class Settings:
     url_max_seconds: int = 840
     # on AWS: the Secrets Manager secret holding the database credentials, read when DATABASE_URL is empty
     database_secret_arn: str = ""
+    # the chunker's lease on a job, renewed while it reads: a killed chunker's job is taken over this soon
+    chunker_lease_seconds: int = 60
+    # a failed chunk's next try: doubling from the first delay with each receive, at most the longest
+    chunk_retry_first_seconds: int = 2
+    chunk_retry_longest_seconds: int = 60
+    # the sweeper: writers silent this long with chunks unstaged are stalled; how often it relaunches a
+    # chunker or re-sends chunks before it fails the job; how long per-job metric groups stay on the Pushgateway
+    sweep_stall_seconds: int = 180
+    sweep_max_chunker_runs: int = 3
+    sweep_max_resends: int = 5
+    job_metrics_retention_seconds: int = 86400
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -76,4 +87,11 @@ class Settings:
             max_compression_ratio=_int(env, "MAX_COMPRESSION_RATIO", 100),
             max_records_per_job=_int(env, "MAX_RECORDS_PER_JOB", 1_000_000),
             chunk_max_bytes=_int(env, "CHUNK_MAX_BYTES", 4 * 1024**2),
+            chunker_lease_seconds=_int(env, "CHUNKER_LEASE_SECONDS", 60),
+            chunk_retry_first_seconds=_int(env, "CHUNK_RETRY_FIRST_SECONDS", 2),
+            chunk_retry_longest_seconds=_int(env, "CHUNK_RETRY_LONGEST_SECONDS", 60),
+            sweep_stall_seconds=_int(env, "SWEEP_STALL_SECONDS", 180),
+            sweep_max_chunker_runs=_int(env, "SWEEP_MAX_CHUNKER_RUNS", 3),
+            sweep_max_resends=_int(env, "SWEEP_MAX_RESENDS", 5),
+            job_metrics_retention_seconds=_int(env, "JOB_METRICS_RETENTION_SECONDS", 86400),
         )

@@ -7,7 +7,8 @@ Items: `job#<id>` (an import job), `idem#<scope>#<key>` (an Idempotency-Key, exp
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -31,9 +32,13 @@ from bulkio.domain.jobs import (
 )
 from bulkio.domain.resources import Format, Resource
 
-CHUNKER_LEASE_SECONDS = 16 * 60  # longer than the chunker's 15-minute Lambda limit
 JOBS_BY_CREATION_INDEX = "by_kind_created"
 JOBS_BY_OWNER_INDEX = "by_owner_created"  # sparse: only jobs with an owner (not S3 drops)
+OPEN_JOBS_INDEX = "by_open_created"  # sparse: only jobs that have not ended (`open_kind` goes when they end)
+
+
+class LeaseLost(RuntimeError):
+    """Another chunker run holds the job now: this one must stop without touching the job."""
 
 
 COMPLETED_VALUES = frozenset({JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value})
@@ -81,6 +86,8 @@ def job_to_item(job: ImportJob) -> dict[str, Any]:
     if job.owner:
         item["owner"] = job.owner
         item["owner_kind"] = owner_kind(job.owner, "import")
+    if not job.is_final:
+        item["open_kind"] = "import"
     return item
 
 
@@ -92,6 +99,8 @@ def vars_of(source: JobSource) -> dict[str, Any]:
         "url": source.url,
         "filename": source.filename,
         "etag": source.etag,
+        "version_id": source.version_id,
+        "pinned": source.pinned or None,
     }
 
 
@@ -110,6 +119,8 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
             url=source.get("url"),
             filename=source.get("filename"),
             etag=source.get("etag"),
+            version_id=source.get("version_id"),
+            pinned=bool(source.get("pinned")),
         ),
         created_at=parse_iso(item["created_at"]) or datetime.min,
         started_at=parse_iso(item.get("started_at")),
@@ -126,6 +137,8 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         errors_by_code={k: int(v) for k, v in item.get("errors_by_code", {}).items()},
         failure=JobFailure(failure["code"], failure["message"]) if failure else None,
         owner=item.get("owner"),
+        lease_until=_int(item.get("lease_until")),
+        chunker_runs=_int(item.get("chunker_runs")) or 0,
     )
 
 
@@ -219,21 +232,44 @@ class DynamoJobRepository:
         existing = self._table.get_item(Key={"pk": drop_pk}, ConsistentRead=True)["Item"]
         return str(existing["job_id"])
 
-    def start_processing(self, job_id: str, format_: Format | None) -> bool:
-        """Claims the job for one chunker run. False when another run owns it or it has moved on."""
+    def open_jobs(self, page_size: int = 100) -> Iterator[ImportJob]:
+        """Every import job that has not ended, oldest first, page by page (the sparse index by_open_created)."""
+        query: dict[str, Any] = {
+            "IndexName": OPEN_JOBS_INDEX,
+            "KeyConditionExpression": Key("open_kind").eq("import"),
+            "Limit": page_size,
+        }
+        while True:
+            page = self._table.query(**query)
+            for item in page.get("Items", []):
+                job = job_from_item(item)
+                if not job.is_final:  # an index lags its table by a moment
+                    yield job
+            if "LastEvaluatedKey" not in page:
+                return
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def start_processing(self, job_id: str, format_: Format | None, run_id: str, lease_seconds: int) -> bool:
+        """Claims the job for one chunker run (`run_id`) with a lease the run renews while it reads. False when
+        another run's lease is live, chunking finished, or the job has moved on."""
         now = int(time.time())
         names = {"#s": "status"}
         values: dict[str, Any] = {
             ":processing": JobStatus.PROCESSING.value,
             ":now": now,
-            ":lease": now + CHUNKER_LEASE_SECONDS,
+            ":lease": now + lease_seconds,
+            ":run": run_id,
+            ":one": 1,
             ":started": iso_now(),
             ":q": JobStatus.QUEUED.value,
             ":a": JobStatus.AWAITING_UPLOAD.value,
         }
-        update = "SET #s = :processing, lease_until = :lease, started_at = if_not_exists(started_at, :started)"
+        update = (
+            "SET #s = :processing, lease_until = :lease, chunker_run = :run,"
+            " started_at = if_not_exists(started_at, :started) ADD chunker_runs :one"
+        )
         if format_:
-            update += ", #f = :format"
+            update = update.replace(" ADD ", ", #f = :format ADD ")
             names["#f"] = "format"
             values[":format"] = format_.value
         try:
@@ -253,19 +289,60 @@ class DynamoJobRepository:
                 return False
             raise
 
-    def release_chunker_lease(self, job_id: str) -> None:
+    def renew_chunker_lease(self, job_id: str, run_id: str, lease_seconds: int) -> None:
+        """Extends the lease of run `run_id`; LeaseLost when the job is no longer that run's (its lease ran out
+        and another run took over, or the job ended)."""
+        try:
+            self._table.update_item(
+                Key={"pk": _job_pk(job_id)},
+                UpdateExpression="SET lease_until = :lease",
+                ConditionExpression="#s = :processing AND chunker_run = :run",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":lease": int(time.time()) + lease_seconds,
+                    ":processing": JobStatus.PROCESSING.value,
+                    ":run": run_id,
+                },
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                raise LeaseLost(f"job {job_id} is no longer chunker run {run_id}'s") from error
+            raise
+
+    def release_chunker_lease(self, job_id: str, run_id: str) -> None:
         """Lets a retried chunker run claim the job again at once (only while chunking is unfinished)."""
         try:
             self._table.update_item(
                 Key={"pk": _job_pk(job_id)},
                 UpdateExpression="SET lease_until = :zero",
-                ConditionExpression="#s = :processing AND attribute_not_exists(chunks_total)",
+                ConditionExpression="#s = :processing AND chunker_run = :run AND attribute_not_exists(chunks_total)",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":zero": 0, ":processing": JobStatus.PROCESSING.value},
+                ExpressionAttributeValues={":zero": 0, ":processing": JobStatus.PROCESSING.value, ":run": run_id},
             )
         except ClientError as error:
             if not _is_condition_failure(error):
                 raise
+
+    def pin_source(self, job_id: str, source: JobSource) -> JobSource:
+        """Records the source version the first chunker run reads; every later run reads that one. Returns the
+        pinned source (another run's, if one pinned first)."""
+        pinned = replace(source, pinned=True)
+        try:
+            self._table.update_item(
+                Key={"pk": _job_pk(job_id)},
+                UpdateExpression="SET #source = :source",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#source.pinned)",
+                ExpressionAttributeNames={"#source": "source"},
+                ExpressionAttributeValues={":source": {k: v for k, v in vars_of(pinned).items() if v is not None}},
+            )
+            return pinned
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+        job = self.get(job_id)
+        if job is None:
+            raise LookupError(f"no import job {job_id}")
+        return job.source
 
     def set_format(self, job_id: str, format_: Format) -> None:
         self._table.update_item(
@@ -310,7 +387,7 @@ class DynamoJobRepository:
         try:
             self._table.update_item(
                 Key={"pk": _job_pk(job_id)},
-                UpdateExpression=update + ", #s = :status, finished_at = :finished REMOVE lease_until",
+                UpdateExpression=update + ", #s = :status, finished_at = :finished REMOVE lease_until, open_kind",
                 ConditionExpression=f"attribute_exists(pk) AND NOT #s IN ({', '.join(final)})",
                 ExpressionAttributeNames={
                     "#s": "status",

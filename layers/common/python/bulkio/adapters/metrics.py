@@ -6,20 +6,23 @@ Grouping keys, so that many Lambda instances pushing at once never overwrite eac
   so `sum by (...) (metric)` over all instance groups is the service's total. Groups of instances that are
   gone keep their last values: they are totals, so the sums stay right.
 - `job="bulkio_jobs", kind=import|export, job_id=<id>`: one group per finished job (duration, rows/s, error
-  rate, finish time), pushed once when the job ends.
+  rate, finish time), pushed once when the job ends, and deleted by the sweeper once it is older than
+  JOB_METRICS_RETENTION_SECONDS (Prometheus has scraped it long before; the Pushgateway never forgets by itself).
 
 Without PUSHGATEWAY_URL nothing is pushed; a failing push is logged and never fails the invocation.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools import Logger
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, delete_from_gateway, push_to_gateway
 
 logger = Logger(child=True)
 
@@ -132,3 +135,24 @@ class Metrics:
             )
         except OSError as error:
             logger.warning("job metrics push failed", extra={"job_id": summary.job_id, "error": str(error)})
+
+    def delete_job_groups_older_than(self, seconds: float) -> int:
+        """Deletes the per-job groups pushed more than `seconds` ago; returns how many went."""
+        if not self.pushgateway_url:
+            return 0
+        base = self.pushgateway_url if "://" in self.pushgateway_url else f"http://{self.pushgateway_url}"
+        with urllib.request.urlopen(f"{base.rstrip('/')}/api/v1/metrics", timeout=PUSH_TIMEOUT_SECONDS) as answer:
+            groups = json.load(answer).get("data") or []
+        oldest_kept = time.time() - seconds
+        deleted = 0
+        for group in groups:
+            labels = group.get("labels") or {}
+            pushed = (group.get("push_time_seconds") or {}).get("metrics") or [{}]
+            if labels.get("job") != "bulkio_jobs" or float(pushed[0].get("value") or 0) >= oldest_kept:
+                continue
+            grouping_key = {name: value for name, value in labels.items() if name != "job"}
+            delete_from_gateway(
+                self.pushgateway_url, job="bulkio_jobs", grouping_key=grouping_key, timeout=PUSH_TIMEOUT_SECONDS
+            )
+            deleted += 1
+        return deleted

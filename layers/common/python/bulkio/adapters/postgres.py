@@ -22,6 +22,7 @@ from psycopg2.extensions import cursor as Cursor
 from bulkio.adapters.merge_sql import MERGE_SQL, STAGE_TABLES
 from bulkio.domain.errors import RecordError
 from bulkio.domain.resources import COLUMNS, Resource
+from bulkio.domain.sweep import RunState
 
 APPLICATION_NAME = "bulkio"
 COPY_BUFFER_BYTES = 1 << 16
@@ -73,6 +74,16 @@ class MergeOutcome:
     merged_now: bool
 
 
+@dataclass(frozen=True, slots=True)
+class StagingLost:
+    """The merge found claimed chunks whose staged rows are gone (staging is UNLOGGED: a crash recovery of
+    PostgreSQL empties it, while the logged claims remain). Their claims were removed: the chunks must be sent
+    to the writers again. `restages` counts how often this happened to the job, this time included."""
+
+    chunks: tuple[int, ...]
+    restages: int
+
+
 def connect(dsn: str) -> Connection:
     """A connection in UTC with autocommit off, named so it can be told apart in pg_stat_activity."""
     return psycopg2.connect(
@@ -88,6 +99,16 @@ def connect(dsn: str) -> Connection:
 # ---------------------------------------------------------------------------------------------- COPY encoding
 
 _COPY_NULL = "\\N"
+_NUL = "\x00"
+# PostgreSQL text cannot hold NUL. Stored values never have one (validation refuses them: invalid_character),
+# but text that is only reported (an error's message, field, value and record) may: it is written as the six
+# characters \u0000, NUL's JSON escape, so a JSON column stays JSON. Doubled: COPY's text format un-doubles it.
+_NUL_IN_COPY_TEXT = "\\\\u0000"
+
+
+def _without_nul(line: str) -> str:
+    """A COPY line that PostgreSQL accepts whatever the text in it (the probe is one scan in C)."""
+    return line.replace(_NUL, _NUL_IN_COPY_TEXT) if _NUL in line else line
 
 
 def _copy_text(value: Any) -> str:
@@ -127,14 +148,25 @@ _COLUMN_ENCODERS: dict[str, Callable[[Any], str]] = {
 
 
 def _row_encoder(resource: Resource) -> Callable[[str, int, int | None, dict[str, Any], str], str]:
-    """A function turning one staged record into one line of COPY text format, columns in COLUMNS order."""
-    encoders = [(column, _COLUMN_ENCODERS.get(column, _copy_text)) for column in COLUMNS[resource]]
+    """A function turning one staged record into one line of COPY text format: job, index, line, the columns in
+    COLUMNS order, the raw record, and `provided`, the bitmask of the columns the row holds (bit i for
+    COLUMNS[resource][i]; a column the record leaves out keeps its stored value, see merge_sql)."""
+    encoders = [
+        (column, _COLUMN_ENCODERS.get(column, _copy_text), 1 << bit) for bit, column in enumerate(COLUMNS[resource])
+    ]
 
     def encode(job_id: str, index: int, line: int | None, row: dict[str, Any], raw: str) -> str:
         fields = [_copy_text(job_id), str(index), _COPY_NULL if line is None else str(line)]
-        fields += [encode_value(row.get(column)) for column, encode_value in encoders]
+        provided = 0
+        for column, encode_value, bit in encoders:
+            if column in row:
+                provided |= bit
+                fields.append(encode_value(row[column]))
+            else:
+                fields.append(_COPY_NULL)
         fields.append(_copy_text(raw))
-        return "\t".join(fields) + "\n"
+        fields.append(str(provided))
+        return _without_nul("\t".join(fields) + "\n")
 
     return encode
 
@@ -158,7 +190,7 @@ def _copy_error_line(job_id: str, record: FailedRecord) -> str:
         _json_text(error.value),
         record.raw,
     )
-    return "\t".join(map(_copy_text, fields)) + "\n"
+    return _without_nul("\t".join(map(_copy_text, fields)) + "\n")
 
 
 class _CopySource:
@@ -195,7 +227,7 @@ class _CountingSink:
 
 
 _STAGE_COPY_SQL: dict[Resource, str] = {
-    resource: f"COPY {STAGE_TABLES[resource]} (job_id, idx, line, {', '.join(columns)}, raw) FROM STDIN"
+    resource: f"COPY {STAGE_TABLES[resource]} (job_id, idx, line, {', '.join(columns)}, raw, provided) FROM STDIN"
     for resource, columns in COLUMNS.items()
 }
 _ERRORS_COPY_SQL = "COPY import_errors (job_id, idx, line, code, field, message, value_json, record_json) FROM STDIN"
@@ -246,6 +278,13 @@ COPY (
 # ---------------------------------------------------------------------------------------------- the store
 
 
+def is_broken(error: BaseException, connection: Connection) -> bool:
+    """A failure of the connection rather than of the statement: the server went away (restart, failover, a
+    thawed Lambda's stale socket). psycopg2 reports "server closed the connection unexpectedly" as a plain
+    DatabaseError, so the connection's own state decides, not only the exception's class."""
+    return isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError) or bool(connection.closed)
+
+
 class OneConnection:
     """One connection, opened on first use and again after it broke (a warm Lambda keeps it between calls)."""
 
@@ -277,7 +316,10 @@ class ImportStore(OneConnection):
                     result = work(cursor)
                 connection.commit()
                 return result
-            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            except psycopg2.Error as error:
+                if not is_broken(error, connection):
+                    connection.rollback()
+                    raise
                 self.close()
                 if attempt == 2 or not replayable():
                     raise
@@ -309,16 +351,20 @@ class ImportStore(OneConnection):
         encode = _ROW_ENCODERS[resource]
         staged_count = 0
         failed_indexes: set[int] = set()
+        first_index: int | None = None
 
         def counted_staged() -> Iterator[str]:
-            nonlocal staged_count
+            nonlocal staged_count, first_index
             for record in staged:
                 staged_count += 1
+                first_index = record.index if first_index is None else min(first_index, record.index)
                 yield encode(job_id, record.index, record.line, record.row, record.raw)
 
         def counted_failed() -> Iterator[str]:
+            nonlocal first_index
             for record in failed:
                 failed_indexes.add(record.index)
+                first_index = record.index if first_index is None else min(first_index, record.index)
                 yield _copy_error_line(job_id, record)
 
         staged_lines = counted_staged()
@@ -332,6 +378,15 @@ class ImportStore(OneConnection):
                 "INSERT INTO import_runs (job_id, resource) VALUES (%s, %s) ON CONFLICT (job_id) DO NOTHING",
                 (job_id, resource.value),
             )
+            # A run that failed, was cancelled or merged takes no more rows: a writer still in flight then must
+            # not leave rows behind that nothing would ever remove. The share lock makes fail_run and the merge
+            # (which update this row) wait for chunks being staged, and a chunk wait for them.
+            cursor.execute(
+                "SELECT merged_at IS NULL AND failed_at IS NULL FROM import_runs WHERE job_id = %s FOR SHARE",
+                (job_id,),
+            )
+            if not cursor.fetchone()[0]:
+                return False
             cursor.execute(
                 "INSERT INTO import_chunks (job_id, chunk_no) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (job_id, chunk_no),
@@ -342,8 +397,9 @@ class ImportStore(OneConnection):
             cursor.copy_expert(_STAGE_COPY_SQL[resource], _CopySource(staged_lines), COPY_BUFFER_BYTES)
             cursor.copy_expert(_ERRORS_COPY_SQL, _CopySource(failed_lines), COPY_BUFFER_BYTES)
             cursor.execute(
-                "UPDATE import_chunks SET records = %s, failed = %s WHERE job_id = %s AND chunk_no = %s",
-                (staged_count + len(failed_indexes), len(failed_indexes), job_id, chunk_no),
+                "UPDATE import_chunks SET records = %s, failed = %s, first_idx = %s"
+                " WHERE job_id = %s AND chunk_no = %s",
+                (staged_count + len(failed_indexes), len(failed_indexes), first_index, job_id, chunk_no),
             )
             return True
 
@@ -355,7 +411,8 @@ class ImportStore(OneConnection):
     def set_totals(self, job_id: str, chunks_total: int, records_total: int) -> None:
         def work(cursor: Cursor) -> None:
             cursor.execute(
-                "UPDATE import_runs SET chunks_total = %s, records_total = %s WHERE job_id = %s AND merged_at IS NULL",
+                "UPDATE import_runs SET chunks_total = %s, records_total = %s, chunked_at = now()"
+                " WHERE job_id = %s AND merged_at IS NULL",
                 (chunks_total, records_total, job_id),
             )
             if cursor.rowcount == 0:
@@ -365,10 +422,14 @@ class ImportStore(OneConnection):
 
         self._transaction(work)
 
-    def try_merge(self, job_id: str) -> MergeOutcome | None:
-        """Merge the job if all its chunks are staged; exactly one caller ever gets merged_now=True."""
+    def try_merge(self, job_id: str) -> MergeOutcome | StagingLost | None:
+        """Merge the job if all its chunks are staged; exactly one caller ever gets merged_now=True.
 
-        def work(cursor: Cursor) -> MergeOutcome | None:
+        Before merging, the staged rows are checked against the claimed chunks' record counts: chunks whose rows
+        are missing lose their claims and come back as StagingLost, to be staged again, instead of a merge that
+        would import fewer rows and report success."""
+
+        def work(cursor: Cursor) -> MergeOutcome | StagingLost | None:
             cursor.execute(
                 "SELECT resource, chunks_total, records_total, merged_at IS NOT NULL, failed_at IS NOT NULL,"
                 " succeeded, failed, errors_by_code"
@@ -386,9 +447,45 @@ class ImportStore(OneConnection):
             cursor.execute("SELECT count(*) FROM import_chunks WHERE job_id = %s", (job_id,))
             if cursor.fetchone()[0] < chunks_total:
                 return None
-            return self._merge(cursor, job_id, Resource(resource_name), records_total)
+            resource = Resource(resource_name)
+            lost = self._unstage_lost_chunks(cursor, job_id, resource)
+            if lost is not None:
+                return lost
+            return self._merge(cursor, job_id, resource, records_total)
 
         return self._transaction(work)
+
+    @staticmethod
+    def _unstage_lost_chunks(cursor: Cursor, job_id: str, resource: Resource) -> StagingLost | None:
+        """None when every claimed chunk's valid records are staged; else the claims of the chunks that lost
+        rows are removed (with what is left of their rows and validation errors) and their numbers returned."""
+        stage = STAGE_TABLES[resource]
+        cursor.execute(
+            f"SELECT (SELECT count(*) FROM {stage} WHERE job_id = %(job)s),"
+            " (SELECT coalesce(sum(records - failed), 0) FROM import_chunks WHERE job_id = %(job)s)",
+            {"job": job_id},
+        )
+        staged, expected = cursor.fetchone()
+        if staged == expected:
+            return None
+        cursor.execute(
+            f"""DELETE FROM import_chunks c
+            WHERE c.job_id = %(job)s AND c.records - c.failed <> (
+                SELECT count(*) FROM {stage} s
+                WHERE s.job_id = c.job_id AND s.idx >= c.first_idx AND s.idx < c.first_idx + c.records)
+            RETURNING c.chunk_no, c.first_idx, c.records""",
+            {"job": job_id},
+        )
+        lost = cursor.fetchall()
+        for _, first_idx, records in lost:
+            for table in (stage, "import_errors"):
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE job_id = %s AND idx >= %s AND idx < %s",
+                    (job_id, first_idx, first_idx + records),
+                )
+        cursor.execute("UPDATE import_runs SET restages = restages + 1 WHERE job_id = %s RETURNING restages", (job_id,))
+        restages = cursor.fetchone()[0]
+        return StagingLost(tuple(sorted(chunk_no for chunk_no, _, _ in lost)), restages)
 
     @staticmethod
     def _merge(cursor: Cursor, job_id: str, resource: Resource, records_total: int) -> MergeOutcome:
@@ -429,6 +526,56 @@ class ImportStore(OneConnection):
 
     def chunks_staged(self, job_id: str) -> int:
         return self.progress(job_id).chunks
+
+    def run_state(self, job_id: str) -> RunState | None:
+        def work(cursor: Cursor) -> RunState | None:
+            cursor.execute(
+                """SELECT r.chunks_total, r.records_total,
+                    (SELECT count(*) FROM import_chunks c WHERE c.job_id = r.job_id),
+                    r.merged_at IS NOT NULL, r.failed_at IS NOT NULL,
+                    extract(epoch FROM now() - greatest(
+                        (SELECT max(staged_at) FROM import_chunks c WHERE c.job_id = r.job_id),
+                        r.chunked_at, r.resent_at)),
+                    r.resends
+                FROM import_runs r WHERE r.job_id = %s""",
+                (job_id,),
+            )
+            found = cursor.fetchone()
+            if found is None:
+                return None
+            total, records, staged, merged, failed, age, resends = found
+            return RunState(total, records, staged, merged, failed, None if age is None else float(age), resends)
+
+        return self._transaction(work)
+
+    def unstaged_chunks(self, job_id: str) -> list[int]:
+        """Numbers of the chunks the chunker announced that no writer has staged (yet)."""
+
+        def work(cursor: Cursor) -> list[int]:
+            cursor.execute(
+                """SELECT n FROM import_runs r, generate_series(1, r.chunks_total) n
+                WHERE r.job_id = %s AND NOT EXISTS (
+                    SELECT 1 FROM import_chunks c WHERE c.job_id = r.job_id AND c.chunk_no = n)
+                ORDER BY n""",
+                (job_id,),
+            )
+            return [n for (n,) in cursor.fetchall()]
+
+        return self._transaction(work)
+
+    def mark_resent(self, job_id: str) -> None:
+        self._transaction(
+            lambda cursor: cursor.execute(
+                "UPDATE import_runs SET resent_at = now(), resends = resends + 1 WHERE job_id = %s", (job_id,)
+            )
+        )
+
+    def is_staged(self, job_id: str, chunk_no: int) -> bool:
+        def work(cursor: Cursor) -> bool:
+            cursor.execute("SELECT 1 FROM import_chunks WHERE job_id = %s AND chunk_no = %s", (job_id, chunk_no))
+            return cursor.fetchone() is not None
+
+        return self._transaction(work)
 
     def first_errors(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
         def work(cursor: Cursor) -> list[dict[str, Any]]:

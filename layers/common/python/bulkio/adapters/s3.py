@@ -21,6 +21,15 @@ class PresignedUpload:
 class ObjectInfo:
     size: int
     etag: str
+    version_id: str | None = None  # None in a bucket without versioning
+
+
+class ObjectChanged(Exception):
+    """The object's pinned version is gone: it was replaced in a bucket that keeps no versions."""
+
+
+def _error_code(error: Exception) -> str:
+    return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
 
 
 class S3ObjectStore:
@@ -42,17 +51,40 @@ class S3ObjectStore:
         except self._s3.exceptions.NoSuchKey as error:
             raise FileNotFoundError(f"s3://{bucket or self.bucket}/{key}") from error
 
+    def open_version(self, key: str, bucket: str | None, version_id: str | None, etag: str | None) -> BinaryIO:
+        """The object exactly as it was pinned: that version, or (without versioning) only while its ETag is
+        unchanged. FileNotFoundError when it is gone, ObjectChanged when it was replaced."""
+        params: dict[str, Any] = {"Bucket": bucket or self.bucket, "Key": key}
+        if version_id:
+            params["VersionId"] = version_id
+        elif etag:
+            params["IfMatch"] = etag
+        try:
+            return self._s3.get_object(**params)["Body"]
+        except self._s3.exceptions.ClientError as error:
+            code = _error_code(error)
+            if code in {"NoSuchKey", "NoSuchVersion", "404"}:
+                raise FileNotFoundError(f"s3://{params['Bucket']}/{key}") from error
+            if code in {"PreconditionFailed", "412"}:
+                raise ObjectChanged(f"s3://{params['Bucket']}/{key}") from error
+            raise
+
     def read_bytes(self, key: str) -> bytes:
         return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
-    def info(self, key: str) -> ObjectInfo | None:
+    def info(self, key: str, bucket: str | None = None) -> ObjectInfo | None:
         try:
-            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+            head = self._s3.head_object(Bucket=bucket or self.bucket, Key=key)
         except self._s3.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            if _error_code(error) in {"404", "NoSuchKey", "NotFound"}:
                 return None
             raise
-        return ObjectInfo(size=head["ContentLength"], etag=head["ETag"].strip('"'))
+        version = head.get("VersionId")
+        return ObjectInfo(
+            size=head["ContentLength"],
+            etag=head["ETag"].strip('"'),
+            version_id=None if version in (None, "null") else str(version),
+        )
 
     def presign_put(self, key: str, ttl_seconds: int) -> PresignedUpload:
         url = self._s3.generate_presigned_url(

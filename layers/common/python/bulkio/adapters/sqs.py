@@ -25,6 +25,10 @@ class ChunkQueue:
         if batch:
             self._send_batch(batch)
 
+    def delay(self, receipt_handle: str, seconds: int) -> None:
+        """A received message comes back only after `seconds` (its visibility timeout from now)."""
+        self._sqs.change_message_visibility(QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds)
+
     def _send_batch(self, batch: list[dict[str, Any]]) -> None:
         entries = [{"Id": str(n), "MessageBody": orjson.dumps(m).decode()} for n, m in enumerate(batch)]
         response = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)

@@ -41,6 +41,11 @@ class JobSource:
     url: str | None = None
     filename: str | None = None
     etag: str | None = None
+    # Set by the chunker's first run: the object version (or ETag) every later run reads, so that a retry
+    # reads exactly the bytes of the first attempt. For a URL import, bucket and key then name the copy of
+    # the downloaded bytes.
+    version_id: str | None = None
+    pinned: bool = False
 
 
 @dataclass(slots=True)
@@ -73,6 +78,9 @@ class ImportJob:
     errors_by_code: dict[str, int] = field(default_factory=dict)
     failure: JobFailure | None = None
     owner: str | None = None  # the subject of the token that created it; None for S3 drops (admins' jobs)
+    # The chunker's lease (epoch seconds; renewed while it reads) and how many chunker runs have started.
+    lease_until: int | None = None
+    chunker_runs: int = 0
 
     @property
     def is_final(self) -> bool:

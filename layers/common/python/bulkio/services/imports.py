@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, unquote_plus, urlsplit
 
@@ -17,10 +17,10 @@ from aws_lambda_powertools import Logger
 
 from bulkio import faults
 from bulkio.adapters.http_source import SourceUnavailable, open_url
-from bulkio.adapters.jobs_repo import DynamoJobRepository, InvalidCursor
+from bulkio.adapters.jobs_repo import DynamoJobRepository, InvalidCursor, LeaseLost
 from bulkio.adapters.metrics import JobSummary, Metrics
-from bulkio.adapters.postgres import FailedRecord, ImportStore, StagedRecord
-from bulkio.adapters.s3 import S3ObjectStore
+from bulkio.adapters.postgres import FailedRecord, ImportStore, StagedRecord, StagingLost
+from bulkio.adapters.s3 import ObjectChanged, S3ObjectStore
 from bulkio.adapters.sqs import ChunkQueue
 from bulkio.config import Settings
 from bulkio.domain.auth import Principal
@@ -42,6 +42,7 @@ from bulkio.domain.jobs import (
 from bulkio.domain.parsing import SourceRecord, UnreadableFile, detect_format, iter_source_records
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.resources import Format, Resource, parse_resource
+from bulkio.domain.sweep import SweepAction, SweepSettings, decide, retry_delay_seconds
 from bulkio.problems import Problem, bad_request, conflict, not_found
 from bulkio.services.idempotency import ApiResult, idempotency_scope, submit_once
 
@@ -53,6 +54,11 @@ INLINE_REPORT_BYTES = 4 * 1024 * 1024  # below Lambda's 6 MB response cap, with 
 REPORT_URL_TTL_SECONDS = 900
 FORMAT_SNIFF_BYTES = 64 * 1024
 SQS_BATCH = 10
+FETCH_PIECE_BYTES = 1024 * 1024
+# How often a job's staged rows may vanish (a PostgreSQL crash recovery each time) before it fails.
+MAX_RESTAGES = 3
+# After the presigned URL expired, how long an upload that started in time may still take to arrive.
+UPLOAD_GRACE_SECONDS = 300
 
 
 def source_key(job_id: str) -> str:
@@ -305,13 +311,16 @@ class ImportService:
         if job.status not in STARTABLE_STATUSES and job.status is not JobStatus.PROCESSING:
             logger.info("job already ended: source ignored", extra={"job_id": job_id})
             return
-        if not self.jobs.start_processing(job_id, job.format):
+        lease = ChunkerLease(self.jobs, job_id, str(uuid.uuid4()), self.settings.chunker_lease_seconds)
+        if not self.jobs.start_processing(job_id, job.format, lease.run_id, lease.seconds):
+            # Another run holds a live lease (it renews it while it reads); if it died, the sweeper relaunches
+            # the chunker once the lease has run out.
             logger.info("job is being chunked by another invocation", extra={"job_id": job_id})
             return
         self.store.register_job(job_id, job.resource)
         started = time.monotonic()
         try:
-            with closing(self._open_source(job)) as source:
+            with closing(self._open_source(job, lease)) as source:
                 stream, fmt = self._settle_format(job, source)
                 records = iter_source_records(
                     stream,
@@ -325,13 +334,16 @@ class ImportService:
                     # already queued are skipped by the writers because the job has failed.
                     max_records=self.settings.max_records_per_job,
                 )
-                chunks_total, records_total = self._write_chunks(job, records)
+                chunks_total, records_total = self._write_chunks(job, records, lease)
+        except LeaseLost:
+            logger.warning("another chunker run took the job over: this one stops", extra={"job_id": job_id})
+            return
         except (UnreadableFile, SourceUnavailable) as problem:
             self.fail(job_id, problem.code, problem.message)
             return
         except Exception:
             # S3, SQS or database trouble: free the claim so that Lambda's retry of this event can chunk again.
-            self.jobs.release_chunker_lease(job_id)
+            self.jobs.release_chunker_lease(job_id, lease.run_id)
             raise
         self.store.set_totals(job_id, chunks_total, records_total)
         self.jobs.set_totals(job_id, chunks_total, records_total)
@@ -346,16 +358,44 @@ class ImportService:
         )
         self.finish_if_complete(job_id)
 
-    def _open_source(self, job: ImportJob) -> BinaryIO:
-        if job.source.kind is SourceKind.URL and job.source.url:
-            return self._open_url(job.source.url)
-        key = job.source.key or source_key(job.job_id)
+    def _open_source(self, job: ImportJob, lease: ChunkerLease) -> BinaryIO:
+        """The source exactly as the job's first chunker run read it: every run reads the pinned version."""
+        source = job.source if job.source.pinned else self._pin_source(job, lease)
+        key = source.key or source_key(job.job_id)
+        where = f"s3://{source.bucket or self.objects.bucket}/{key}"
         try:
-            return self.objects.open(key, job.source.bucket)
+            return self.objects.open_version(key, source.bucket, source.version_id, source.etag)
         except FileNotFoundError as error:
+            raise SourceUnavailable("source_missing", f"{where} no longer exists: upload the file again") from error
+        except ObjectChanged as error:
             raise SourceUnavailable(
-                "source_missing", f"s3://{job.source.bucket}/{key} no longer exists: upload the file again"
+                "source_changed",
+                f"{where} was replaced while the job was reading it, and the bucket keeps no versions, so the "
+                "rest of the first file cannot be read: submit the import again (or enable bucket versioning)",
             ) from error
+
+    def _pin_source(self, job: ImportJob, lease: ChunkerLease) -> JobSource:
+        """Fixes the bytes this job imports: the S3 object's current version, or for a URL import a copy of the
+        downloaded bytes in S3 (a URL may answer differently next time)."""
+        source = job.source
+        if source.kind is SourceKind.URL and source.url:
+            key = fetched_key(job.job_id)
+            with closing(self._open_url(source.url)) as remote, self.objects.writer(key) as copy:
+                while piece := remote.read(FETCH_PIECE_BYTES):
+                    copy.write(piece)
+                    lease.keep_alive()
+            source = replace(source, bucket=self.objects.bucket, key=key, etag=None)
+        key = source.key or source_key(job.job_id)
+        info = self.objects.info(key, source.bucket)
+        if info is None:
+            raise SourceUnavailable(
+                "source_missing", f"s3://{source.bucket or self.objects.bucket}/{key} does not exist: upload the file"
+            )
+        # A drop names the version its S3 event announced (its ETag); a later PUT of the same key is its own job.
+        etag = source.etag or info.etag
+        version_id = info.version_id if info.etag == etag else None
+        pinned = replace(source, key=key, etag=etag, version_id=version_id)
+        return self.jobs.pin_source(job.job_id, pinned)
 
     def _settle_format(self, job: ImportJob, source: BinaryIO) -> tuple[BinaryIO, Format | None]:
         """Detects a format the request left out, so that the job shows it; reads only the first bytes."""
@@ -367,26 +407,18 @@ class ImportService:
             self.jobs.set_format(job.job_id, fmt)
         return _PrefixedStream(head, source), fmt
 
-    def _write_chunks(self, job: ImportJob, records: Iterable[SourceRecord]) -> tuple[int, int]:
+    def _write_chunks(self, job: ImportJob, records: Iterable[SourceRecord], lease: ChunkerLease) -> tuple[int, int]:
         chunk_no = 0
         records_total = 0
         announced: list[dict[str, Any]] = []
         for chunk in encode_chunks(records, self.settings.chunk_records, self.settings.chunk_max_bytes):
+            lease.keep_alive()
             chunk_no += 1
             records_total += chunk.records
             key = chunk_key(job.job_id, chunk_no)
             self.objects.put_bytes(key, chunk.body, "application/x-ndjson")
             faults.crash_at(faults.CHUNKER_AFTER_CHUNK)
-            announced.append(
-                {
-                    "job_id": job.job_id,
-                    "resource": job.resource.value,
-                    "chunk": chunk_no,
-                    "key": key,
-                    "first": chunk.first_index,
-                    "records": chunk.records,
-                }
-            )
+            announced.append(chunk_message(job.job_id, job.resource, chunk_no, chunk.first_index, chunk.records))
             if len(announced) == SQS_BATCH:  # one SendMessageBatch per ten chunks
                 self._announce(announced)
                 announced = []
@@ -437,6 +469,9 @@ class ImportService:
         outcome = self.store.try_merge(job_id)
         if outcome is None:
             return
+        if isinstance(outcome, StagingLost):
+            self._restage(job_id, outcome)
+            return
         faults.crash_at(faults.MERGE_BEFORE_FINISH)
         job = self.jobs.get(job_id)
         if job is None or job.is_final:
@@ -467,6 +502,26 @@ class ImportService:
                 },
             )
 
+    def _restage(self, job_id: str, lost: StagingLost) -> None:
+        """Staged rows vanished (a crash recovery of PostgreSQL empties the UNLOGGED staging tables): their chunks
+        are staged again from their chunk objects, a bounded number of times."""
+        if lost.restages > MAX_RESTAGES:
+            self.fail(
+                job_id,
+                "staging_lost",
+                f"the staged rows of {len(lost.chunks)} chunks were lost {lost.restages} times (the database "
+                "restarted or failed over each time): submit the import again once the database is stable",
+            )
+            return
+        job = self.jobs.get(job_id)
+        if job is None:
+            return
+        logger.warning(
+            "staged rows were lost: their chunks are staged again",
+            extra={"job_id": job_id, "chunks": len(lost.chunks), "restages": lost.restages},
+        )
+        self._announce([chunk_message(job_id, job.resource, chunk_no) for chunk_no in lost.chunks])
+
     def _count_finished(self, job: ImportJob, errors_by_code: dict[str, int], duration_seconds: float) -> None:
         """Counted once per job (the finish above succeeds once): the sums over all instances are the job totals."""
         resource = job.resource.value
@@ -490,6 +545,70 @@ class ImportService:
         for fmt, content_type in (("ndjson", "application/x-ndjson"), ("csv", "text/csv; charset=utf-8")):
             with self.objects.writer(report_key(job_id, fmt), content_type) as sink:
                 self.store.write_error_report(job_id, fmt, sink)  # type: ignore[arg-type]
+
+    def retry_later(self, receipt_handle: str, receive_count: int) -> None:
+        """A chunk that failed comes back after a backoff (2 s doubling to 60 s by default) rather than the
+        queue's visibility timeout, so a database outage costs seconds, and maxReceiveCount spans minutes."""
+        delay = retry_delay_seconds(
+            receive_count, self.settings.chunk_retry_first_seconds, self.settings.chunk_retry_longest_seconds
+        )
+        try:
+            self.queue.delay(receipt_handle, delay)
+        except Exception:  # the message then comes back after the queue's visibility timeout: slower, not lost
+            logger.exception("could not delay the failed chunk's next try")
+
+    # ================================================================ sweeper
+    def sweep(self) -> dict[str, int]:
+        """Looks at every unfinished job once and does what it needs to end (bulkio/domain/sweep.py). One job's
+        trouble never stops the others'. Returns how many jobs got each action."""
+        settings = SweepSettings(
+            stall_seconds=self.settings.sweep_stall_seconds,
+            max_chunker_runs=self.settings.sweep_max_chunker_runs,
+            max_resends=self.settings.sweep_max_resends,
+            upload_window_seconds=self.settings.presign_ttl_seconds + UPLOAD_GRACE_SECONDS,
+        )
+        actions: dict[str, int] = {}
+        for job in self.jobs.open_jobs():
+            try:
+                action = self._sweep_job(job, settings)
+            except Exception:
+                logger.exception("sweeping a job failed; the next sweep tries again", extra={"job_id": job.job_id})
+                action = "error"
+            actions[action] = actions.get(action, 0) + 1
+        try:
+            self.metrics.delete_job_groups_older_than(self.settings.job_metrics_retention_seconds)
+        except Exception:
+            logger.exception("could not delete old job groups from the Pushgateway")
+        logger.info("sweep done", extra={"actions": actions})
+        return actions
+
+    def _sweep_job(self, job: ImportJob, settings: SweepSettings) -> str:
+        run = self.store.run_state(job.job_id)
+        upload_present = False
+        waited = time.time() - job.created_at.timestamp()
+        if job.status is JobStatus.AWAITING_UPLOAD and waited > settings.stall_seconds:
+            key = job.source.key or source_key(job.job_id)
+            upload_present = self.objects.info(key, job.source.bucket) is not None
+        decision = decide(job, run, time.time(), settings, upload_present)
+        if decision.action is SweepAction.NOTHING:
+            return decision.action.value
+        logger.warning(
+            "sweeper resumes a job",
+            extra={"job_id": job.job_id, "status": job.status.value, "action": decision.action.value},
+        )
+        if decision.action is SweepAction.LAUNCH_CHUNKER:
+            self.launch_chunker(job.job_id)
+        elif decision.action is SweepAction.RESEND_CHUNKS:
+            unstaged = self.store.unstaged_chunks(job.job_id)
+            self.store.mark_resent(job.job_id)
+            self._announce([chunk_message(job.job_id, job.resource, chunk_no) for chunk_no in unstaged])
+        elif decision.action is SweepAction.FINISH:
+            if run is not None and run.chunks_total is not None and job.chunks_total is None:
+                self.jobs.set_totals(job.job_id, run.chunks_total, run.records_total or 0)
+            self.finish_if_complete(job.job_id)
+        elif decision.action is SweepAction.FAIL:
+            self.fail(job.job_id, decision.code or "job_interrupted", decision.message or "the job was interrupted")
+        return decision.action.value
 
     # ================================================================ failures
     def fail(self, job_id: str, code: str, message: str) -> None:
@@ -538,6 +657,11 @@ class ImportService:
     def on_dead_letter(self, message: dict[str, Any]) -> None:
         job_id, chunk_no = message["job_id"], int(message["chunk"])
         self.metrics.dead_letters.labels("chunk").inc()
+        if self.store.is_staged(job_id, chunk_no):
+            # Another copy of the message (a re-send by the sweeper, a redelivery) staged the chunk meanwhile.
+            logger.info("dead-lettered chunk was staged by another delivery: ignored", extra={"job_id": job_id})
+            self.finish_if_complete(job_id)
+            return
         reason = self.store.chunk_failure(job_id, chunk_no) or "the writer crashed without recording a reason"
         first = int(message.get("first") or (chunk_no - 1) * self.settings.chunk_records + 1)
         last = first + int(message.get("records") or self.settings.chunk_records) - 1
@@ -550,6 +674,48 @@ class ImportService:
             f"chunk {chunk_no} (records {first} to {last}) failed repeatedly "
             f"and was moved to the dead-letter queue: {reason}. Fix the cause and submit the import again.",
         )
+
+
+def fetched_key(job_id: str) -> str:
+    """Where a URL import keeps the bytes it downloaded: outside uploads/ and drop/, so no S3 event fires."""
+    return f"fetched/{job_id}/source"
+
+
+def chunk_message(
+    job_id: str, resource: Resource, chunk_no: int, first: int | None = None, records: int | None = None
+) -> dict[str, Any]:
+    """The SQS message announcing one chunk; `first` and `records` only name its records in dead-letter reports
+    (a re-sent chunk's message leaves them out)."""
+    message: dict[str, Any] = {
+        "job_id": job_id,
+        "resource": resource.value,
+        "chunk": chunk_no,
+        "key": chunk_key(job_id, chunk_no),
+    }
+    if first is not None:
+        message["first"] = first
+    if records is not None:
+        message["records"] = records
+    return message
+
+
+class ChunkerLease:
+    """A chunker run's hold on its job: renewed while the run reads, at most every third of its length, so a
+    run that died loses the job within `seconds` and the sweeper hands it to a new run."""
+
+    def __init__(self, jobs: DynamoJobRepository, job_id: str, run_id: str, seconds: int) -> None:
+        self.jobs = jobs
+        self.job_id = job_id
+        self.run_id = run_id
+        self.seconds = seconds
+        self._renewed = time.monotonic()
+
+    def keep_alive(self) -> None:
+        """Raises LeaseLost when another run holds the job now."""
+        if time.monotonic() - self._renewed < self.seconds / 3:
+            return
+        self.jobs.renew_chunker_lease(self.job_id, self.run_id, self.seconds)
+        self._renewed = time.monotonic()
 
 
 def _url_filename(url: str | None) -> str | None:
