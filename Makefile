@@ -13,7 +13,7 @@ SCOPES ?= imports:write imports:read exports:read
 SUBJECT ?= local-user
 TTL ?= 3600
 
-.PHONY: help system-packages venv run reset token test test-unit lint invoke migrate data bench-import bench-export deploy
+.PHONY: help system-packages venv run reset token test test-unit lint invoke migrate data bench-import bench-export chaos deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ bench-import: $(STAMP) ## import ROWS users (default 1,000,000) through the embe
 
 bench-export: $(STAMP) ## stream ROWS users and articles (default 1,000,000 each) through the local stack vs a bare COPY
 	$(PY) -m infra.bench.export_bench --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),1000000)
+
+chaos: $(STAMP) ## fault drills (issue 8) on fresh stacks vs a clean run: ROWS (default 200,000), SCENARIOS=a,c,e, CHAOS_ARGS=--keep-state
+	$(PY) -m infra.chaos --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),200000) $(if $(SCENARIOS),--scenarios $(SCENARIOS)) $(CHAOS_ARGS)
 
 deploy: ## build and deploy to AWS with SAM (needs the sam CLI and AWS credentials)
 	sam build && sam deploy
