@@ -10,7 +10,7 @@ import csv
 import io
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import chain
@@ -290,6 +290,14 @@ _COMPLETE_CELL = rb'(?:"(?:[^"]++|"")*+"(?=,)|[^",\r][^,\r]*+)?+'
 _COMPLETE_CELLS = re.compile(_COMPLETE_CELL + rb"(?:," + _COMPLETE_CELL + rb")*+")
 _QUOTED_TEXT = re.compile(rb'(?:[^"]++|"")*+')
 _UNQUOTED_TEXT = re.compile(rb"[^,\r]*+")
+# A line that begins inside a quoted cell and ends inside one, so that its record goes on: the cell closes, a run of
+# unquoted cells follows (without quotes, ending with a comma), a quote opens the next cell, and so on. While the
+# rest of an oversized record is skipped, whole runs of such lines are passed over in one match. Only a shortcut
+# (unquoted cells holding a quote are left out): a line it does not match is judged by _csv_quote_state.
+_QUOTED_IN_LINE = rb'(?:[^"\n]++|"")*+'
+_STAYS_QUOTED_LINE = _QUOTED_IN_LINE + rb'(?:",(?:[^"\r\n]*,)?+"' + _QUOTED_IN_LINE + rb")*+"
+_STAYS_QUOTED = re.compile(_STAYS_QUOTED_LINE)
+_LINES_STAYING_QUOTED = re.compile(rb"(?:" + _STAYS_QUOTED_LINE + rb"\n)*+")
 
 
 def _csv_quote_state(piece: bytes, state: int) -> int:
@@ -356,14 +364,39 @@ def _oversized(line: bytes, track_csv_quotes: bool) -> _OversizedLine:
     return oversized
 
 
+@dataclass(slots=True)
+class _SkippedLines:
+    """_split_lines' answer to _SKIP_QUOTED_RECORD."""
+
+    count: int
+    """Lines skipped: those after the line the request followed, up to the one that ends its record (included)."""
+
+
+_SKIP_QUOTED_RECORD = "skip the rest of the quoted record"
+
+
 def _split_lines(
     chunks: Iterable[bytes], max_line_bytes: int, track_csv_quotes: bool = False
-) -> Iterator[bytes | _OversizedLine]:
+) -> Generator[bytes | _OversizedLine | _SkippedLines, object, None]:
     """Physical lines without their '\\n'; a line longer than the limit is skipped without being buffered
-    (with `track_csv_quotes`, its quoting states are followed as it streams past)."""
+    (with `track_csv_quotes`, its quoting states are followed as it streams past).
+
+    CSV: sending _SKIP_QUOTED_RECORD after a line that began and ended inside a quoted cell skips the lines after
+    it up to the one that ends the record, a chunk at a time rather than a line at a time; the send answers
+    _SkippedLines. Only a send ever yields one.
+    """
     pending = b""
     oversized: _OversizedLine | None = None
+    skipped: int | None = None  # while a record's rest is skipped: lines skipped so far
+    state, partial = _QUOTED, False  # meanwhile: the quoting state, and whether a line is partly read
     for chunk in chunks:
+        if skipped is not None:
+            skipped, state, partial, position = _skip_lines_staying_quoted(chunk, skipped, state, partial)
+            if position < 0:
+                continue
+            yield _SkippedLines(skipped)
+            skipped = None
+            chunk = chunk[position:]
         if oversized is not None:
             newline = chunk.find(b"\n")
             if newline < 0:
@@ -372,20 +405,56 @@ def _split_lines(
                 continue
             if track_csv_quotes:
                 oversized.scan(chunk[:newline])
-            yield oversized
+            if (yield oversized) is _SKIP_QUOTED_RECORD:
+                skipped = 0
             oversized = None
             chunk = chunk[newline + 1 :]
         lines = (pending + chunk if pending else chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
-            yield line if len(line) <= max_line_bytes else _oversized(line, track_csv_quotes)
-        if len(pending) > max_line_bytes:
+            if skipped is not None:
+                skipped += 1
+                if not _continues_quoted_cell(line):
+                    yield _SkippedLines(skipped)
+                    skipped = None
+            elif (
+                yield line if len(line) <= max_line_bytes else _oversized(line, track_csv_quotes)
+            ) is _SKIP_QUOTED_RECORD:
+                skipped = 0
+        if skipped is not None:
+            state, partial = _csv_quote_state(pending, _QUOTED), bool(pending)
+            pending = b""
+        elif len(pending) > max_line_bytes:
             oversized = _oversized(pending, track_csv_quotes)
             pending = b""
-    if oversized is not None:
-        yield oversized
-    elif pending:
-        yield pending
+    if skipped is not None:
+        yield _SkippedLines(skipped + partial)
+    elif oversized is not None or pending:
+        last_line = pending if oversized is None else oversized
+        if (yield last_line) is _SKIP_QUOTED_RECORD:
+            yield _SkippedLines(0)  # nothing follows
+
+
+def _skip_lines_staying_quoted(chunk: bytes, skipped: int, state: int, partial: bool) -> tuple[int, int, bool, int]:
+    """Skip the lines of `chunk` that go on inside a quoted cell: (lines skipped so far, quoting state, whether the
+    chunk ends inside a line, position after the line that ends the record or -1 if the record goes on)."""
+    position, size = 0, len(chunk)
+    while True:
+        if not partial:  # at a line's start, inside the quoted cell
+            end = _LINES_STAYING_QUOTED.match(chunk, position).end()  # type: ignore[union-attr]
+            skipped += chunk.count(b"\n", position, end)
+            position = end
+        newline = chunk.find(b"\n", position)
+        if newline < 0:
+            if position < size:
+                state, partial = _csv_quote_state(chunk[position:], state), True
+            return skipped, state, partial, -1
+        state = _csv_quote_state(chunk[position:newline], state)
+        skipped += 1
+        position = newline + 1
+        if state != _QUOTED:
+            return skipped, _QUOTED, False, position
+        partial = False
 
 
 def _raw_text(data: bytes) -> str:
@@ -644,14 +713,18 @@ class _CsvLineFeed:
     its real end (`skip_rest_of_record`): either way the text inside a quoted cell is never read as records.
     """
 
-    def __init__(self, lines: Iterator[bytes | _OversizedLine], max_record_bytes: int) -> None:
+    def __init__(
+        self, lines: Generator[bytes | _OversizedLine | _SkippedLines, object, None], max_record_bytes: int
+    ) -> None:
         self._lines = lines
         self._max_record_bytes = max_record_bytes
         self.line_errors: dict[int, tuple[RecordError, bytes]] = {}
         self.line_number = 0
         """Physical lines consumed so far, whether given to the reader or skipped."""
         self._record_lines = 0  # lines the reader has taken for the record it is reading
-        self._last_line: bytes | _OversizedLine = b""
+        self._record_bytes = 0  # their size, with the line breaks between them
+        self._record_start: bytes | _OversizedLine = b""
+        self._last_line: bytes | _OversizedLine | _SkippedLines = b""
 
     def __iter__(self) -> _CsvLineFeed:
         return self
@@ -665,6 +738,21 @@ class _CsvLineFeed:
         self.line_number += 1
         self._record_lines += 1
         self._last_line = line
+        size = self._max_record_bytes + 1 if isinstance(line, _OversizedLine) else len(line)
+        if self._record_lines == 1:
+            self._record_start = line
+            self._record_bytes = size
+        else:
+            # The reader asks for another line of the record only from inside a quoted cell. The record limit holds
+            # while the record is read: past it, the rest of the record is skipped and the reader, handed a quote
+            # that closes its cell, ends the record there, so that it never holds more than about the limit.
+            self._record_bytes += 1 + size
+            if self._record_bytes > self._max_record_bytes:
+                start = self._record_start
+                source = start.start if isinstance(start, _OversizedLine) else start
+                self.line_errors[self.line_number] = (_too_large(self._max_record_bytes), source)
+                self._skip_to_record_end(line)
+                return '"\n'
         if isinstance(line, _OversizedLine):
             self.line_errors[self.line_number] = (_too_large(self._max_record_bytes), line.start)
             # The reader is at a record start on a record's first line, and inside a quoted cell on any other.
@@ -685,20 +773,23 @@ class _CsvLineFeed:
         """After csv.reader refused a cell over the field size limit. No single line holds that much, so the cell
         is a quoted one that began on an earlier line, and the reader, which drops the rest of the line and starts
         afresh on the next, would take the rest of the cell for records. Skip the lines up to the record's end."""
-        line = self._last_line
-        while _continues_quoted_cell(line):
-            following = next(self._lines, None)
-            if following is None:
-                return
-            self.line_number += 1
-            line = following
+        self._skip_to_record_end(self._last_line)
+
+    def _skip_to_record_end(self, line: bytes | _OversizedLine | _SkippedLines) -> None:
+        """Skip the lines after `line` (the last one read, which began inside a quoted cell) up to the one that ends
+        its record."""
+        if isinstance(line, _SkippedLines) or not _continues_quoted_cell(line):
+            return
+        skipped = self._lines.send(_SKIP_QUOTED_RECORD)
+        assert isinstance(skipped, _SkippedLines)
+        self.line_number += skipped.count
 
 
 def _continues_quoted_cell(line: bytes | _OversizedLine) -> bool:
     """Whether a line that begins inside a quoted cell also ends inside one, so that the record goes on."""
     if isinstance(line, _OversizedLine):
         return line.state_from_quoted == _QUOTED
-    return _csv_quote_state(line, _QUOTED) == _QUOTED
+    return _STAYS_QUOTED.fullmatch(line) is not None or _csv_quote_state(line, _QUOTED) == _QUOTED
 
 
 def _csv_text(row: list[str]) -> str:
