@@ -357,6 +357,7 @@ class FakeRun:
     resends: int = 0
     restages: int = 0
     lost_chunks: set[int] = field(default_factory=set)  # staged, but their rows vanished (a crash recovery)
+    chunk_indexes: dict[int, set[int]] = field(default_factory=dict)  # chunk -> the record indexes it holds
 
 
 class FakeImportStore:
@@ -392,6 +393,7 @@ class FakeImportStore:
         staged, failed = list(staged), list(failed)
         failed_indexes = {record.index for record in failed}
         run.staged_chunks[chunk_no] = (len(staged) + len(failed_indexes), len(failed_indexes))
+        run.chunk_indexes[chunk_no] = {record.index for record in staged} | failed_indexes
         run.staged.extend(staged)
         run.failed.extend(failed)
         return True
@@ -422,8 +424,14 @@ class FakeImportStore:
             return None
         if run.lost_chunks:
             lost = tuple(sorted(run.lost_chunks))
+            gone: set[int] = set()
             for chunk_no in lost:
                 del run.staged_chunks[chunk_no]
+                gone |= run.chunk_indexes.pop(chunk_no, set())
+            # As ImportStore: the lost chunks' rows are gone, and their validation errors are removed with their
+            # claims, so that staging them again counts nothing twice.
+            run.staged = [record for record in run.staged if record.index not in gone]
+            run.failed = [record for record in run.failed if record.index not in gone]
             run.lost_chunks.clear()
             run.restages += 1
             return StagingLost(lost, run.restages)
