@@ -235,8 +235,12 @@ def test_csv_header_only_has_no_records() -> None:
     assert parse(b"id,email,name\n") == []
 
 
-def test_csv_empty_cells_are_absent_and_unknown_columns_kept() -> None:
-    assert summary(parse(b"id,email,nickname\n,a@b.co,annie\n")) == [(1, 2, {"email": "a@b.co", "nickname": "annie"})]
+def test_csv_empty_cells_are_null_columns_left_out_absent_and_unknown_columns_kept() -> None:
+    # README, update semantics: an empty cell is null, a column the header lacks is left out of the record.
+    assert summary(parse(b"id,email,nickname\n,a@b.co,annie\n")) == [
+        (1, 2, {"id": None, "email": "a@b.co", "nickname": "annie"})
+    ]
+    assert parse(b"id,active\nu1,\n")[0].data == {"id": "u1", "active": None}
 
 
 def test_csv_empty_rows_are_skipped() -> None:

@@ -918,8 +918,10 @@ def _csv_records(chunks: Iterator[bytes], resource: Resource, max_record_bytes: 
             raw = _csv_text(row)[:RAW_TEXT_LIMIT]
             yield SourceRecord(index, start_line, None, _too_large(max_record_bytes), raw)
             continue
-        data = {name: cell for name, cell in zip(header, row, strict=True) if cell != ""}
+        # An empty cell is null (JSON's null: it clears a nullable field); a column the header lacks is absent
+        # from the record (an update keeps the stored value).
+        data: dict[str, Any] = {name: cell or None for name, cell in zip(header, row, strict=True)}
         for name, coerce in coercions:
-            if name in data:
+            if data[name] is not None:
                 data[name] = coerce(data[name])
         yield SourceRecord(index, start_line, data, None, None)

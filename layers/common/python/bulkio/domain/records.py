@@ -1,7 +1,13 @@
 """Validation and normalization of imported records.
 
 Pure code: every problem of a record is reported (one RecordError each, naming the field and the offending
-value), and a valid record becomes a row with exactly the columns of its resource.
+value), and a valid record becomes a row holding the columns the record provides, in COLUMNS order.
+
+Update semantics (README, "Updates"): a field left out of a record keeps the stored value on update, so a row
+only holds what the record gives. null (an empty CSV cell) means "left out" for the fields that have a
+default (id, role, active, status, the timestamps); it clears the nullable fields (article body, tags,
+published_at: the row holds their empty value); for a required field it is `missing_field`. Defaults, and the
+check that a new row has every required field, belong to the merge: only it knows whether a row exists.
 
 The checks are hand-written rather than pydantic models: the rules are mostly cross-field (natural keys,
 status defaults, draft vs published_at) and every error needs our own code and message, which with pydantic
@@ -19,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bulkio.domain.errors import ErrorCode, RecordError
-from bulkio.domain.resources import Resource
+from bulkio.domain.resources import COLUMNS, Resource
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -35,8 +41,21 @@ MAX_TAGS = 50
 MAX_TAG_CHARS = 50
 ARTICLE_STATUSES = ("draft", "published")
 DEFAULT_USER_ROLE = "reader"
+DEFAULT_USER_ACTIVE = True
 REPORTED_VALUE_CHARS = 1000
 TIMESTAMP_EXAMPLE = "2024-05-01T12:00:00Z"
+
+
+class _Absent:
+    """A field the record leaves out: its column is not in the row (the stored value stays on update)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +73,8 @@ class ValidationRules:
 @dataclass(slots=True)
 class Validated:
     row: dict[str, Any] | None
-    """Normalized values under exactly the keys of COLUMNS[resource]; None when there are errors."""
+    """Normalized values of the columns the record provides, in COLUMNS[resource] order: a column missing here
+    keeps its stored value on update and takes its default on insert. None when there are errors."""
     errors: list[RecordError]
 
 
@@ -128,6 +148,10 @@ class _Check:
         value = self.data.get(name)
         return value is not None and not (isinstance(value, str) and not value.strip())
 
+    def given(self, name: str) -> bool:
+        """The record names the field, maybe as null (an empty CSV cell); a field it leaves out is not given."""
+        return name in self.data
+
     def fail(self, code: ErrorCode, name: str, message: str, value: Any = None) -> None:
         self.errors.append(RecordError(code, name, message, _reported(value)))
 
@@ -191,8 +215,10 @@ class _Check:
         return value
 
     def timestamp(self, name: str) -> datetime | None:
+        """ABSENT when left out, null or blank (created_at and updated_at then keep or take their default;
+        published_at, which null clears, is handled by its caller)."""
         if not self.has(name):
-            return None
+            return ABSENT
         value = self.string(name, f"a string with an ISO 8601 date-time like {TIMESTAMP_EXAMPLE}")
         if value is None:
             return None
@@ -224,7 +250,7 @@ class _Check:
 
     def role(self, roles: frozenset[str]) -> str | None:
         if not self.has("role"):
-            return DEFAULT_USER_ROLE
+            return ABSENT  # the default (reader) applies on insert, in the merge
         value = self.string("role")
         if value is None:
             return None
@@ -242,7 +268,7 @@ class _Check:
     def active(self) -> bool | None:
         value = self.data.get("active")
         if value is None:
-            return True
+            return ABSENT  # the default (true) applies on insert, in the merge
         if isinstance(value, bool):
             return value
         shown = _quoted(value) if isinstance(value, str) else repr(value)
@@ -272,9 +298,11 @@ class _Check:
         return None
 
     def tags(self) -> list[str] | None:
-        value = self.data.get("tags")
+        if not self.given("tags"):
+            return ABSENT
+        value = self.data["tags"]
         if value is None:
-            return []
+            return []  # null clears the tags
         if not isinstance(value, list):
             self.fail(
                 ErrorCode.INVALID_TYPE,
@@ -302,6 +330,11 @@ class _Check:
             )
         return tags if len(self.errors) == problems_before else None
 
+    def article_body(self) -> str | None:
+        if not self.given("body"):
+            return ABSENT
+        return "" if self.data["body"] is None else self.string("body")  # null clears the body
+
     def status(self) -> str | None:
         value = self.string("status")
         if value is None:
@@ -318,7 +351,9 @@ class _Check:
         return value
 
     def comment_body(self, max_words: int) -> str | None:
-        if self.data.get("body") is None:
+        if not self.given("body"):
+            return ABSENT
+        if self.data["body"] is None:
             self.missing("body", "write the comment text")
             return None
         body = self.string("body")
@@ -342,25 +377,42 @@ class _Check:
 def _natural_key(
     check: _Check, name: str, read: Callable[[], str | None], fix: str, neither_message: str
 ) -> str | None:
-    """The natural key (users: email, articles: slug): required, or `missing_key` when the id is absent too."""
+    """The natural key (users: email, articles: slug), or `missing_key` when the id is absent too. With an id,
+    a record may leave the key out (an update keeps the stored one; the merge refuses to insert without it),
+    but not give it as null."""
     if check.has(name):
         return read()
-    if check.has("id"):
-        check.missing(name, fix)
-    else:
+    if not check.has("id"):
         check.fail(ErrorCode.MISSING_KEY, "id", neither_message)
-    return None
+        return None
+    if check.given(name):
+        check.missing(name, fix)
+        return None
+    return ABSENT
+
+
+def _required(check: _Check, name: str, read: Callable[[], Any], fix: str) -> Any:
+    """A required field: null or blank is `missing_field`; left out, it is the merge's to judge (an update keeps
+    the stored value, an insert misses it)."""
+    if check.has(name):
+        return read()
+    if check.given(name):
+        check.missing(name, fix)
+        return None
+    return ABSENT
 
 
 def _required_text(check: _Check, name: str, max_chars: int, code: ErrorCode, fix: str) -> str | None:
-    if check.has(name):
-        return check.bounded_text(name, max_chars, code)
-    check.missing(name, fix)
-    return None
+    return _required(check, name, lambda: check.bounded_text(name, max_chars, code), fix)
+
+
+def _row(resource: Resource, values: tuple[Any, ...]) -> dict[str, Any]:
+    """The row of the provided columns: values in COLUMNS order, ABSENT ones left out."""
+    return {column: value for column, value in zip(COLUMNS[resource], values, strict=True) if value is not ABSENT}
 
 
 def _validate_user(check: _Check, rules: ValidationRules) -> Validated:
-    user_id = check.id("id") if check.has("id") else None
+    user_id = check.id("id") if check.has("id") else ABSENT
     email = _natural_key(
         check,
         "email",
@@ -375,20 +427,11 @@ def _validate_user(check: _Check, rules: ValidationRules) -> Validated:
     updated_at = check.timestamp("updated_at")
     if check.errors:
         return Validated(None, check.errors)
-    row = {
-        "id": user_id,
-        "email": email,
-        "name": name,
-        "role": role,
-        "active": active,
-        "created_at": created_at,
-        "updated_at": updated_at,
-    }
-    return Validated(row, [])
+    return Validated(_row(Resource.USERS, (user_id, email, name, role, active, created_at, updated_at)), [])
 
 
 def _validate_article(check: _Check, rules: ValidationRules) -> Validated:
-    article_id = check.id("id") if check.has("id") else None
+    article_id = check.id("id") if check.has("id") else ABSENT
     slug = _natural_key(
         check,
         "slug",
@@ -397,38 +440,29 @@ def _validate_article(check: _Check, rules: ValidationRules) -> Validated:
         "the article has neither id nor slug: give it a slug (and optionally an id)",
     )
     title = _required_text(check, "title", MAX_TITLE_CHARS, ErrorCode.INVALID_TITLE, "add the article's title")
-    body = check.string("body") if check.data.get("body") is not None else ""
-    author_id = check.required_id("author_id", "add the id of the user who wrote the article")
+    body = check.article_body()
+    author_id = _required(
+        check, "author_id", lambda: check.id("author_id"), "add the id of the user who wrote the article"
+    )
     tags = check.tags()
     published_at = check.timestamp("published_at")
-    if check.has("status"):
-        status = check.status()
-        if status == "draft" and check.has("published_at"):
-            check.fail(
-                ErrorCode.DRAFT_HAS_PUBLISHED_AT,
-                "published_at",
-                "a draft cannot have published_at: remove published_at or set status to published",
-                check.data["published_at"],
-            )
-    else:
-        status = "published" if published_at is not None else "draft"
+    if published_at is ABSENT and check.given("published_at"):
+        published_at = None  # null (or blank) clears it
+    status = check.status() if check.has("status") else ABSENT
+    # The record's own contradiction; the merge checks the row it makes with the stored values.
+    if status == "draft" and isinstance(published_at, datetime):
+        check.fail(
+            ErrorCode.DRAFT_HAS_PUBLISHED_AT,
+            "published_at",
+            "a draft cannot have published_at: remove published_at or set status to published",
+            check.data["published_at"],
+        )
     created_at = check.timestamp("created_at")
     updated_at = check.timestamp("updated_at")
     if check.errors:
         return Validated(None, check.errors)
-    row = {
-        "id": article_id,
-        "slug": slug,
-        "title": title,
-        "body": body,
-        "author_id": author_id,
-        "tags": tags,
-        "published_at": published_at,
-        "status": status,
-        "created_at": created_at,
-        "updated_at": updated_at,
-    }
-    return Validated(row, [])
+    values = (article_id, slug, title, body, author_id, tags, published_at, status, created_at, updated_at)
+    return Validated(_row(Resource.ARTICLES, values), [])
 
 
 def _validate_comment(check: _Check, rules: ValidationRules) -> Validated:
@@ -437,22 +471,16 @@ def _validate_comment(check: _Check, rules: ValidationRules) -> Validated:
         comment_id = check.id("id")
     else:
         check.fail(ErrorCode.MISSING_KEY, "id", "comments have no natural key: give every comment an id")
-    article_id = check.required_id("article_id", "add the id of the article the comment belongs to")
-    user_id = check.required_id("user_id", "add the id of the user who wrote the comment")
+    article_id = _required(
+        check, "article_id", lambda: check.id("article_id"), "add the id of the article the comment belongs to"
+    )
+    user_id = _required(check, "user_id", lambda: check.id("user_id"), "add the id of the user who wrote the comment")
     body = check.comment_body(rules.max_body_words)
     created_at = check.timestamp("created_at")
     updated_at = check.timestamp("updated_at")
     if check.errors:
         return Validated(None, check.errors)
-    row = {
-        "id": comment_id,
-        "article_id": article_id,
-        "user_id": user_id,
-        "body": body,
-        "created_at": created_at,
-        "updated_at": updated_at,
-    }
-    return Validated(row, [])
+    return Validated(_row(Resource.COMMENTS, (comment_id, article_id, user_id, body, created_at, updated_at)), [])
 
 
 _VALIDATORS: dict[Resource, Callable[[_Check, ValidationRules], Validated]] = {
