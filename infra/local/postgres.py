@@ -267,6 +267,47 @@ def stop_cluster(state_dir: Path) -> None:
             raise RuntimeError(f"pg_ctl stop failed:\n{result.stdout}{result.stderr}")
 
 
+@contextmanager
+def session_cluster(state_dir: Path) -> Iterator[str]:
+    """The DSN of state_dir's cluster, started (on a free port) if it is not running, for the duration of the block.
+
+    For test sessions: several may share the cluster (parallel runs in one clone), each holding a shared lock on
+    <state_dir>/postgres.users while it runs. The last one to leave stops the cluster. Its data stays in the state
+    folder for the next session, except when it lives outside (root, a state folder the postgres user cannot enter:
+    see _prepare_data_dir): that data is removed with the link, so that nothing of the clone outlives it there.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / "postgres.users").open("w") as users:
+        fcntl.flock(users, fcntl.LOCK_SH)
+        try:
+            yield ensure_cluster(state_dir, port=None)
+        finally:
+            _leave_session_cluster(state_dir, users.fileno())
+
+
+def _leave_session_cluster(state_dir: Path, users: int) -> None:
+    fcntl.flock(users, fcntl.LOCK_UN)
+    try:
+        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another session still uses the cluster: the last one out stops it
+    stop_cluster(state_dir)
+    remove_data_outside(state_dir)
+
+
+def remove_data_outside(state_dir: Path) -> None:
+    """Remove the data of a stopped cluster that lives outside state_dir (see _prepare_data_dir), and the link."""
+    link = state_dir / "postgres"
+    if not link.is_symlink():
+        return
+    with _state_lock(state_dir):
+        data_dir = link.resolve()
+        if _has_cluster(data_dir) and _running_port(data_dir) is not None:
+            raise RuntimeError(f"the cluster in {data_dir} is running: stop it before removing its data")
+        shutil.rmtree(data_dir, ignore_errors=True)
+        link.unlink()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infra.local.postgres", description="Project-local PostgreSQL cluster."
