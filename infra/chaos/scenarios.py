@@ -232,21 +232,25 @@ def _interrupt_and_restart(trial: Trial) -> None:
 
 
 def _kill_chunker(trial: Trial) -> None:
-    """A real kill -9 of the chunker's worker process once the first chunks are staged, while it still reads."""
-    trial.wait_staged(1)
-    runs = trial.stack.query("SELECT chunks_total FROM import_runs WHERE job_id = %s", (trial.job_id,))
-    if runs and runs[0][0] is not None:
-        raise FaultMissed("the chunker had already finished the file when the first chunk was staged")
+    """A real kill -9 of the chunker's worker process once it has written 40 % of the chunks (S3 objects)."""
+    target = _share(trial, FAULT_SHARE)
+    deadline = time.monotonic() + trial.drill.settings.give_up_seconds
+    written = trial.stack.chunks_written(trial.job_id) or 0
+    while written < target and time.monotonic() < deadline:
+        time.sleep(DB_POLL_SECONDS / 2)
+        written = trial.stack.chunks_written(trial.job_id) or 0
     killed = trial.stack.kill_workers("chunker")
     trial.fault_at = time.monotonic()
     if not killed:
-        raise FaultMissed("no chunker worker process found to kill")
+        raise FaultMissed(f"no chunker worker process found to kill ({written} chunks written)")
     runs = trial.stack.query("SELECT chunks_total FROM import_runs WHERE job_id = %s", (trial.job_id,))
-    staged = trial.stack.chunks_staged(trial.job_id)
+    chunks_total = runs[0][0] if runs else None
     trial.result.notes.append(
         f"kill -9 of chunker worker(s) {killed} {trial.fault_at - trial.uploaded_at:.1f} s after the upload, "
-        f"{staged} chunks staged, chunks_total then {runs[0][0] if runs else None}"
+        f"{written} of {trial.chunks} chunks written, {trial.stack.chunks_staged(trial.job_id)} staged"
     )
+    if chunks_total is not None:
+        raise FaultMissed(f"the chunker had already finished the file ({chunks_total} chunks) when it was killed")
 
 
 def _kill_writers(trial: Trial) -> None:

@@ -23,14 +23,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import boto3
 import psycopg2
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.local.postgres import _as_service_user, dsn_for, find_bin_dir, stop_cluster
 from infra.local.stack import REPOSITORY_ROOT, free_port
+from infra.local.template import ACCOUNT_ID, REGION
 from infra.tools.token import local_token
 
 sys.path.insert(0, str(REPOSITORY_ROOT / "layers/common/python"))
 from bulkio import faults  # the layer, put on sys.path as infra/tools/token.py does
+from bulkio.domain.chunks import chunk_key
+
+IMPORT_BUCKET = f"bulkio-local-imports-{ACCOUNT_ID}"  # template.yaml's ImportBucket on the stack "bulkio-local"
 
 START_TIMEOUT_SECONDS = 240.0  # a fresh cluster, moto, the functions host; slow when the machine is busy
 STOP_TIMEOUT_SECONDS = 120.0  # run.py gives the AWS endpoint 60 s to save its state
@@ -75,6 +82,7 @@ class ChaosStack:
         self.state_dir = state_dir.resolve()
         self.ports = ports or Ports.free()
         self.source_root = source_root.resolve()
+        self._s3: Any = None
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -220,6 +228,23 @@ class ChaosStack:
         with self.connection() as connection, connection.cursor() as cursor:
             cursor.execute(statement, parameters)
             return list(cursor.fetchall())
+
+    def chunks_written(self, job_id: str) -> int | None:
+        """Chunk objects the chunker has written for the job so far (chunks/<job_id>/ in the import bucket)."""
+        if self._s3 is None:
+            self._s3 = boto3.client(
+                "s3",
+                endpoint_url=f"http://127.0.0.1:{self.ports.aws}",
+                region_name=REGION,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 1}),
+            )
+        prefix = chunk_key(job_id, 1).rsplit("/", 1)[0] + "/"
+        try:
+            return int(self._s3.list_objects_v2(Bucket=IMPORT_BUCKET, Prefix=prefix)["KeyCount"])
+        except (BotoCoreError, ClientError):
+            return None
 
     def chunks_staged(self, *job_ids: str) -> int | None:
         """Rows in import_chunks for these jobs, or None when the database does not answer."""
