@@ -123,8 +123,9 @@ def _merged_value(spec: _MergeSpec, column: str) -> str:
 def _merge_sql(spec: _MergeSpec) -> str:
     """Build the merge statement of one resource. Every identifier comes from the constants above.
 
-    CTEs: resolved (targets), checked (merged rows and the per-record checks against the prior state),
-    claims/contested/settlement/settled (who wins a shared id or key, in record order), errors, upserted.
+    CTEs: checked (targets, merged rows and the per-record checks against the prior state),
+    claims/contested/settlement/settled (who wins a shared id or key, in record order), key_holders (who
+    holds a key another record found taken), errors, upserted.
     """
     table = spec.resource.value
     stage = STAGE_TABLES[spec.resource]
@@ -132,8 +133,12 @@ def _merge_sql(spec: _MergeSpec) -> str:
     data_columns = [column for column in columns if column != "id"]
     merged_columns = [column for column in data_columns if column != "updated_at"]
     key = spec.key_column
-    key_sql = _key_sql(spec, "s")
-    generated_id = f"CASE WHEN s.id IS NULL THEN md5('{table}:' || {key_sql})::uuid::text END" if key else "NULL::text"
+    key_sql = _key_sql(spec, "r")
+    generated_id = (
+        f"CASE WHEN r.id IS NULL AND owner.id IS NULL THEN md5('{table}:' || {key_sql})::uuid::text END"
+        if key
+        else "NULL::text"
+    )
     owner_join = (
         f"LEFT JOIN {table} owner ON {_key_sql(spec, 'owner')} = {key_sql}"
         if key
@@ -145,7 +150,7 @@ def _merge_sql(spec: _MergeSpec) -> str:
         (f"missing_{column}", f"NOT m.row_exists AND m.v_{column} IS NULL") for column in spec.required
     ]
     if key:
-        checks.append(("key_taken", "m.natural_key IS NOT NULL AND m.key_owner_id <> m.target_id"))
+        checks.append(("key_taken", "m.natural_key IS NOT NULL AND m.key_owner_id <> m.known_target"))
     checks += [
         (
             ref.code,
@@ -214,7 +219,6 @@ def _merge_sql(spec: _MergeSpec) -> str:
         ]
     error_values = ",\n        ".join(error_rows)
 
-    stage_columns = ", ".join(f"s.{column}" for column in data_columns)
     record_columns = ", ".join(f"r.{column}" for column in data_columns)
     merged_values = ",\n            ".join(f"{_merged_value(spec, column)} AS v_{column}" for column in merged_columns)
     stored_values = ", ".join(f"e.{column} AS e_{column}" for column in data_columns)
@@ -228,38 +232,38 @@ def _merge_sql(spec: _MergeSpec) -> str:
     key_taken = "k.key_taken" if key else "false"
 
     return f"""
-WITH RECURSIVE resolved AS MATERIALIZED (
-    -- gen_random_uuid() is volatile: materialized, each record's target is drawn once.
-    SELECT s.idx, s.line, s.id, {stage_columns}, s.provided,
-        {key_sql} AS natural_key,
-        coalesce('line ' || s.line::text, 'record ' || s.idx::text) AS place,
-        owner.id AS key_owner_id,
-        CASE WHEN s.id IS NOT NULL THEN s.id
-             WHEN owner.id IS NOT NULL THEN owner.id
-             WHEN {generated_id} IS NULL THEN NULL
-             -- The derived id belongs to another row (its key's first holder was renamed), or an explicit id
-             -- of this job claims it: a new row gets a random id rather than overwriting that row.
-             WHEN EXISTS (SELECT 1 FROM {table} clash WHERE clash.id = {generated_id})
-               OR {generated_id} IN (SELECT y.id FROM {stage} y WHERE y.job_id = %(job_id)s AND y.id IS NOT NULL)
-             THEN gen_random_uuid()::text
-             ELSE {generated_id} END AS target_id
-    FROM {stage} s
-    {owner_join}
-    WHERE s.job_id = %(job_id)s
-),
-checked AS MATERIALIZED (
+WITH RECURSIVE checked AS MATERIALIZED (
+    -- One pass over the job's staged records: target, merged row (stored values plus the record), the checks
+    -- against the tables' prior state. Materialized: each record's random id, if any, is drawn once.
     SELECT m.*,
         {flags},
-        m.target_id IS NOT NULL AND NOT ({standing_sql}) AS standing,
+        m.has_target AND NOT ({standing_sql}) AS standing,
         coalesce(m.updated_at, CASE WHEN NOT m.row_exists OR {changed} THEN now() ELSE m.e_updated_at END)
-            AS v_updated_at
+            AS v_updated_at,
+        coalesce(m.known_target,
+            CASE WHEN m.generated_id IS NULL THEN NULL
+                 -- The derived id belongs to another row (its key's first holder was renamed), or an explicit
+                 -- id of this job claims it: the new row gets a random id rather than overwriting that row.
+                 WHEN EXISTS (SELECT 1 FROM {table} clash WHERE clash.id = m.generated_id)
+                   OR m.generated_id IN (SELECT y.id FROM {stage} y WHERE y.job_id = %(job_id)s AND y.id IS NOT NULL)
+                 THEN gen_random_uuid()::text
+                 ELSE m.generated_id END) AS target_id
     FROM (
-        SELECT r.idx, r.line, r.id, {record_columns}, r.natural_key, r.place, r.key_owner_id, r.target_id,
+        SELECT r.idx, r.line, r.id, {record_columns},
+            {key_sql} AS natural_key,
+            coalesce('line ' || r.line::text, 'record ' || r.idx::text) AS place,
+            owner.id AS key_owner_id,
+            -- A record's id, else the row holding its key now; else a new row (whose id is derived below).
+            coalesce(r.id, owner.id) AS known_target,
+            {generated_id} AS generated_id,
+            coalesce(r.id, owner.id, {key_sql}) IS NOT NULL AS has_target,
             e.id IS NOT NULL AS row_exists,
             {merged_values},
             {stored_values}
-        FROM resolved r
-        LEFT JOIN {table} e ON e.id = r.target_id
+        FROM {stage} r
+        {owner_join}
+        LEFT JOIN {table} e ON e.id = coalesce(r.id, owner.id)
+        WHERE r.job_id = %(job_id)s
     ) m
 ),
 claims AS (
@@ -319,11 +323,12 @@ key_holders AS (
 ),
 errors AS (
     INSERT INTO import_errors (job_id, idx, line, code, field, message, value_json, record_json)
-    SELECT %(job_id)s, c.idx, c.line, e.code, e.field, e.message, e.value_json, st.raw
+    SELECT %(job_id)s, c.idx, c.line, e.code, e.field, e.message, e.value_json,
+        -- Looked up per error (few), not joined: the original record is the widest column of all.
+        (SELECT st.raw FROM {stage} st WHERE st.job_id = %(job_id)s AND st.idx = c.idx)
     FROM checked c
     LEFT JOIN settled s ON s.idx = c.idx
     LEFT JOIN key_holders h ON h.natural_key = c.natural_key AND h.idx < c.idx
-    JOIN {stage} st ON st.job_id = %(job_id)s AND st.idx = c.idx
     CROSS JOIN LATERAL (VALUES
         {error_values}
     ) AS e(applies, code, field, message, value_json)
