@@ -260,24 +260,24 @@ def test_a_chunker_that_dies_every_time_fails_the_job_after_the_allowed_runs(
     assert world.service.sweep() == {}
 
 
-def test_the_sweep_records_the_totals_a_dying_chunker_did_not_write_to_the_job(
+def test_the_sweep_stores_the_totals_the_database_missed_when_the_chunker_ended(
     world: FakeWorld, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     content = users_file()
     expected = clean_run(content)
     spy = MergeSpy(world)
     world.queue.deliver = world.service.process_chunk  # writers faster than the chunker
-    real_set_totals = world.jobs.set_totals
+    real_set_totals = world.store.set_totals
 
-    def dies(job_id: str, chunks_total: int, records_total: int) -> None:
-        raise Killed("after the run's totals, before the job's")
+    def database_away(job_id: str, chunks_total: int, records_total: int) -> None:
+        raise Killed("the job has its totals, the database went away before it got them")
 
-    monkeypatch.setattr(world.jobs, "set_totals", dies)
+    monkeypatch.setattr(world.store, "set_totals", database_away)
     job_id = submit_upload(world, content)
     with pytest.raises(Killed):
         upload_event(world, job_id)
-    monkeypatch.setattr(world.jobs, "set_totals", real_set_totals)
-    assert job_of(world, job_id).chunks_total is None
+    monkeypatch.setattr(world.store, "set_totals", real_set_totals)
+    assert job_of(world, job_id).chunks_total == 4
     assert spy.merges == []
 
     assert world.service.sweep() == {"finish": 1}
@@ -737,7 +737,7 @@ def test_a_chunker_that_lost_its_lease_stops_without_failing_the_job(
     assert (job.status, job.failure, job.chunks_total) == (JobStatus.PROCESSING, None, None)
     assert job.lease_until == usurper_lease[0]  # the other run's lease was neither released nor touched
     assert world.queue.messages == []  # this run announced nothing after it lost the job
-    assert world.store.runs[job_id].failed_run is False
+    assert job_id not in world.store.runs  # the chunker touches the database only once it has announced every chunk
 
     disarm(monkeypatch)
     clock.advance(LEASE + 1)  # the other run died too: the sweeper hands the job to a third
@@ -844,7 +844,7 @@ def test_an_upload_put_again_mid_job_fails_the_job_as_source_changed_in_an_unver
     assert job.status is JobStatus.FAILED
     assert job.failure is not None and job.failure.code == "source_changed"
     assert "versioning" in job.failure.message
-    assert world.store.runs[job_id].chunks_total is None  # nothing of the second file was announced
+    assert job_id not in world.store.runs or world.store.runs[job_id].chunks_total is None  # nothing announced
     assert world.queue.messages == []
 
 

@@ -139,6 +139,7 @@ class ImportService:
                 settings.allow_http_urls,
                 settings.url_timeout_seconds,
                 allowed_hosts=settings.url_allowed_hosts,
+                denied_ports=settings.url_denied_ports,
                 max_redirects=settings.max_url_redirects,
                 max_bytes=settings.max_source_bytes,
                 max_seconds=settings.url_max_seconds,
@@ -317,7 +318,6 @@ class ImportService:
             # the chunker once the lease has run out.
             logger.info("job is being chunked by another invocation", extra={"job_id": job_id})
             return
-        self.store.register_job(job_id, job.resource)
         started = time.monotonic()
         try:
             with closing(self._open_source(job, lease)) as source:
@@ -345,8 +345,10 @@ class ImportService:
             # S3, SQS or database trouble: free the claim so that Lambda's retry of this event can chunk again.
             self.jobs.release_chunker_lease(job_id, lease.run_id)
             raise
-        self.store.set_totals(job_id, chunks_total, records_total)
+        # DynamoDB first: once the job item has its totals no chunker run starts again, and the sweeper copies
+        # them to PostgreSQL if the database was away just now. The chunker touches the database only here.
         self.jobs.set_totals(job_id, chunks_total, records_total)
+        self._store_totals(job_id, job.resource, chunks_total, records_total)
         logger.info(
             "source chunked",
             extra={
@@ -357,6 +359,10 @@ class ImportService:
             },
         )
         self.finish_if_complete(job_id)
+
+    def _store_totals(self, job_id: str, resource: Resource, chunks_total: int, records_total: int) -> None:
+        self.store.register_job(job_id, resource)
+        self.store.set_totals(job_id, chunks_total, records_total)
 
     def _open_source(self, job: ImportJob, lease: ChunkerLease) -> BinaryIO:
         """The source exactly as the job's first chunker run read it: every run reads the pinned version."""
@@ -584,6 +590,10 @@ class ImportService:
 
     def _sweep_job(self, job: ImportJob, settings: SweepSettings) -> str:
         run = self.store.run_state(job.job_id)
+        if job.chunks_total is not None and (run is None or run.chunks_total is None):
+            # The chunker finished and recorded its totals on the job, but the database missed them.
+            self._store_totals(job.job_id, job.resource, job.chunks_total, job.counters.total or 0)
+            run = self.store.run_state(job.job_id)
         upload_present = False
         waited = time.time() - job.created_at.timestamp()
         if job.status is JobStatus.AWAITING_UPLOAD and waited > settings.stall_seconds:
