@@ -294,10 +294,15 @@ class ExportStore(OneConnection):
                 for chunk in run:
                     sent_anything = True
                     yield chunk
-            except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                # A stale connection (a thawed Lambda's) fails at once: retry once on a new one if the caller
-                # has received nothing yet. Other operational errors (a statement timeout) are not retried.
+            except psycopg2.Error:
+                # A stale connection (a thawed Lambda's, or one the server closed in a restart: psycopg2 calls
+                # that a plain DatabaseError) fails at once: retry once on a new one if the caller has received
+                # nothing yet. Other errors (a statement timeout) are not retried.
                 broken = bool(connection.closed)
+                if not broken:
+                    run.stop()
+                    with contextlib.suppress(psycopg2.Error):
+                        connection.rollback()
                 self.close()
                 if attempt == 2 or sent_anything or not broken:
                     raise
