@@ -191,7 +191,7 @@ def _new_import() -> NewImport:
             raise bad_request("unknown_field", f"unknown fields {sorted(unknown)}: send resource, format, url")
         url = payload.get("url")
         if url is not None:
-            reason = check_url(str(url), settings.allow_http_urls)
+            reason = check_url(str(url), settings.allow_http_urls, settings.url_denied_ports)
             if reason:
                 raise bad_request("invalid_url", reason)
         return NewImport(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from infra.local import denied_ports
 from infra.local.auth import local_auth_parameters
 from infra.local.template import REGION, Function, StackTemplate, load_template
 
@@ -105,6 +106,8 @@ def function_environment(function: Function, settings: HostSettings) -> dict[str
         "PYTHONDONTWRITEBYTECODE": "1",
         # Where fault drills arm their crash points (bulkio/faults.py); nothing there, nothing happens.
         FAULTS_DIR_VARIABLE: str(settings.state_dir / "faults"),
+        # The stack's own ports: URL imports may never reach them, even on an allowlisted loopback address.
+        denied_ports.VARIABLE: denied_ports.denied_ports_value(settings.aws_port, settings.database_url),
     }
 
 

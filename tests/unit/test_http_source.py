@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import socket
 import threading
 import time
@@ -66,6 +67,24 @@ def server() -> Iterator[str]:
     yield f"http://{LOCAL}:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def stay_on_this_machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fails the test on any connection to an address other than loopback, before a packet leaves: a broken guard
+    must not reach 10.0.0.5 or 169.254.169.254 for real (checked again at the end, in case the error was caught)."""
+    remote: list[str] = []
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if isinstance(address, tuple) and not ipaddress.ip_address(str(address[0]).split("%", 1)[0]).is_loopback:
+            remote.append(str(address[0]))
+            raise AssertionError(f"a test tried to connect to {address[0]}, off this machine")
+        real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    yield
+    assert remote == [], f"connections off this machine: {remote}"
 
 
 @pytest.fixture

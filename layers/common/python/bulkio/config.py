@@ -12,6 +12,17 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _ports(environ: Mapping[str, str], name: str) -> frozenset[int]:
+    ports: set[int] = set()
+    for entry in environ.get(name, "").split(","):
+        if entry.strip():
+            port = int(entry)
+            if not 0 < port < 65536:
+                raise ValueError(f"{name}: {port} is not a port number (1-65535)")
+            ports.add(port)
+    return frozenset(ports)
+
+
 def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raw = environ.get(name, "").strip().lower()
     return raw in {"1", "true", "yes", "on"} if raw else default
@@ -40,8 +51,10 @@ class Settings:
     max_records_per_job: int = 1_000_000
     # a chunk closes at chunk_records records or this many encoded bytes: memory per chunk stays bounded
     chunk_max_bytes: int = 4 * 1024**2
-    # remote URL imports (SSRF guards): hosts/IPs/CIDRs that may be private, redirect and size bounds
+    # remote URL imports (SSRF guards): hosts/IPs/CIDRs (optionally host:port) that may be private, ports that no
+    # URL may reach on a non-public address (the embedded stack's own services), redirect and size bounds
     url_allowed_hosts: str = ""
+    url_denied_ports: frozenset[int] = frozenset()
     max_url_redirects: int = 3
     max_source_bytes: int = 5 * 1024**3
     url_max_seconds: int = 840
@@ -76,6 +89,7 @@ class Settings:
             allow_http_urls=_bool(env, "ALLOW_HTTP_URLS", False),
             url_timeout_seconds=_int(env, "URL_TIMEOUT_SECONDS", 30),
             url_allowed_hosts=env.get("URL_ALLOWED_HOSTS", ""),
+            url_denied_ports=_ports(env, "URL_DENIED_PORTS"),
             max_url_redirects=_int(env, "MAX_URL_REDIRECTS", 3),
             max_source_bytes=_int(env, "MAX_SOURCE_BYTES", 5 * 1024**3),
             url_max_seconds=_int(env, "URL_MAX_SECONDS", 840),

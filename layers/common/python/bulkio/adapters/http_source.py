@@ -5,7 +5,12 @@ Remote URLs are chosen by API callers, so fetching them is guarded against SSRF:
 * only https, unless ALLOW_HTTP_URLS (local tests) also allows plain http; no credentials in the URL;
 * the host is resolved once and every address it resolves to must be public (not loopback, private,
   link-local such as 169.254.169.254, multicast, reserved or unspecified; IPv4-mapped IPv6 is unwrapped),
-  unless URL_ALLOWED_HOSTS names the host or covers the address;
+  unless URL_ALLOWED_HOSTS names the host or covers the address (an entry with a port, `127.0.0.1:8000`,
+  admits that port only);
+* a port in URL_DENIED_PORTS is never reached on a non-public address, whatever URL_ALLOWED_HOSTS says: the
+  embedded stack lists its own services there (API, AWS endpoint, Invoke API, PostgreSQL, Pushgateway,
+  Prometheus), which listen on loopback and trust whoever connects; the API refuses such URLs up front when
+  the host is literally this machine (a loopback or unspecified address, localhost), the chunker in any case;
 * the connection goes to that vetted address (the Host header, SNI and certificate checks still use the
   host name), so a DNS answer that changes between the check and the connect cannot redirect us;
 * redirects are followed here, not by urllib: at most MAX_URL_REDIRECTS, each hop checked again the same
@@ -24,7 +29,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
@@ -49,8 +54,11 @@ class SourceUnavailable(Exception):
         self.message = message
 
 
-def check_url(url: str, allow_http: bool) -> str | None:
-    """Returns why the URL is not acceptable, or None. Syntax only: no DNS, no connection."""
+def check_url(url: str, allow_http: bool, denied_ports: Collection[int] = ()) -> str | None:
+    """Returns why the URL is not acceptable, or None. Syntax only: no DNS, no connection.
+
+    A port in `denied_ports` (URL_DENIED_PORTS) is refused here when the host is literally this machine; other
+    hosts are only known once resolved, and then refused by the chunker (resolve_vetted)."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -65,16 +73,67 @@ def check_url(url: str, allow_http: bool) -> str | None:
         return "url must not carry credentials (user:password@host): the file must be readable without them"
     if port == 0:
         return "url port 0 is not allowed"
+    effective_port = port or (443 if parts.scheme == "https" else 80)
+    if effective_port in denied_ports and _is_this_machine(parts.hostname):
+        return _denied_port_reason(parts.hostname, None, effective_port)
     return None
+
+
+def _is_this_machine(host: str) -> bool:
+    """Whether `host`, as written, names this machine: localhost, or a loopback or unspecified address in any
+    spelling getaddrinfo accepts (127.1, 2130706433, 0x7f000001, ::ffff:127.0.0.1...). No DNS."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    address: IPAddress
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except (OSError, ValueError):
+            return False
+    address = _unwrap(address)
+    return address.is_loopback or address.is_unspecified
+
+
+def _denied_port_reason(host: str, address: IPAddress | None, port: int) -> str:
+    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    where = host if address is None or host.strip("[]") == str(address) else f"{host} ({address})"
+    return (
+        f"port {port} of {where} is one of this stack's own services (URL_DENIED_PORTS: its API, AWS endpoint, "
+        "Invoke API, PostgreSQL, Pushgateway or Prometheus), which URL imports may never reach, whatever "
+        "URL_ALLOWED_HOSTS says: serve the file from a web server on another port (python3 -m http.server 8000) "
+        "and import it from there"
+    )
+
+
+def parse_ports(entries: str | Iterable[int | str] | None) -> frozenset[int]:
+    """Port numbers from a comma-separated list (URL_DENIED_PORTS); raises ValueError on anything else."""
+    if entries is None:
+        return frozenset()
+    if isinstance(entries, str):
+        entries = entries.split(",")
+    ports: set[int] = set()
+    for entry in entries:
+        text = str(entry).strip()
+        if not text:
+            continue
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise ValueError(f"{text!r} is not a port number (1-65535)")
+        ports.add(int(text))
+    return frozenset(ports)
 
 
 # ------------------------------------------------------------------ allowlist and address checks
 @dataclass(frozen=True, slots=True)
 class Allowlist:
-    """URL_ALLOWED_HOSTS: host names (exact, case-insensitive) and IP addresses or CIDR networks."""
+    """URL_ALLOWED_HOSTS: host names (exact, case-insensitive) and IP addresses or CIDR networks, each with an
+    optional port (`127.0.0.1:8000`, `localhost:8000`, `[::1]:8000`, `10.0.0.0/8:443`) that it then admits
+    alone; without one, every port. An entry whose port is not a number admits nothing."""
 
-    names: frozenset[str] = frozenset()
-    networks: tuple[IPNetwork, ...] = ()
+    names: tuple[tuple[str, int | None], ...] = ()
+    networks: tuple[tuple[IPNetwork, int | None], ...] = ()
 
     @classmethod
     def parse(cls, entries: str | Iterable[str] | None) -> Allowlist:
@@ -82,23 +141,60 @@ class Allowlist:
             return cls()
         if isinstance(entries, str):
             entries = entries.split(",")
-        names: set[str] = set()
-        networks: list[IPNetwork] = []
+        names: list[tuple[str, int | None]] = []
+        networks: list[tuple[IPNetwork, int | None]] = []
         for raw in entries:
-            entry = raw.strip().lower().strip("[]")
+            entry = raw.strip().lower()
             if not entry:
                 continue
             try:
-                networks.append(ipaddress.ip_network(entry, strict=False))
+                host, port = _host_and_port(entry)
             except ValueError:
-                names.add(entry.rstrip("."))
-        return cls(frozenset(names), tuple(networks))
+                continue
+            try:
+                networks.append((ipaddress.ip_network(host, strict=False), port))
+            except ValueError:
+                names.append((host.rstrip("."), port))
+        return cls(tuple(names), tuple(networks))
 
-    def allows_name(self, host: str) -> bool:
-        return host.lower().rstrip(".") in self.names
+    def allows_name(self, host: str, port: int | None = None) -> bool:
+        """Whether an entry names `host` for `port` (None: an entry without a port)."""
+        name = host.lower().rstrip(".")
+        return any(entry == name and allowed in (None, port) for entry, allowed in self.names)
 
-    def allows_address(self, address: IPAddress) -> bool:
-        return any(address.version == net.version and address in net for net in self.networks)
+    def allows_address(self, address: IPAddress, port: int | None = None) -> bool:
+        """Whether an entry covers `address` for `port` (None: an entry without a port)."""
+        return any(
+            address.version == net.version and address in net and allowed in (None, port)
+            for net, allowed in self.networks
+        )
+
+    def ports_for(self, host: str, address: IPAddress) -> list[int]:
+        """The ports that entries with a port admit for this host or address, for the refusal's message."""
+        name = host.lower().rstrip(".")
+        ports = {port for entry, port in self.names if entry == name and port is not None}
+        ports |= {
+            port
+            for net, port in self.networks
+            if port is not None and address.version == net.version and address in net
+        }
+        return sorted(ports)
+
+
+def _host_and_port(entry: str) -> tuple[str, int | None]:
+    """'host', 'host:port', '[v6]', '[v6]:port', or a bare IPv6 address or network (no port)."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        if not rest:
+            return host, None
+        port_text = rest.removeprefix(":")
+    elif entry.count(":") == 1:
+        host, _, port_text = entry.partition(":")
+    else:
+        return entry, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{entry!r}: the port is not a number from 1 to 65535")
+    return host, int(port_text)
 
 
 def _unwrap(address: IPAddress) -> IPAddress:
@@ -127,17 +223,28 @@ def address_problem(address: IPAddress) -> str | None:
     return None
 
 
-def _refuse(host: str, address: IPAddress, label: str) -> SourceUnavailable:
-    where = f"{host} resolves to" if host.strip("[]") != str(address) else f"{address} is"
+def _refuse(host: str, address: IPAddress, label: str, port: int, allowlist: Allowlist) -> SourceUnavailable:
+    if host.strip("[]") == str(address):
+        what = f"{address} is {label} address"
+    else:
+        what = f"{host} resolves to {label} address {address}"
+    other_ports = allowlist.ports_for(host, address)
+    if other_ports:
+        listed = ", ".join(map(str, other_ports))
+        return SourceUnavailable(
+            "url_not_allowed",
+            f"{what}, which URL_ALLOWED_HOSTS admits on port {listed} only, not on port {port}: use the allowed "
+            f"port, or ask an operator to add {host}:{port} to URL_ALLOWED_HOSTS",
+        )
     return SourceUnavailable(
         "url_not_allowed",
-        f"{where} {label} address {address}: only public hosts may be imported from; "
-        "ask an operator to add it to URL_ALLOWED_HOSTS",
+        f"{what}: only public hosts may be imported from; ask an operator to add it to URL_ALLOWED_HOSTS",
     )
 
 
-def resolve_vetted(host: str, port: int, allowlist: Allowlist) -> list[IPAddress]:
-    """Resolves `host`; refuses it if ANY address is not public, unless allowlisted. Returns the addresses."""
+def resolve_vetted(host: str, port: int, allowlist: Allowlist, denied_ports: Collection[int] = ()) -> list[IPAddress]:
+    """Resolves `host`; refuses it if ANY address is not public, unless allowlisted for this port, and always
+    when `port` is one of `denied_ports`. Returns the addresses."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, OSError) as error:
@@ -149,12 +256,18 @@ def resolve_vetted(host: str, port: int, allowlist: Allowlist) -> list[IPAddress
             addresses.append(address)
     if not addresses:
         raise SourceUnavailable("source_unreachable", f"{host} has no address; check the URL")
-    if allowlist.allows_name(host):
-        return addresses
     for address in addresses:
         label = address_problem(address)
-        if label and not (allowlist.allows_address(address) or allowlist.allows_address(_unwrap(address))):
-            raise _refuse(host, address, label)
+        if label is None:
+            continue
+        if port in denied_ports:
+            raise SourceUnavailable("url_not_allowed", _denied_port_reason(host, address, port))
+        if not (
+            allowlist.allows_name(host, port)
+            or allowlist.allows_address(address, port)
+            or allowlist.allows_address(_unwrap(address), port)
+        ):
+            raise _refuse(host, address, label, port, allowlist)
     return addresses
 
 
@@ -263,6 +376,7 @@ def open_url(
     timeout_seconds: int,
     *,
     allowed_hosts: str | Iterable[str] | Allowlist | None = None,
+    denied_ports: Collection[int] = (),
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_seconds: int = DEFAULT_MAX_SECONDS,
@@ -272,7 +386,7 @@ def open_url(
     allowlist = allowed_hosts if isinstance(allowed_hosts, Allowlist) else Allowlist.parse(allowed_hosts)
     current = url
     for hop in range(max_redirects + 1):
-        response, connection = _request(current, allow_http, timeout_seconds, allowlist, first=hop == 0)
+        response, connection = _request(current, allow_http, timeout_seconds, allowlist, denied_ports, first=hop == 0)
         if response.status in REDIRECT_STATUSES:
             location = response.getheader("Location")
             response.close()
@@ -312,7 +426,13 @@ def open_url(
 
 
 def _request(
-    url: str, allow_http: bool, timeout_seconds: int, allowlist: Allowlist, *, first: bool
+    url: str,
+    allow_http: bool,
+    timeout_seconds: int,
+    allowlist: Allowlist,
+    denied_ports: Collection[int],
+    *,
+    first: bool,
 ) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
     reason = check_url(url, allow_http)
     if reason:
@@ -323,7 +443,7 @@ def _request(
     host = parts.hostname or ""
     https = parts.scheme == "https"
     port = parts.port or (443 if https else 80)
-    addresses = resolve_vetted(host, port, allowlist)
+    addresses = resolve_vetted(host, port, allowlist, denied_ports)
     connection_class = _PinnedHTTPSConnection if https else _PinnedHTTPConnection
     connection = connection_class(host, port, addresses, timeout_seconds)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
