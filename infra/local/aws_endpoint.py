@@ -7,6 +7,8 @@ State under <state>/aws, saved on SIGINT/SIGTERM and restored at start (moto's b
 cannot be pickled, so the data is dumped explicitly):
 - kept: S3 buckets and objects (with content type and user metadata), DynamoDB tables (key schema, indexes,
   TTL) and items, SQS queues (attributes, redrive policies) and their message bodies and attributes;
+  Objects keep their ETags (a single PUT's stays an MD5, a multipart one is uploaded again in the same 8 MiB
+  parts), so a job pinned to an object's ETag still reads it after a restart;
 - not kept: SQS receive counts and in-flight state (restored messages are new messages), S3 versions, bucket
   notifications (the functions host sets them up at each start), Step Functions state machines (provisioning
   creates them from the template at each start) and executions, anything else;
@@ -31,6 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from boto3.s3.transfer import TransferConfig
 from werkzeug.serving import make_server
 
 from infra.local.provision import local_client
@@ -90,6 +93,10 @@ def _object_file_name(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# boto3's default parts, which the service's uploads (upload_fileobj, MultipartWriter) use too.
+_SAVED_PARTS = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024)
+
+
 def save_state(endpoint: str, aws_state: Path) -> None:
     """Dump what moto holds into <state>/aws (replacing the previous dump)."""
     staging = aws_state.with_name(aws_state.name + ".saving")
@@ -111,6 +118,7 @@ def save_state(endpoint: str, aws_state: Path) -> None:
                         "file": file_name,
                         "content_type": head.get("ContentType"),
                         "metadata": head.get("Metadata", {}),
+                        "etag": head.get("ETag", "").strip('"'),
                     }
                 )
         (bucket_dir / "index.json").write_text(json.dumps({"bucket": bucket["Name"], "objects": index}))
@@ -169,7 +177,12 @@ def restore_state(endpoint: str, aws_state: Path) -> None:
             extra: dict[str, Any] = {"Metadata": stored["metadata"]}
             if stored["content_type"]:
                 extra["ContentType"] = stored["content_type"]
-            s3.upload_file(str(index_file.parent / stored["file"]), index["bucket"], stored["key"], ExtraArgs=extra)
+            path = index_file.parent / stored["file"]
+            if "-" in stored.get("etag", "-"):  # a multipart upload's ETag: the same parts give it back
+                s3.upload_file(str(path), index["bucket"], stored["key"], ExtraArgs=extra, Config=_SAVED_PARTS)
+            else:  # a single PUT's ETag is its MD5: one PUT gives it back
+                with path.open("rb") as body:
+                    s3.put_object(Bucket=index["bucket"], Key=stored["key"], Body=body, **extra)
 
     data = pickle.loads((aws_state / "data.pickle").read_bytes())  # our own dump, in the local state folder
     dynamodb = local_client("dynamodb", endpoint)

@@ -1,4 +1,4 @@
-"""The local AWS endpoint keeps S3 objects, DynamoDB items and SQS messages across a restart."""
+"""The local AWS endpoint keeps S3 objects (and their ETags), DynamoDB items and SQS messages across a restart."""
 
 from __future__ import annotations
 
@@ -24,11 +24,25 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
             TableName=first.tables["NotesTable"], Item={"pk": {"S": "note#1"}, "blob": {"B": b"\x01"}}
         )
         first.client("sqs").send_message(QueueUrl=first.queues["WorkDeadLetterQueue"], MessageBody="dead")
+        # A 9 MiB file uploaded in parts (as the API streams multipart uploads): its ETag is not an MD5.
+        big = tmp_path / "big.bin"
+        big.write_bytes(bytes(range(256)) * (9 * 4096))
+        first.client("s3").upload_file(str(big), first.buckets["FilesBucket"], "kept/big.bin")
+        etags = {
+            key: first.client("s3").head_object(Bucket=first.buckets["FilesBucket"], Key=key)["ETag"]
+            for key in ("kept/a b.bin", "kept/big.bin")
+        }
+        assert "-" in etags["kept/big.bin"]
 
     with running_stack(FIXTURE_TEMPLATE, state_dir, env_file, None, {}) as second:
         stored = second.client("s3").get_object(Bucket=second.buckets["FilesBucket"], Key="kept/a b.bin")
         assert stored["Body"].read() == b"\x00kept"
         assert stored["ContentType"] == "application/x-test"
+        # Jobs pin their source by ETag (and version): a restart must not change it.
+        assert {
+            key: second.client("s3").head_object(Bucket=second.buckets["FilesBucket"], Key=key)["ETag"]
+            for key in etags
+        } == etags
         item = second.client("dynamodb").get_item(TableName=second.tables["NotesTable"], Key={"pk": {"S": "note#1"}})[
             "Item"
         ]

@@ -63,6 +63,10 @@ class S3ObjectStore:
             return self._s3.get_object(**params)["Body"]
         except self._s3.exceptions.ClientError as error:
             code = _error_code(error)
+            if version_id and etag and code in {"NoSuchVersion", "InvalidArgument", "400"}:
+                # The version itself is gone (expired, or an object store that was restored without its
+                # versions): the current object will do if it still holds the same bytes.
+                return self.open_version(key, bucket, None, etag)
             if code in {"NoSuchKey", "NoSuchVersion", "404"}:
                 raise FileNotFoundError(f"s3://{params['Bucket']}/{key}") from error
             if code in {"PreconditionFailed", "412"}:
