@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import http.server
 import threading
 import time
@@ -118,6 +119,41 @@ def fifty_mb_csv_cell() -> bytes:
 def records_just_under_the_limit() -> bytes:
     """30 records of 1 MB each, every one within MAX_RECORD_BYTES (the padding is an unknown field, ignored)."""
     return ndjson(*({**user(number), "bio": "B" * 1_000_000} for number in range(80, 110)))
+
+
+def cross_line_csv_record() -> bytes:
+    """One quoted CSV record kept open across about 30 MiB of lines that end in `,"` and start with `",` (each
+    line closes the cell the line before opened, adds an empty cell and opens another), between two good rows:
+    one record_too_large, read in constant memory, and nothing inside it read as rows."""
+    lines = b'",,"\n' * (6 * MIB)
+    assert len(lines) >= 30 * MIB
+    return (
+        b"id,email,name\n"
+        + csv_row(user(120))
+        + b'\nhx-121,hx-121@hostile.example,"\n'
+        + lines
+        + b'"\n'
+        + csv_row(user(122))
+        + b"\n"
+    )
+
+
+NUL = "\x00"
+NUL_ARTICLE = {"slug": "hx-nul", "title": "T", "author_id": "seed-author"}
+NUL_COMMENT = {"article_id": "seed-article", "user_id": "seed-admin", "body": "Nice"}
+
+
+def article(number: int, **fields: Any) -> dict[str, Any]:
+    return {**NUL_ARTICLE, "id": f"hx-art-{number}", "slug": f"hx-art-{number}", **fields}
+
+
+def comment(number: int, **fields: Any) -> dict[str, Any]:
+    return {**NUL_COMMENT, "id": f"hx-cm-{number}", **fields}
+
+
+def derived_id(resource: str, key: str) -> str:
+    """The id a record without one gets from its natural key (README, Validation rules)."""
+    return str(uuid.UUID(hashlib.md5(f"{resource}:{key}".encode()).hexdigest()))
 
 
 def two_mb_json_element() -> bytes:
@@ -340,6 +376,108 @@ FILE_CASES: list[Any] = [  # FileCase, or a pytest.param of one for a known bug
         status="failed",
         failure="compression_ratio_too_high",
     ),
+    # ------------------------------------ NUL (\u0000) in every field of every resource: one record's error
+    # each, never the chunk's (text that is only reported carries it as \u0000), the valid records imported.
+    FileCase(
+        "users-nul-in-every-field",
+        ndjson(
+            {**user(130), "id": "hx-130" + NUL},
+            {**user(131), "email": f"hx-131{NUL}@hostile.example"},
+            {**user(132), "name": "N" + NUL},
+            {**user(133), "role": "admin" + NUL},
+            {**user(134), "active": NUL},  # a users file whose active is "\u0000" failed the whole job
+            {**user(135), "created_at": "2024-05-01T12:00:00Z" + NUL},
+            {**user(136), "updated_at": NUL},
+            {**TAKEOVER, "name": NUL},
+            {**user(137), "nickname": NUL},  # an unknown field: ignored, the record imports
+            user(138),
+        ),
+        errors=(
+            (1, "invalid_character", "id"),
+            (2, "invalid_character", "email"),
+            (3, "invalid_character", "name"),
+            (4, "invalid_character", "role"),
+            (5, "invalid_boolean", "active"),
+            (6, "invalid_character", "created_at"),
+            (7, "invalid_character", "updated_at"),
+            (8, "invalid_character", "name"),
+        ),
+        imported=stored(user(137), user(138)),
+    ),
+    FileCase(
+        "users-csv-nul-active",
+        b"id,email,name,active\n" + csv_row(user(139)) + b",\x00\n" + csv_row(user(140)) + b",false\n",
+        filename="hostile.csv",
+        errors=((2, "invalid_boolean", "active"),),
+        imported=stored({**user(140), "active": False}),
+    ),
+    FileCase(
+        "articles-nul-in-every-field",
+        ndjson(
+            article(1, id="hx-art-1" + NUL),
+            article(2, slug="hx-art-2" + NUL),
+            article(3, title="T" + NUL),
+            article(4, body="text" + NUL),
+            article(5, author_id="seed-author" + NUL),
+            article(6, tags=["ok", "a" + NUL]),
+            article(7, tags=["x" * 60 + NUL]),  # an over-long tag: its message quotes it
+            article(8, published_at="2024-05-01T12:00:00Z" + NUL),
+            article(9, status="published" + NUL),
+            article(10, created_at=NUL),
+            article(11, updated_at="2024-05-01T12:00:00Z" + NUL),
+            {**SEED_ARTICLE, "title": NUL},
+            article(12),
+        ),
+        resource="articles",
+        errors=(
+            (1, "invalid_character", "id"),
+            (2, "invalid_character", "slug"),
+            (3, "invalid_character", "title"),
+            (4, "invalid_character", "body"),
+            (5, "invalid_character", "author_id"),
+            (6, "invalid_character", "tags"),
+            (7, "invalid_tags", "tags"),
+            (8, "invalid_character", "published_at"),
+            (9, "invalid_character", "status"),
+            (10, "invalid_character", "created_at"),
+            (11, "invalid_character", "updated_at"),
+            (12, "invalid_character", "title"),
+        ),
+        imported=stored(article(12)),
+    ),
+    FileCase(
+        "comments-nul-in-every-field",
+        ndjson(
+            comment(1, id="hx-cm-1" + NUL),
+            comment(2, article_id="seed-article" + NUL),
+            comment(3, user_id="seed-admin" + NUL),
+            comment(4, body="Nice" + NUL),
+            comment(5, created_at=NUL),
+            comment(6, updated_at=NUL),
+            {**SEED_COMMENT, "body": NUL},
+            comment(7),
+        ),
+        resource="comments",
+        errors=(
+            (1, "invalid_character", "id"),
+            (2, "invalid_character", "article_id"),
+            (3, "invalid_character", "user_id"),
+            (4, "invalid_character", "body"),
+            (5, "invalid_character", "created_at"),
+            (6, "invalid_character", "updated_at"),
+            (7, "invalid_character", "body"),
+        ),
+        imported=stored(comment(7)),
+    ),
+    # ------------------------------------------------ a CSV record that the quotes keep open over 30 MiB
+    FileCase(
+        "csv-30mb-record-kept-open-by-cross-line-quotes",
+        cross_line_csv_record,
+        via="presigned",
+        fmt="csv",
+        errors=((3, "record_too_large", None),),
+        imported=stored(user(120), user(122)),
+    ),
     # Last: its memory stays counted in the processes' peaks, which the cases before it must not inherit.
     FileCase(
         "ndjson-30-records-of-1mb",
@@ -492,6 +630,80 @@ def test_hostile_file_gets_its_documented_outcome_and_touches_nothing_else(
     assert stored_rows(database_url, case.resource, case.imported) == case.imported
     growth = peak_memory_kib(local_stack) - memory_before
     assert growth < MEMORY_GROWTH_LIMIT_KIB, f"a function's peak memory grew by {growth} KiB"
+
+
+# ====================================================================== renamed keys used again
+
+
+def imported(api: Api, resource: str, *records: dict[str, Any]) -> dict[str, Any]:
+    """Imports the records as one NDJSON file; the finished job, which must have accepted every record."""
+    reply = api.upload(resource, f"{resource}.ndjson", ndjson(*records))
+    assert reply.status == 202, reply.body
+    job = api.wait(reply.json()["job_id"], timeout=60)
+    assert (job["status"], job["counters"]["succeeded"]) == ("completed", len(records)), job
+    return job
+
+
+def rows_where(database_url: str, statement: str) -> list[tuple[Any, ...]]:
+    with closing(psycopg2.connect(database_url)) as connection, connection.cursor() as cursor:
+        cursor.execute(statement)
+        return cursor.fetchall()
+
+
+@pytest.mark.usefixtures("seeded")
+def test_a_renamed_key_used_again_makes_a_new_row_and_overwrites_nothing(api: Api, database_url: str) -> None:
+    """A record without id resolves by natural key to the row that holds the key now; a new row's derived id
+    that belongs to another row (the key's first holder, renamed since) gives way to a random one."""
+    old_email, new_email = "hx-ren-a@hostile.example", "hx-ren-b@hostile.example"
+    first_user, first_article = derived_id("users", old_email), derived_id("articles", "hx-renamed")
+    same_file_email = "hx-ren-c@hostile.example"
+    claimed = derived_id("users", same_file_email)
+    case_ids = [first_user, first_article, claimed, "hx-ren-comment"]
+    before = fingerprint(database_url, case_ids)
+
+    imported(api, "users", {"email": old_email, "name": "A", "role": "admin"})
+    imported(api, "users", {"id": first_user, "email": new_email, "name": "B"})  # the rename
+    imported(api, "users", {"email": old_email.upper(), "name": "Other"})  # the old email, used again
+    # In one file: a derived id that an explicit id of the same file claims.
+    imported(
+        api,
+        "users",
+        {"email": same_file_email, "name": "C"},
+        {"id": claimed, "email": "hx-ren-d@hostile.example", "name": "D"},
+    )
+    imported(
+        api,
+        "articles",
+        {"slug": "hx-renamed", "title": "First", "author_id": "seed-author", "published_at": "2024-05-01T12:00:00Z"},
+    )
+    imported(
+        api,
+        "comments",
+        {"id": "hx-ren-comment", "article_id": first_article, "user_id": "seed-admin", "body": "On the first"},
+    )
+    imported(api, "articles", {"id": first_article, "slug": "hx-renamed-2"})  # the rename (the rest is kept)
+    imported(api, "articles", {"slug": "hx-renamed", "title": "Second", "author_id": "seed-author"})
+
+    users = rows_where(
+        database_url, "SELECT id, email, name, role FROM users WHERE email LIKE 'hx-ren-%' OR email LIKE 'HX-REN-%'"
+    )
+    by_email = {email.lower(): (user_id, name, role) for user_id, email, name, role in users}
+    assert by_email[new_email] == (first_user, "B", "admin")
+    assert by_email[old_email][1:] == ("Other", "reader") and by_email[old_email][0] != first_user
+    assert by_email["hx-ren-d@hostile.example"] == (claimed, "D", "reader")
+    assert by_email[same_file_email][0] != claimed
+    articles = dict(
+        rows_where(database_url, "SELECT slug, (id, title, status) FROM articles WHERE slug LIKE 'hx-renamed%'")
+    )
+    assert articles["hx-renamed-2"] == f"({first_article},First,published)"
+    assert not articles["hx-renamed"].startswith(f"({first_article},") and "Second" in articles["hx-renamed"]
+    assert rows_where(
+        database_url,
+        "SELECT a.slug FROM comments c JOIN articles a ON a.id = c.article_id WHERE c.id = 'hx-ren-comment'",
+    ) == [("hx-renamed-2",)]
+    new_ids = [by_email[old_email][0], by_email[same_file_email][0]]
+    new_ids += [row_id for (row_id,) in rows_where(database_url, "SELECT id FROM articles WHERE slug = 'hx-renamed'")]
+    assert fingerprint(database_url, [*case_ids, *new_ids]) == before, "rows other than the case's own changed"
 
 
 # ============================================================================================== SSRF
