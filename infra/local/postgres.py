@@ -43,6 +43,8 @@ START_TIMEOUT_SECONDS = 60
 # checkpoints every few seconds during a million-row COPY. synchronous_commit=off only risks losing the last
 # few hundred milliseconds of commits if the machine crashes, never corrupting data: acceptable for a
 # disposable dev cluster, and it keeps the many small per-chunk transactions from waiting on fsync.
+# The import pipeline's own connections turn it back on (bulkio.adapters.postgres.connect): it reports each
+# commit to DynamoDB or SQS at once, and `pg_ctl restart -m immediate` (make chaos) must not undo one.
 TUNING = """
 # bulkio dev-cluster settings
 listen_addresses = '127.0.0.1'

@@ -85,11 +85,15 @@ class StagingLost:
 
 
 def connect(dsn: str) -> Connection:
-    """A connection in UTC with autocommit off, named so it can be told apart in pg_stat_activity."""
+    """A connection in UTC with autocommit off, named so it can be told apart in pg_stat_activity.
+
+    Commits are durable whatever the server's default (the embedded cluster runs with synchronous_commit = off):
+    the pipeline reports a commit to DynamoDB and SQS as soon as it returns (a merged job is marked completed, a
+    staged chunk's message is deleted), so a crash of PostgreSQL right after it must not take it back."""
     return psycopg2.connect(
         dsn,
         application_name=APPLICATION_NAME,
-        options="-c timezone=UTC",
+        options="-c timezone=UTC -c synchronous_commit=on",
         connect_timeout=10,
         keepalives=1,
         keepalives_idle=30,
