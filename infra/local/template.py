@@ -126,7 +126,7 @@ class ScheduleEvent:
     enabled: bool = True
 
 
-_RATE = re.compile(r"^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$")
+_RATE = re.compile(r"^rate\(\s*([1-9]\d*)\s+(minute|minutes|hour|hours|day|days)\s*\)$")  # 0: AWS refuses it
 _RATE_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -664,7 +664,9 @@ def _function(
                     event_name,
                     expression,
                     schedule_interval_seconds(expression),
-                    str(event_properties.get("Enabled", True)).lower() != "false",
+                    # SAM's `Enabled`, or the EventBridge rule's `State`: either one turns the schedule off.
+                    str(event_properties.get("Enabled", True)).lower() != "false"
+                    and str(event_properties.get("State", "ENABLED")).upper() != "DISABLED",
                 )
             )
         elif event["Type"] == "SQS":
