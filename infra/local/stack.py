@@ -100,6 +100,10 @@ class LocalStack:
 
     def _environment(self) -> dict[str, str]:
         environment = {
+            # The sweeper's schedule (rate(1 minute) on AWS) runs this often here, so that a job interrupted by
+            # a crash finishes within two minutes of it (with env.json's shorter lease and stall bounds). The
+            # environment, then the stack's own settings (extra_environment) may choose another interval.
+            "LOCAL_SCHEDULE_SECONDS": "10",
             **os.environ,
             **self.extra_environment,
             "LOCAL_TEMPLATE": str(self.template_path),
@@ -108,9 +112,6 @@ class LocalStack:
             "LOCAL_INVOKE_PORT": str(self.ports.invoke),
             "LOCAL_API_PORT": str(self.ports.api),
             "LOCAL_ENV_FILE": str(self.env_file or ""),
-            # The sweeper's schedule (rate(1 minute) on AWS) runs this often here, so that a job interrupted by
-            # a crash finishes within two minutes of it (with env.json's shorter lease and stall bounds).
-            "LOCAL_SCHEDULE_SECONDS": os.environ.get("LOCAL_SCHEDULE_SECONDS", "10"),
             "PYTHONUNBUFFERED": "1",
         }
         if self.database_url:
