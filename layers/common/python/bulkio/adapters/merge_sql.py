@@ -161,8 +161,7 @@ def _merge_sql(spec: _MergeSpec) -> str:
     if spec.resource is Resource.ARTICLES:
         checks.append(("draft_published", "m.v_status = 'draft' AND m.v_published_at IS NOT NULL"))
     flags = ",\n        ".join(f"coalesce({condition}, false) AS {name}" for name, condition in checks)
-    # From the conditions again: the flags are columns of the same SELECT, which cannot refer to them.
-    standing_sql = " OR ".join(f"coalesce({condition}, false)" for _, condition in checks)
+    standing = " OR ".join(f"f.{name}" for name, _ in checks)
 
     once_per_file = f"each {spec.noun} may appear once per file: remove or merge the later record"
     error_rows = [
@@ -235,20 +234,24 @@ def _merge_sql(spec: _MergeSpec) -> str:
 WITH RECURSIVE checked AS MATERIALIZED (
     -- One pass over the job's staged records: target, merged row (stored values plus the record), the checks
     -- against the tables' prior state. Materialized: each record's random id, if any, is drawn once.
-    SELECT m.*,
-        {flags},
-        m.has_target AND NOT ({standing_sql}) AS standing,
-        coalesce(m.updated_at, CASE WHEN NOT m.row_exists OR {changed} THEN now() ELSE m.e_updated_at END)
-            AS v_updated_at,
-        coalesce(m.known_target,
-            CASE WHEN m.generated_id IS NULL THEN NULL
+    -- (OFFSET 0 keeps each level a level of its own: its expressions are computed once, not copied into the
+    -- expressions of the level above.)
+    SELECT f.*,
+        f.has_target AND NOT ({standing}) AS standing,
+        coalesce(f.known_target,
+            CASE WHEN f.generated_id IS NULL THEN NULL
                  -- The derived id belongs to another row (its key's first holder was renamed), or an explicit
                  -- id of this job claims it: the new row gets a random id rather than overwriting that row.
-                 WHEN EXISTS (SELECT 1 FROM {table} clash WHERE clash.id = m.generated_id)
-                   OR m.generated_id IN (SELECT y.id FROM {stage} y WHERE y.job_id = %(job_id)s AND y.id IS NOT NULL)
+                 WHEN EXISTS (SELECT 1 FROM {table} clash WHERE clash.id = f.generated_id)
+                   OR f.generated_id IN (SELECT y.id FROM {stage} y WHERE y.job_id = %(job_id)s AND y.id IS NOT NULL)
                  THEN gen_random_uuid()::text
-                 ELSE m.generated_id END) AS target_id
+                 ELSE f.generated_id END) AS target_id
     FROM (
+      SELECT m.*,
+        {flags},
+        coalesce(m.updated_at, CASE WHEN NOT m.row_exists OR {changed} THEN now() ELSE m.e_updated_at END)
+            AS v_updated_at
+      FROM (
         SELECT r.idx, r.line, r.id, {record_columns},
             {key_sql} AS natural_key,
             coalesce('line ' || r.line::text, 'record ' || r.idx::text) AS place,
@@ -264,7 +267,10 @@ WITH RECURSIVE checked AS MATERIALIZED (
         {owner_join}
         LEFT JOIN {table} e ON e.id = coalesce(r.id, owner.id)
         WHERE r.job_id = %(job_id)s
-    ) m
+        OFFSET 0
+      ) m
+      OFFSET 0
+    ) f
 ),
 claims AS (
     SELECT c.idx, c.id, c.natural_key, c.target_id, c.place FROM checked c WHERE c.standing
