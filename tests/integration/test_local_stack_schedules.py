@@ -23,7 +23,7 @@ from tests.fixtures.local_stack.helpers import eventually
 SCHEDULES_TEMPLATE = REPOSITORY_ROOT / "tests/fixtures/local_stack/schedules.yaml"
 SCHEDULE_SECONDS = 1.0
 HOST_RETRY_DELAY_SECONDS = 1  # what the host used to reset every failed message's visibility to
-RETRIED_QUEUE_VISIBILITY = 5  # schedules.yaml's RetriedQueue
+RETRIED_QUEUE_VISIBILITY = 6  # schedules.yaml's RetriedQueue
 
 
 class ScheduleStack:
@@ -101,9 +101,10 @@ def test_a_failed_message_comes_back_after_the_queues_visibility_timeout(schedul
 
     assert (first["receive_count"], second["receive_count"]) == (1, 2)
     gap = second["at"] - first["at"]
-    # Not the host's old reset to LOCAL_SQS_RETRY_DELAY_SECONDS (1 s here), which spent receives four times as
-    # fast and sent chunks to the dead-letter queue within seconds.
-    assert RETRIED_QUEUE_VISIBILITY - 0.5 <= gap < RETRIED_QUEUE_VISIBILITY + 10, gap
+    # Not the host's old reset to LOCAL_SQS_RETRY_DELAY_SECONDS (1 s here), which spent receives several times as
+    # fast and sent chunks to the dead-letter queue within seconds. (The first receive may have waited for a cold
+    # start before it was recorded: hence the margin below the timeout.)
+    assert RETRIED_QUEUE_VISIBILITY - 2 <= gap < RETRIED_QUEUE_VISIBILITY + 10, gap
     time.sleep(0.5)  # it succeeded on the second receive: deleted, never received again
     assert len([r for r in schedule_stack.records("retried") if r["body"] == body]) == 2
 
