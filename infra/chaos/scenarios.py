@@ -29,7 +29,9 @@ from infra.tools import datagen
 FAULT_SHARE = 0.4  # share of the job's chunks after which the chunker dies, the database restarts, Ctrl-C comes
 WRITER_KILL_STEP = 0.15  # writers die after 15 %, 30 %, 45 % and 60 % of the chunks
 WRITER_KILLS = 4
-EXPORTS_AT_SHARE = 0.5  # (f): the exports start when half of the concurrent imports' chunks are staged
+EXPORTS_AT_SHARE = (
+    0.9  # (f): the exports start when 90 % of the concurrent imports' chunks are staged (near the merges)
+)
 POLL_SECONDS = 0.05
 DB_POLL_SECONDS = 0.2
 JOB_CHECK_SECONDS = 2.0
@@ -333,7 +335,7 @@ class Drill:
         return ChaosStack(state_dir, source_root=self.settings.source_root)
 
     def _finish_stack(self, stack: ChaosStack, key: str, keep_logs: bool) -> Path | None:
-        stack.stop()
+        stack.stop(graceful=self.settings.keep_state)  # a state folder about to be deleted needs no saving
         if self.settings.keep_state:
             return stack.state_dir
         kept = self.settings.work_dir / "kept-logs" / key if keep_logs else None

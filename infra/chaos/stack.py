@@ -182,10 +182,13 @@ class ChaosStack:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(30)
 
-    def stop(self) -> None:
-        """Stops everything this stack started, whatever state it is in (also after a failure)."""
+    def stop(self, graceful: bool = True) -> None:
+        """Stops everything this stack started, whatever state it is in (also after a failure).
+
+        graceful: as Ctrl-C (make run saves the AWS state); otherwise kill -9, for a state folder about to go."""
         if self.process is not None:
-            self.interrupt()
+            if graceful:
+                self.interrupt()
             self._kill_group()  # workers or servers that outlived run.py (it was killed, or it died)
         with contextlib.suppress(Exception):
             stop_cluster(self.state_dir)  # PostgreSQL runs in a session of its own (pg_ctl detaches it)
