@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -466,3 +467,56 @@ def test_a_duplicate_that_lost_claims_nothing_either(importer: Importer, clean_d
         ("u3", "b@x.io", "C", "reader", True),
         ("u5", "c@x.io", "E", "reader", True),
     ]
+
+
+def _greedy(table: dict[str, str], records: list[tuple[str | None, str]]) -> tuple[set[int], dict[str, str]]:
+    """The rule, one record at a time (what the merge computes set-based): the accepted record numbers, and the
+    users table after them (id -> lowercased email)."""
+    owner = {email.lower(): user_id for user_id, email in table.items()}
+    targets: set[str] = set()
+    keys: set[str] = set()
+    accepted: set[int] = set()
+    after = {user_id: email.lower() for user_id, email in table.items()}
+    for number, (user_id, email) in enumerate(records, 1):
+        key = email.lower()
+        target = user_id or owner.get(key) or generated_id("users", key)
+        if key in owner and owner[key] != target:
+            continue  # email_taken: claims nothing
+        if target in targets or key in keys:
+            continue  # duplicate_in_file: claims nothing
+        targets.add(target)
+        keys.add(key)
+        accepted.add(number)
+        after[target] = key
+    return accepted, after
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_merge_settles_claims_like_the_rule_applied_record_by_record(
+    importer: Importer, clean_db: str, seed: int
+) -> None:
+    rng = random.Random(seed)
+    table = {f"u{n}": f"e{n}@x.io" for n in range(0, 12, 2)}
+    importer.records(
+        Resource.USERS, *({"id": user_id, "email": email, "name": "T"} for user_id, email in table.items())
+    )
+    records = [
+        (
+            None if rng.random() < 0.3 else f"u{rng.randrange(16)}",
+            f"e{rng.randrange(20)}@x.io".upper() if rng.random() < 0.2 else f"e{rng.randrange(20)}@x.io",
+        )
+        for _ in range(150)
+    ]
+    expected_accepted, expected_table = _greedy(table, records)
+
+    job_id, outcome = importer.records(
+        Resource.USERS,
+        *({"email": email, "name": "N", **({"id": user_id} if user_id else {})} for user_id, email in records),
+    )
+
+    rejected = {line for line, _, _ in importer.errors(job_id)}
+    assert set(range(1, len(records) + 1)) - rejected == expected_accepted
+    assert outcome.succeeded == len(expected_accepted)
+    assert dict(query(clean_db, "SELECT id, lower(email) FROM users")) == expected_table
+    codes = {code for _, code, _ in importer.errors(job_id)}
+    assert codes <= {"duplicate_in_file", "email_taken"}
