@@ -164,6 +164,10 @@ def test_the_sweeper_runs_on_a_schedule_with_the_settings_it_needs() -> None:
     for name in ("SWEEP_STALL_SECONDS", "SWEEP_MAX_CHUNKER_RUNS", "SWEEP_MAX_RESENDS", "PRESIGN_TTL_SECONDS"):
         assert int(sweeper.environment[name]) > 0
     assert sweeper.environment["CHUNKER_FUNCTION_NAME"] == stack.functions["ChunkerFunction"].name
+    # It expires an upload once the presigned URL the API handed out has expired: the same lifetime.
+    assert (
+        sweeper.environment["PRESIGN_TTL_SECONDS"] == stack.functions["ApiFunction"].environment["PRESIGN_TTL_SECONDS"]
+    )
     # It may merge a job whose writer died: as long as a writer may take, at least.
     assert sweeper.timeout >= stack.functions["WriterFunction"].timeout
     # What its actions touch: the job table, the import bucket (error reports), the chunk queue (re-sends), the
