@@ -355,6 +355,7 @@ class FakeRun:
     outcome: MergeOutcome | None = None
     failed_run: bool = False
     resends: int = 0
+    resent_staged: int = 0
     restages: int = 0
     lost_chunks: set[int] = field(default_factory=set)  # staged, but their rows vanished (a crash recovery)
     chunk_indexes: dict[int, set[int]] = field(default_factory=dict)  # chunk -> the record indexes it holds
@@ -478,7 +479,9 @@ class FakeImportStore:
         return [n for n in range(1, (run.chunks_total or 0) + 1) if n not in run.staged_chunks]
 
     def mark_resent(self, job_id: str) -> None:
-        self.runs[job_id].resends += 1
+        run = self.runs[job_id]
+        run.resends = 1 if len(run.staged_chunks) > run.resent_staged else run.resends + 1
+        run.resent_staged = len(run.staged_chunks)
 
     def first_errors(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
         run = self.runs.get(job_id)

@@ -258,8 +258,14 @@ def test_run_state_tells_the_sweeper_what_postgresql_knows(store: ImportStore, c
     assert resent.last_activity_age_seconds < 30 and resent.resends == 1
     store.mark_resent("job")
     assert store.run_state("job").resends == 2  # type: ignore[union-attr]
+    # Progress in between (a chunk staged): the count of re-sends without progress starts again.
+    assert stage(store, "job", RECORDS, 2)
+    store.mark_resent("job")
+    assert store.run_state("job").resends == 1  # type: ignore[union-attr]
+    store.mark_resent("job")
+    assert store.run_state("job").resends == 2  # type: ignore[union-attr]
 
-    for chunk_no in range(2, 6):
+    for chunk_no in range(3, 6):
         assert stage(store, "job", RECORDS, chunk_no)
     merged(store, "job")
     done = store.run_state("job")

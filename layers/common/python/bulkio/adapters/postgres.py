@@ -568,9 +568,16 @@ class ImportStore(OneConnection):
         return self._transaction(work)
 
     def mark_resent(self, job_id: str) -> None:
+        """Counts a re-send; the count restarts at 1 when chunks were staged since the previous one, so it is the
+        number of re-sends in a row that brought no progress."""
         self._transaction(
             lambda cursor: cursor.execute(
-                "UPDATE import_runs SET resent_at = now(), resends = resends + 1 WHERE job_id = %s", (job_id,)
+                """UPDATE import_runs r SET resent_at = now(),
+                    resends = CASE WHEN s.staged > r.resent_staged THEN 1 ELSE r.resends + 1 END,
+                    resent_staged = s.staged
+                FROM (SELECT count(*) AS staged FROM import_chunks WHERE job_id = %(job)s) s
+                WHERE r.job_id = %(job)s""",
+                {"job": job_id},
             )
         )
 

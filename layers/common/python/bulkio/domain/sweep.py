@@ -13,7 +13,8 @@ announced and staged, merged or failed, the last sign of life). From those, one 
   first one read;
 - every chunk staged but no merge (the merging process died): merge (FINISH);
 - writers silent for `stall_seconds` with chunks unstaged (lost, dead-lettered late, or invisible after a killed
-  writer): send those chunks' messages again (staging is idempotent), up to `max_resends` times, then fail.
+  writer): send those chunks' messages again (staging is idempotent), up to `max_resends` times in a row without
+  progress, then fail.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class RunState:
     failed: bool
     # Seconds since the last sign of life: a chunk staged, the chunker's last announcement, a re-send.
     last_activity_age_seconds: float | None
-    resends: int
+    resends: int  # re-sends in a row with no chunk staged in between
 
 
 @dataclass(frozen=True, slots=True)
