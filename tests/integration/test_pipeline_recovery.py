@@ -616,3 +616,9 @@ def test_an_unversioned_bucket_reads_the_pinned_etag_or_reports_the_object_chang
     with pytest.raises(FileNotFoundError):
         store.open_version("uploads/gone/source", None, None, first.etag)
     assert store.info("uploads/gone/source") is None
+
+
+def test_a_chunk_failure_reason_quoting_a_nul_is_recorded(store: ImportStore) -> None:
+    store.record_chunk_failure("job", 1, "value '\x00' refused")
+
+    assert store.chunk_failure("job", 1) == "value '\\u0000' refused"

@@ -631,7 +631,8 @@ class ImportStore(OneConnection):
                 "INSERT INTO import_chunk_failures (job_id, chunk_no, last_error) VALUES (%s, %s, %s)"
                 " ON CONFLICT (job_id, chunk_no) DO UPDATE SET attempts = import_chunk_failures.attempts + 1,"
                 " last_error = excluded.last_error, updated_at = now()",
-                (job_id, chunk_no, error),
+                # A reason may quote the data (a NUL included), which PostgreSQL text cannot hold.
+                (job_id, chunk_no, error.replace(_NUL, "\\u0000")),
             )
         )
 
