@@ -10,12 +10,15 @@ Scenarios (see infra/chaos/scenarios.py):
   c       pg_ctl restart -m immediate once 40 % of the chunks are staged
   d       Ctrl-C (SIGINT to the process group) of make run at 40 %, then make run again on the same state
   e       every chunk message sent twice (switch chunker.duplicate_messages)
-  f       users loaded; then an articles import, a second users import, two streamed exports and an async
-          export at once; compared with the same imports one after another
+  f       users loaded; then at once an articles import, a second users import, two streamed exports (users,
+          articles; repeated until the imports end) and an async export; compared with the same imports one
+          after another; every export must be whole, ordered, and between the rows before and after
   g       the writer that runs the merge dies right after its commit (fault point merge.before_finish)
 
-Prints a table (scenario, expected = the clean run, observed, seconds from the fault to the job's end,
-PASS/FAIL) and the details of each; exits 1 if any scenario fails. Logs of failed scenarios are kept.
+Prints a table (scenario, expected = the clean run, observed, seconds from the fault to the job's end (e, f:
+from the upload; b, b-kill: from the last kill), PASS/FAIL) and the details of each; exits 1 if any scenario
+fails (outcome not equal, job not ended within --give-up, or ended later than --finish-within after the fault).
+Logs of failed scenarios are kept. --revision runs the stacks on a snapshot of a git revision.
 """
 
 from __future__ import annotations

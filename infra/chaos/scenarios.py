@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from infra.chaos.api import Api, ApiError
+from infra.chaos.api import FINAL_STATUSES, Api, ApiError
 from infra.chaos.outcome import JobOutcome, Outcome, table_digests
 from infra.chaos.stack import ChaosStack, StackError, faults
 from infra.local.stack import REPOSITORY_ROOT
@@ -29,9 +30,8 @@ from infra.tools import datagen
 FAULT_SHARE = 0.4  # share of the job's chunks after which the chunker dies, the database restarts, Ctrl-C comes
 WRITER_KILL_STEP = 0.15  # writers die after 15 %, 30 %, 45 % and 60 % of the chunks
 WRITER_KILLS = 4
-EXPORTS_AT_SHARE = (
-    0.9  # (f): the exports start when 90 % of the concurrent imports' chunks are staged (near the merges)
-)
+# (f): the exports start when 90 % of the concurrent imports' chunks are staged, near the merges.
+EXPORTS_AT_SHARE = 0.9
 POLL_SECONDS = 0.05
 DB_POLL_SECONDS = 0.2
 JOB_CHECK_SECONDS = 2.0
@@ -109,7 +109,7 @@ class Trial:
 
     def job_ended(self) -> bool:
         job = self.api.job(self.job_id)
-        return job is not None and job["status"] in {"completed", "completed_with_errors", "failed", "cancelled"}
+        return job is not None and job["status"] in FINAL_STATUSES
 
     def wait_fired(self, point: str) -> float:
         """Waits until the armed crash point fires (its file is gone); the moment it did."""
@@ -482,54 +482,68 @@ class Drill:
             result.notes.extend(self._diagnostics(trial.stack, [job["job_id"] for job in jobs]))
 
     def _run_concurrent(self, trial: Trial, baseline: Baseline) -> None:
-        """(f): users loaded first; then an articles import, a second users import, two streamed exports and
-        an async export at once. Each file points only at rows loaded before, so there is one right answer."""
+        """(f): users loaded first; then at once an articles import, a second users import, two streamed exports
+        (users and articles, each repeated back to back until both imports have ended, so that some overlap
+        the merges) and an async export (users, started at EXPORTS_AT_SHARE of the chunks). Each file points
+        only at rows loaded before, so the imports have one right answer: that of the same imports one after
+        another. An export has no single right content while imports run, but each must be whole (every line a
+        record, ids strictly increasing) and hold between the table's rows before and after."""
         result, settings, api, stack = trial.result, self.settings, trial.api, trial.stack
         users, articles, more_users = self.concurrent_files()
         first = api.import_file("users", "csv", users)
         loaded = api.wait_job(first, time.monotonic() + settings.give_up_seconds)
         if not loaded.ended or loaded.job is None:
             raise FaultMissed(f"the first users import did not end: {loaded.job}")
-        before = {table: rows for table, rows in _row_counts(stack).items()}
+        before = _row_counts(stack)
+        imports_done = threading.Event()
+        deadline = time.monotonic() + 2 * settings.give_up_seconds
         with concurrent.futures.ThreadPoolExecutor(max_workers=5) as pool:
             uploads = [
                 pool.submit(api.import_file, "articles", "ndjson", articles),
                 pool.submit(api.import_file, "users", "csv", more_users),
             ]
+            streams = {
+                resource: pool.submit(_stream_rounds, api, resource, imports_done, deadline)
+                for resource in ("users", "articles")
+            }
             job_ids = [future.result(timeout=settings.give_up_seconds) for future in uploads]
             trial.uploaded_at = time.monotonic()
-            trial.log(f"articles job {job_ids[0]} and users job {job_ids[1]} uploaded")
-            expected_chunks = sum(baseline.chunks[1:])
+            trial.log(f"articles job {job_ids[0]} and users job {job_ids[1]} uploaded; streamed exports running")
             try:
-                trial.wait_staged(max(1, round(expected_chunks * EXPORTS_AT_SHARE)), *job_ids)
+                trial.wait_staged(max(1, round(sum(baseline.chunks[1:]) * EXPORTS_AT_SHARE)), *job_ids)
             except FaultMissed as error:
-                result.notes.append(f"exports started late: {error}")
-            exports_at = time.monotonic()
-            export_deadline = exports_at + settings.give_up_seconds
-            exports = {
-                "streamed users": pool.submit(api.stream_export, "users"),
-                "streamed articles": pool.submit(api.stream_export, "articles"),
-                "async users": pool.submit(api.async_export, "users", export_deadline),
-            }
-            trial.log(f"exports started {exports_at - trial.uploaded_at:.1f} s after the uploads")
+                result.notes.append(f"async export started late: {error}")
+            trial.log(f"async export started {time.monotonic() - trial.uploaded_at:.1f} s after the uploads")
+            async_export = pool.submit(api.async_export, "users", deadline)
             fault_at = trial.uploaded_at
-            waits = [api.wait_job(job_id, fault_at + settings.give_up_seconds) for job_id in job_ids]
-            export_answers = {
-                name: future.result(timeout=max(1.0, export_deadline - time.monotonic() + 60))
-                for name, future in exports.items()
-            }
+            try:
+                waits = [api.wait_job(job_id, fault_at + settings.give_up_seconds) for job_id in job_ids]
+            finally:
+                imports_done.set()
+            rounds = {resource: future.result(timeout=settings.give_up_seconds) for resource, future in streams.items()}
+            async_answer = async_export.result(timeout=max(1.0, deadline - time.monotonic() + 60))
         ended = all(wait.ended for wait in waits)
         ended_at = max((wait.ended_at or 0.0) for wait in waits) if ended else None
         jobs = [loaded.job] + [wait.job for wait in waits if wait.job is not None]
         self._judge(trial, jobs, ended, ended_at, fault_at, baseline)
         after = _row_counts(stack)
-        for name, (status, body) in export_answers.items():
-            table = name.split()[1]
-            problem = _export_problem(status, body, before.get(table, 0), after.get(table, 0))
+        checks = [
+            (f"streamed {resource}", resource, answer) for resource, answers in rounds.items() for answer in answers
+        ]
+        checks.append(("async users", "users", _export_shape(*async_answer)))
+        seen: dict[str, list[int]] = {}
+        for name, table, (rows, problem) in checks:
+            if problem is None and rows is not None and not before[table] <= rows <= after[table]:
+                problem = f"{rows} rows, outside [{before[table]}, {after[table]}]"
             if problem:
                 result.problems.append(f"{name} export: {problem}")
-            else:
-                result.notes.append(f"{name} export: {len(body.splitlines())} rows, ordered, well-formed")
+            elif rows is not None:
+                seen.setdefault(name, []).append(rows)
+        for name, counts in seen.items():
+            result.notes.append(
+                f"{name} export: {len(counts)} whole, ordered answers; rows seen {sorted(set(counts))} "
+                f"(table before {before[name.split()[1]]}, after {after[name.split()[1]]})"
+            )
 
     # ------------------------------------------------------------------ diagnostics
     def _diagnostics(self, stack: ChaosStack, job_ids: list[str]) -> list[str]:
@@ -589,19 +603,36 @@ def _row_counts(stack: ChaosStack) -> dict[str, int]:
     }
 
 
-def _export_problem(status: int | str, body: bytes, at_least: int, at_most: int) -> str | None:
-    """An export taken while imports run has no single right content, but it must be whole and consistent:
-    answered in full, every line a record, ids strictly increasing, between the rows before and after."""
+def _export_shape(status: int | str, body: bytes) -> tuple[int | None, str | None]:
+    """(rows, problem) of an NDJSON export: answered in full, every line a record, ids strictly increasing."""
     if status not in (200, "completed"):
-        return f"{status} {body[:300]!r}"
+        return None, f"{status} {body[:300]!r}"
     ids = []
     for number, line in enumerate(body.splitlines(), 1):
         try:
             ids.append(orjson.loads(line)["id"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            return f"line {number} is not a record: {line[:200]!r}"
+            return None, f"line {number} is not a record: {line[:200]!r}"
     if any(later <= earlier for earlier, later in itertools.pairwise(ids)):
-        return "ids are not strictly increasing"
-    if not at_least <= len(ids) <= at_most:
-        return f"{len(ids)} rows, outside [{at_least}, {at_most}]"
-    return None
+        return None, "ids are not strictly increasing"
+    return len(ids), None
+
+
+MAX_EXPORT_ROUNDS = 200
+
+
+def _stream_rounds(
+    api: Api, resource: str, done: threading.Event, deadline: float
+) -> list[tuple[int | None, str | None]]:
+    """Streamed exports of a resource, one after another, until `done` (at least one, at most MAX_EXPORT_ROUNDS)."""
+    answers = []
+    for _ in range(MAX_EXPORT_ROUNDS):
+        try:
+            status, body = api.stream_export(resource)
+        except OSError as error:
+            answers.append((None, f"{type(error).__name__}: {error}"))
+        else:
+            answers.append(_export_shape(status, body))
+        if done.is_set() or time.monotonic() > deadline:
+            break
+    return answers
