@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -164,8 +165,9 @@ class Api:
         )
         return reply.status, reply.body
 
-    def async_export(self, resource: str, deadline: float) -> tuple[str, bytes]:
-        """POST /v1/exports, wait for the job (bounded), download its file; (final status, file or reason)."""
+    def async_export(self, resource: str, deadline: float, abandon: threading.Event | None = None) -> tuple[str, bytes]:
+        """POST /v1/exports, wait for the job (bounded; `abandon` stops waiting), download its file;
+        (final status, file or reason)."""
         created = self.call("POST", "/exports", {"resource": resource, "format": "ndjson"})
         if created.status != 202:
             return f"HTTP {created.status}", created.body[:500]
@@ -182,5 +184,7 @@ class Api:
                 return str(view["status"]), orjson.dumps(view.get("failure"))
             if time.monotonic() >= deadline:
                 return f"still {view['status']} at the deadline", b""
+            if abandon is not None and abandon.is_set():
+                return "abandoned", b""
             time.sleep(POLL_SECONDS)
         return "no answer before the deadline", b""

@@ -497,31 +497,37 @@ class Drill:
         before = _row_counts(stack)
         imports_done = threading.Event()
         deadline = time.monotonic() + 2 * settings.give_up_seconds
+        abandon = threading.Event()  # set when the drill stops early (an error, Ctrl-C): every thread ends
         with concurrent.futures.ThreadPoolExecutor(max_workers=5) as pool:
-            uploads = [
-                pool.submit(api.import_file, "articles", "ndjson", articles),
-                pool.submit(api.import_file, "users", "csv", more_users),
-            ]
-            streams = {
-                resource: pool.submit(_stream_rounds, api, resource, imports_done, deadline)
-                for resource in ("users", "articles")
-            }
-            job_ids = [future.result(timeout=settings.give_up_seconds) for future in uploads]
-            trial.uploaded_at = time.monotonic()
-            trial.log(f"articles job {job_ids[0]} and users job {job_ids[1]} uploaded; streamed exports running")
             try:
-                trial.wait_staged(max(1, round(sum(baseline.chunks[1:]) * EXPORTS_AT_SHARE)), *job_ids)
-            except FaultMissed as error:
-                result.notes.append(f"async export started late: {error}")
-            trial.log(f"async export started {time.monotonic() - trial.uploaded_at:.1f} s after the uploads")
-            async_export = pool.submit(api.async_export, "users", deadline)
-            fault_at = trial.uploaded_at
-            try:
+                uploads = [
+                    pool.submit(api.import_file, "articles", "ndjson", articles),
+                    pool.submit(api.import_file, "users", "csv", more_users),
+                ]
+                streams = {
+                    resource: pool.submit(_stream_rounds, api, resource, imports_done, deadline)
+                    for resource in ("users", "articles")
+                }
+                job_ids = [future.result(timeout=settings.give_up_seconds) for future in uploads]
+                trial.uploaded_at = time.monotonic()
+                trial.log(f"articles job {job_ids[0]} and users job {job_ids[1]} uploaded; streamed exports running")
+                try:
+                    trial.wait_staged(max(1, round(sum(baseline.chunks[1:]) * EXPORTS_AT_SHARE)), *job_ids)
+                except FaultMissed as error:
+                    result.notes.append(f"async export started late: {error}")
+                trial.log(f"async export started {time.monotonic() - trial.uploaded_at:.1f} s after the uploads")
+                async_export = pool.submit(api.async_export, "users", deadline, abandon)
+                fault_at = trial.uploaded_at
                 waits = [api.wait_job(job_id, fault_at + settings.give_up_seconds) for job_id in job_ids]
-            finally:
                 imports_done.set()
-            rounds = {resource: future.result(timeout=settings.give_up_seconds) for resource, future in streams.items()}
-            async_answer = async_export.result(timeout=max(1.0, deadline - time.monotonic() + 60))
+                rounds = {
+                    resource: future.result(timeout=settings.give_up_seconds) for resource, future in streams.items()
+                }
+                async_answer = async_export.result(timeout=max(1.0, deadline - time.monotonic() + 60))
+            except BaseException:
+                abandon.set()
+                imports_done.set()
+                raise
         ended = all(wait.ended for wait in waits)
         ended_at = max((wait.ended_at or 0.0) for wait in waits) if ended else None
         jobs = [loaded.job] + [wait.job for wait in waits if wait.job is not None]
@@ -530,7 +536,7 @@ class Drill:
         checks = [
             (f"streamed {resource}", resource, answer) for resource, answers in rounds.items() for answer in answers
         ]
-        checks.append(("async users", "users", _export_shape(*async_answer)))
+        checks.append(("async users", "users", export_shape(*async_answer)))
         seen: dict[str, list[int]] = {}
         for name, table, (rows, problem) in checks:
             if problem is None and rows is not None and not before[table] <= rows <= after[table]:
@@ -603,7 +609,7 @@ def _row_counts(stack: ChaosStack) -> dict[str, int]:
     }
 
 
-def _export_shape(status: int | str, body: bytes) -> tuple[int | None, str | None]:
+def export_shape(status: int | str, body: bytes) -> tuple[int | None, str | None]:
     """(rows, problem) of an NDJSON export: answered in full, every line a record, ids strictly increasing."""
     if status not in (200, "completed"):
         return None, f"{status} {body[:300]!r}"
@@ -632,7 +638,7 @@ def _stream_rounds(
         except OSError as error:
             answers.append((None, f"{type(error).__name__}: {error}"))
         else:
-            answers.append(_export_shape(status, body))
+            answers.append(export_shape(status, body))
         if done.is_set() or time.monotonic() > deadline:
             break
     return answers
