@@ -143,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
     work_dir.chmod(0o755)  # as root, PostgreSQL runs as `postgres`: its data then stays in the state folders
     signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (a `&` job)
     source_root = REPOSITORY_ROOT
     if arguments.revision:
         source_root = export_revision(arguments.revision, work_dir / "source")
