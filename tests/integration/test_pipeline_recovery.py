@@ -296,23 +296,18 @@ def test_unstaged_chunks_are_the_announced_chunks_no_writer_staged(store: Import
 # ------------------------------------------------------------------------------ a connection the server closed
 
 
-def terminate_store_connections(dsn: str) -> int:
-    """Terminates the server side of the stores' connections (application_name 'bulkio') in this database, as
-    a PostgreSQL restart does; returns how many there were."""
-    rows = query(
-        dsn,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE application_name = 'bulkio' AND datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    assert all(terminated for (terminated,) in rows)
+def terminate_connection(dsn: str, store: ImportStore) -> int:
+    """Terminates the server side of the store's connection, as a PostgreSQL restart does (other connections to
+    the session database, the embedded stack's, are left alone); returns its backend pid."""
+    pid = store._connected().get_backend_pid()
+    ((terminated,),) = query(dsn, f"SELECT pg_terminate_backend({int(pid)})")
+    assert terminated
     # The backend exits a moment after the signal.
     deadline = time.monotonic() + 10
-    while query(
-        dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'bulkio' AND datname = current_database()"
-    ):
+    while query(dsn, f"SELECT 1 FROM pg_stat_activity WHERE pid = {int(pid)}"):
         assert time.monotonic() < deadline, "the terminated backend did not exit"
         time.sleep(0.05)
-    return len(rows)
+    return int(pid)
 
 
 @pytest.mark.parametrize("read", ["progress", "first_errors", "run_state", "unstaged_chunks", "is_staged"])
@@ -329,10 +324,10 @@ def test_a_read_after_the_server_closed_the_connection_reconnects_instead_of_fai
     }[read]
     expected = before()
 
-    assert terminate_store_connections(clean_db) == 1
+    terminated = terminate_connection(clean_db, store)
 
     assert before() == expected  # answered on a new connection, not a DatabaseError (a 502 in the API)
-    assert terminate_store_connections(clean_db) == 1  # the new connection is the store's, named as before
+    assert store._connected().get_backend_pid() != terminated
 
 
 @pytest.fixture
