@@ -15,12 +15,16 @@ from infra.local.monitoring import start_monitoring
 from infra.local.stack import free_port
 
 
-def test_the_pushgateway_starts_with_its_own_state_and_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def free_monitoring_ports(monkeypatch: pytest.MonkeyPatch) -> None:
     if shutil.which("prometheus-pushgateway") is None:
         pytest.skip("prometheus-pushgateway is not installed (apt-get install prometheus-pushgateway)")
     monkeypatch.setenv("LOCAL_PUSHGATEWAY_PORT", str(free_port()))
     monkeypatch.setenv("LOCAL_PROMETHEUS_PORT", str(free_port()))
 
+
+@pytest.mark.usefixtures("free_monitoring_ports")
+def test_the_pushgateway_starts_with_its_own_state_and_stops(tmp_path: Path) -> None:
     monitoring = start_monitoring(tmp_path)
     try:
         assert monitoring.pushgateway_url is not None
@@ -34,12 +38,9 @@ def test_the_pushgateway_starts_with_its_own_state_and_stops(tmp_path: Path, mon
     assert all(process.poll() is not None for process in monitoring.processes)
 
 
-def test_the_sweepers_clean_up_deletes_only_old_job_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("free_monitoring_ports")
+def test_the_sweepers_clean_up_deletes_only_old_job_groups(tmp_path: Path) -> None:
     """Issue 8, item 11: the Pushgateway never forgets a group by itself; one group per finished job grew forever."""
-    if shutil.which("prometheus-pushgateway") is None:
-        pytest.skip("prometheus-pushgateway is not installed (apt-get install prometheus-pushgateway)")
-    monkeypatch.setenv("LOCAL_PUSHGATEWAY_PORT", str(free_port()))
-    monkeypatch.setenv("LOCAL_PROMETHEUS_PORT", str(free_port()))
     monitoring = start_monitoring(tmp_path)
     try:
         assert monitoring.pushgateway_url is not None
