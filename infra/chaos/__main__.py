@@ -1,6 +1,7 @@
 """`make chaos`: fault drills against fresh embedded stacks, each compared with a clean run of the same file.
 
-    python -m infra.chaos [--rows 200000] [--scenarios a,b,c,d,e,f] [--keep-state] [--give-up 300]
+    python -m infra.chaos [--rows 200000] [--scenarios a,b,c,d,e,f] [--resource users] [--keep-state]
+                          [--give-up 300] [--finish-within 120] [--revision HEAD] [--work-dir DIR]
 
 Scenarios (see infra/chaos/scenarios.py):
   a       the chunker dies after 40 % of its chunks (fault point chunker.after_chunk)
@@ -39,6 +40,7 @@ from types import FrameType
 from infra.chaos.scenarios import ALL_KEYS, Drill, DrillSettings, ScenarioResult
 from infra.local.postgres import find_bin_dir
 from infra.local.stack import REPOSITORY_ROOT
+from infra.tools import datagen
 
 
 def table(results: Sequence[ScenarioResult]) -> str:
@@ -123,6 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, default=200_000, help="rows of the users file (default 200000)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--resource",
+        choices=datagen.RESOURCES,
+        default="users",
+        help="what the faulted import loads (default users); articles and comments come after a quarter as many "
+        "rows they point at, loaded first (scenario f always imports users and articles)",
+    )
     parser.add_argument("--scenarios", type=_parse_keys, default=list(ALL_KEYS), help="comma-separated keys")
     parser.add_argument("--keep-state", action="store_true", help="keep every stack's state folder")
     parser.add_argument("--give-up", type=float, default=300.0, help="seconds after a fault before a job is stuck")
@@ -157,9 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep_state=arguments.keep_state,
             log=lambda text: print(text, flush=True),
             source_root=source_root,
+            resource=arguments.resource,
         )
     )
-    print(f"chaos drill: {arguments.rows:,} users (seed {arguments.seed}), scenarios {','.join(arguments.scenarios)}")
+    print(
+        f"chaos drill: {arguments.rows:,} {arguments.resource} (seed {arguments.seed}), "
+        f"scenarios {','.join(arguments.scenarios)}"
+    )
     print(f"work folder {work_dir}; code {describe_source(source_root)}; {machine()}", flush=True)
     started = time.monotonic()
     results: list[ScenarioResult] = []

@@ -161,7 +161,6 @@ class Api:
             "GET",
             f"{self.base_url}/v1/exports?resource={resource}&format=ndjson",
             headers=self._headers(),
-            timeout=UPLOAD_TIMEOUT_SECONDS,
         )
         return reply.status, reply.body
 

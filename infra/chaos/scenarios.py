@@ -1,11 +1,12 @@
 """The fault scenarios of issue 8 and the drill that runs them against fresh embedded stacks.
 
-A scenario imports a seeded users CSV in the reference shape (infra/tools/datagen.py, with its usual dirt)
-through a presigned upload, injects its fault, waits for the job to end (giving up `give_up_seconds` after the
-fault: the job is then reported stuck) and compares the outcome with a clean run of the same file on another
-fresh stack. Faults fire at deterministic points (bulkio/faults.py) wherever the pipeline has one; the database
-restart and the Ctrl-C fire once import_chunks holds a share of the job's chunks (FAULT_SHARE), measured in the
-database; the `-kill` variants send a real SIGKILL to the workers found by their process.
+A scenario imports a seeded users CSV in the reference shape (infra/tools/datagen.py, with its usual dirt; or
+articles or comments, after the rows they point at) through a presigned upload, injects its fault, waits for the
+job to end (giving up `give_up_seconds` after the fault: the job is then reported stuck) and compares the outcome
+with a clean run of the same files on another fresh stack. Faults fire at deterministic points (bulkio/faults.py)
+wherever the pipeline has one; the database restart and the Ctrl-C fire once import_chunks holds a share of the
+job's chunks (FAULT_SHARE), measured in the database; the `-kill` variants send a real SIGKILL to the workers
+found by their process.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class DrillSettings:
     keep_state: bool = False
     log: Callable[[str], None] = print
     source_root: Path = REPOSITORY_ROOT  # the code the stacks run
+    resource: str = "users"  # what the faulted import loads (articles and comments: their references first)
 
 
 @dataclass
@@ -319,6 +321,22 @@ class Drill:
     def users_file(self) -> Path:
         return self.data_file("users", self.settings.rows)
 
+    def single_files(self) -> list[tuple[str, Path]]:
+        """The imports of a single-import scenario, one after another; the fault hits the last one.
+
+        Articles and comments point at users (and articles) loaded first, by an import of a quarter as many rows
+        that no fault touches (compared all the same)."""
+        rows, resource = self.settings.rows, self.settings.resource
+        if resource == "users":
+            return [("users", self.users_file())]
+        referenced = max(1000, rows // 4)
+        files = [("users", self.data_file("users", referenced))]
+        if resource == "articles":
+            return [*files, ("articles", self.data_file("articles", rows, user_rows=referenced))]
+        files.append(("articles", self.data_file("articles", referenced, user_rows=referenced)))
+        sizes = {"user_rows": referenced, "article_rows": referenced}
+        return [*files, ("comments", self.data_file("comments", rows, **sizes))]
+
     def concurrent_files(self) -> tuple[Path, Path, Path]:
         """(f): the loaded users; articles pointing only at them; a second users file (the clean half)."""
         rows = self.settings.rows
@@ -373,7 +391,7 @@ class Drill:
         files = (
             list(zip(("users", "articles", "users"), self.concurrent_files(), strict=True))
             if concurrent
-            else [("users", self.users_file())]
+            else self.single_files()
         )
         stack = self._new_stack(key)
         self.log(f"[{key}] starting a fresh stack in {stack.state_dir}")
@@ -414,7 +432,7 @@ class Drill:
         try:
             stack.start()
             api = Api(stack.api_url, stack.token())
-            trial = Trial(self, stack, api, result, baseline.chunks[0])
+            trial = Trial(self, stack, api, result, baseline.chunks[-1])
             if key == "f":
                 self._run_concurrent(trial, baseline)
             else:
@@ -430,18 +448,26 @@ class Drill:
 
     def _run_single(self, trial: Trial, scenario: Scenario, baseline: Baseline) -> None:
         settings = self.settings
+        *references, (resource, path) = self.single_files()
+        loaded = []
+        for referenced, referenced_path in references:  # before any fault is armed
+            job_id = trial.api.import_file(referenced, datagen.DEFAULT_FORMAT[referenced], referenced_path)
+            wait = trial.api.wait_job(job_id, time.monotonic() + settings.give_up_seconds)
+            if not wait.ended or wait.job is None:
+                raise FaultMissed(f"the {referenced} import loaded first did not end: {wait.job}")
+            loaded.append(wait.job)
         if scenario.before_upload:
             scenario.before_upload(trial)
-        trial.job_id = trial.api.import_file("users", "csv", self.users_file())
+        trial.job_id = trial.api.import_file(resource, datagen.DEFAULT_FORMAT[resource], path)
         trial.uploaded_at = time.monotonic()
-        trial.log(f"job {trial.job_id} uploaded")
+        trial.log(f"{resource} job {trial.job_id} uploaded")
         if scenario.inject:
             scenario.inject(trial)
         fault_at = trial.fault_at if trial.fault_at is not None else trial.uploaded_at
         wait = trial.api.wait_job(trial.job_id, fault_at + settings.give_up_seconds)
         if scenario.after_end:
             scenario.after_end(trial)
-        self._judge(trial, [wait.job] if wait.job else [], wait.ended, wait.ended_at, fault_at, baseline)
+        self._judge(trial, [*loaded, *([wait.job] if wait.job else [])], wait.ended, wait.ended_at, fault_at, baseline)
 
     def _judge(
         self,
@@ -624,21 +650,26 @@ def export_shape(status: int | str, body: bytes) -> tuple[int | None, str | None
     return len(ids), None
 
 
-MAX_EXPORT_ROUNDS = 200
+MAX_EXPORT_ROUNDS = 1000
+EXPORT_ROUND_PAUSE_SECONDS = 0.2  # an empty table answers at once: without a pause the rounds run out early
 
 
 def _stream_rounds(
     api: Api, resource: str, done: threading.Event, deadline: float
 ) -> list[tuple[int | None, str | None]]:
-    """Streamed exports of a resource, one after another, until `done` (at least one, at most MAX_EXPORT_ROUNDS)."""
+    """Streamed exports of a resource, one after another, until `done` is set, then one more (so that one sees
+    the end state); bounded by MAX_EXPORT_ROUNDS and `deadline`."""
     answers = []
+    last = False
     for _ in range(MAX_EXPORT_ROUNDS):
+        last = done.is_set()
         try:
             status, body = api.stream_export(resource)
         except OSError as error:
             answers.append((None, f"{type(error).__name__}: {error}"))
         else:
             answers.append(export_shape(status, body))
-        if done.is_set() or time.monotonic() > deadline:
+        if last or time.monotonic() > deadline:
             break
+        done.wait(EXPORT_ROUND_PAUSE_SECONDS)
     return answers
