@@ -24,7 +24,7 @@ import orjson
 
 from infra.chaos.api import FINAL_STATUSES, Api, ApiError
 from infra.chaos.outcome import JobOutcome, Outcome, table_digests
-from infra.chaos.stack import ChaosStack, StackError, faults
+from infra.chaos.stack import STRAGGLER_SECONDS, ChaosStack, StackError, faults
 from infra.local.stack import REPOSITORY_ROOT
 from infra.tools import datagen
 
@@ -227,6 +227,10 @@ def _interrupt_and_restart(trial: Trial) -> None:
     trial.fault_at = time.monotonic()
     code = trial.stack.interrupt()
     stopped = time.monotonic() - trial.fault_at
+    if trial.stack.stragglers:
+        trial.result.notes.append(
+            f"still running {STRAGGLER_SECONDS:.0f} s after the Ctrl-C: " + "; ".join(trial.stack.stragglers)
+        )
     trial.stack.start()
     trial.result.notes.append(
         f"Ctrl-C at {staged}/{trial.chunks} chunks staged, {trial.fault_at - trial.uploaded_at:.1f} s after the "

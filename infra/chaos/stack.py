@@ -41,6 +41,7 @@ IMPORT_BUCKET = f"bulkio-local-imports-{ACCOUNT_ID}"  # template.yaml's ImportBu
 
 START_TIMEOUT_SECONDS = 240.0  # a fresh cluster, moto, the functions host; slow when the machine is busy
 STOP_TIMEOUT_SECONDS = 120.0  # run.py gives the AWS endpoint 60 s to save its state
+STRAGGLER_SECONDS = 15.0  # after a Ctrl-C, the processes still running then are recorded
 PG_RESTART_TIMEOUT_SECONDS = 120.0
 RUNTIME_SCRIPT = "infra/local/lambda_runtime.py"
 TOKEN_TTL_SECONDS = 6 * 3600
@@ -83,6 +84,7 @@ class ChaosStack:
         self.ports = ports or Ports.free()
         self.source_root = source_root.resolve()
         self._s3: Any = None
+        self.stragglers: list[str] = []  # processes still running STRAGGLER_SECONDS after the last Ctrl-C
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -165,8 +167,14 @@ class ChaosStack:
             return None if process is None else process.returncode
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGINT)
+        self.stragglers = []
         try:
-            return process.wait(timeout_seconds)
+            return process.wait(STRAGGLER_SECONDS)
+        except subprocess.TimeoutExpired:
+            # Slow to stop: which of its processes are still there says which part waits (a diagnostic).
+            self.stragglers = [_command_line(pid) for pid in _group_members(process.pid) if pid != process.pid]
+        try:
+            return process.wait(max(0.0, timeout_seconds - STRAGGLER_SECONDS))
         except subprocess.TimeoutExpired:
             self._kill_group()
             return None
@@ -345,6 +353,18 @@ def _group_members(group: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[2]) == group:
                 members.append(int(entry.name))
     return members
+
+
+def _command_line(pid: int) -> str:
+    try:
+        text = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"{pid} (gone)"
+    try:
+        cwd = os.readlink(Path("/proc") / str(pid) / "cwd")
+    except OSError:
+        cwd = "?"
+    return f"{pid} {text.strip()} (cwd {cwd})"
 
 
 def _parent(pid: int) -> int | None:
