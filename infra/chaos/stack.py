@@ -356,15 +356,21 @@ def _group_members(group: int) -> list[int]:
 
 
 def _command_line(pid: int) -> str:
+    """pid, command line, working folder, state and kernel wait channel of a process, for diagnostics."""
+    proc = Path("/proc") / str(pid)
     try:
-        text = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        text = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        wchan = (proc / "wchan").read_text().strip() or "-"
     except OSError:
         return f"{pid} (gone)"
+    if state == "Z":
+        return f"{pid} (exited, not yet reaped)"
     try:
-        cwd = os.readlink(Path("/proc") / str(pid) / "cwd")
+        cwd = os.readlink(proc / "cwd")
     except OSError:
         cwd = "?"
-    return f"{pid} {text.strip()} (cwd {cwd})"
+    return f"{pid} {text} (cwd {cwd}, state {state}, waiting in {wchan})"
 
 
 def _parent(pid: int) -> int | None:
