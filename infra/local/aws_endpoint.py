@@ -25,7 +25,6 @@ import os
 import pickle
 import re
 import shutil
-import signal
 import tempfile
 import threading
 import uuid
@@ -37,6 +36,7 @@ from boto3.s3.transfer import TransferConfig
 from werkzeug.serving import make_server
 
 from infra.local.provision import local_client
+from infra.local.stop_signal import StopSignal
 from infra.local.template import ACCOUNT_ID, REGION
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
@@ -292,10 +292,7 @@ def main() -> None:
     router.ready.set()
     print(f"[aws] local AWS endpoint ready on {endpoint} (state in {aws_state})", flush=True)
 
-    stopping = threading.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signal_number, lambda *_: stopping.set())
-    stopping.wait()
+    StopSignal().install().wait()
     try:
         save_state(endpoint, aws_state)
         print(f"[aws] state saved to {aws_state}", flush=True)

@@ -31,7 +31,6 @@ import fnmatch
 import json
 import os
 import re
-import signal
 import threading
 import time
 import uuid
@@ -44,6 +43,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import boto3
 from botocore.config import Config
 
+from infra.local.stop_signal import StopSignal
 from infra.local.template import (
     ACCOUNT_ID,
     REGION,
@@ -962,9 +962,7 @@ class FunctionsHost:
 
 def main() -> None:
     host = FunctionsHost(HostConfig.from_environment())
-    stopped = threading.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signal_number, lambda *_: stopped.set())
+    stopped = StopSignal().install()
     host.start()
     config = host.config
     print(

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from infra.local.monitoring import Monitoring, start_monitoring
 from infra.local.reset import reset_state
 from infra.local.stack import REPOSITORY_ROOT, LocalStack, StackFailed, StackPorts
+from infra.local.stop_signal import StopSignal
 
 HEALTH_PATH = "/v1/health"
 HEALTH_TIMEOUT_SECONDS = 60
@@ -64,9 +63,7 @@ def run(state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     database_url = os.environ.get("DATABASE_URL")
     started_cluster = False
-    stopping = threading.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signal_number, lambda *_: stopping.set())
+    stopping = StopSignal().install()
     stack: LocalStack | None = None
     monitoring = Monitoring()
     try:
