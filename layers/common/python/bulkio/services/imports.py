@@ -613,8 +613,6 @@ class ImportService:
             self.store.mark_resent(job.job_id)
             self._announce([chunk_message(job.job_id, job.resource, chunk_no) for chunk_no in unstaged])
         elif decision.action is SweepAction.FINISH:
-            if run is not None and run.chunks_total is not None and job.chunks_total is None:
-                self.jobs.set_totals(job.job_id, run.chunks_total, run.records_total or 0)
             self.finish_if_complete(job.job_id)
         elif decision.action is SweepAction.FAIL:
             self.fail(job.job_id, decision.code or "job_interrupted", decision.message or "the job was interrupted")
