@@ -415,7 +415,7 @@ class FakeImportStore:
         """What a crash recovery of PostgreSQL does to UNLOGGED staging: the claims stay, the rows go."""
         self.runs[job_id].lost_chunks.update(chunks)
 
-    def try_merge(self, job_id: str) -> MergeOutcome | StagingLost | None:
+    def try_merge(self, job_id: str, wait: bool = True) -> MergeOutcome | StagingLost | None:
         run = self.runs.get(job_id)
         if run is None:
             return None

@@ -617,3 +617,21 @@ def test_a_chunk_failure_reason_quoting_a_nul_is_recorded(store: ImportStore) ->
     store.record_chunk_failure("job", 1, "value '\x00' refused")
 
     assert store.chunk_failure("job", 1) == "value '\\u0000' refused"
+
+
+def test_the_sweeper_leaves_a_merge_under_way_alone(store: ImportStore, clean_db: str) -> None:
+    stage_all(store, "job", RECORDS)
+    merging = psycopg2.connect(clean_db)  # another process holding the run's row, as a merge does
+    try:
+        with merging.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM import_runs WHERE job_id = 'job' FOR UPDATE")
+        started = time.monotonic()
+
+        assert store.try_merge("job", wait=False) is None
+
+        assert time.monotonic() - started < 5
+        assert store.run_state("job").merged is False  # type: ignore[union-attr]
+    finally:
+        merging.rollback()
+        merging.close()
+    assert isinstance(store.try_merge("job", wait=False), MergeOutcome)

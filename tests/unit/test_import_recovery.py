@@ -153,10 +153,10 @@ class MergeSpy:
         self._try_merge = world.store.try_merge
         world.store.try_merge = self  # type: ignore[method-assign]
 
-    def __call__(self, job_id: str) -> MergeOutcome | StagingLost | None:
+    def __call__(self, job_id: str, wait: bool = True) -> MergeOutcome | StagingLost | None:
         run = self._world.store.runs.get(job_id)
         rows = tuple(sorted((r.index, r.line, orjson.dumps(r.row).decode()) for r in run.staged)) if run else ()
-        outcome = self._try_merge(job_id)
+        outcome = self._try_merge(job_id, wait)
         if isinstance(outcome, MergeOutcome) and outcome.merged_now:
             self.merges.append(rows)
         return outcome
@@ -280,6 +280,7 @@ def test_the_sweep_stores_the_totals_the_database_missed_when_the_chunker_ended(
     assert job_of(world, job_id).chunks_total == 4
     assert spy.merges == []
 
+    world.store.activity_age_seconds = STALL + 1  # the merging process would have ended the job by now
     assert world.service.sweep() == {"finish": 1}
 
     assert result_of(world, job_id, spy) == expected
@@ -351,6 +352,7 @@ def test_a_job_whose_chunks_are_all_staged_but_never_merged_is_merged_by_the_swe
     assert world.store.chunks_staged(job_id) == 4
     assert spy.merges == []
 
+    world.store.activity_age_seconds = STALL + 1  # the merging process would have ended the job by now
     assert world.service.sweep() == {"finish": 1}
     assert result_of(world, job_id, spy) == expected
 
@@ -370,6 +372,7 @@ def test_a_merge_whose_job_was_never_told_is_finished_by_the_sweep_without_mergi
     assert job_of(world, job_id).status is JobStatus.PROCESSING
     assert len(spy.merges) == 1
 
+    world.store.activity_age_seconds = STALL + 1  # the merging process would have ended the job by now
     assert world.service.sweep() == {"finish": 1}
     assert result_of(world, job_id, spy) == expected
     assert world.store.merges == 1

@@ -83,9 +83,17 @@ def test_a_failed_run_fails_the_job_as_interrupted(status: JobStatus) -> None:
 
 
 def test_a_merged_run_finishes_the_job_even_with_a_live_lease() -> None:
-    decision = sweep(job(JobStatus.PROCESSING, lease_until=600), run(chunks_total=3, chunks_staged=3, merged=True))
+    merged = run(chunks_total=3, chunks_staged=3, merged=True, idle_seconds=181)
+    decision = sweep(job(JobStatus.PROCESSING, lease_until=600), merged)
 
     assert decision == SweepDecision(SweepAction.FINISH)
+
+
+def test_a_run_merged_just_now_is_left_to_the_process_that_merged_it() -> None:
+    # It is writing the error report and will end the job itself: a second report would be wasted work.
+    just_merged = run(chunks_total=3, chunks_staged=3, merged=True, idle_seconds=5)
+
+    assert sweep(job(JobStatus.PROCESSING), just_merged) == SweepDecision(SweepAction.NOTHING)
 
 
 # ============================================================================================ awaiting upload
@@ -161,7 +169,11 @@ def test_a_chunker_that_keeps_dying_fails_the_job_after_max_runs() -> None:
 def test_every_chunk_staged_without_a_merge_finishes_the_job() -> None:
     chunked_job = job(JobStatus.PROCESSING, 300, lease_until=-200, chunker_runs=1)
 
-    assert sweep(chunked_job, run(chunks_total=4, chunks_staged=4, idle_seconds=1)) == SweepDecision(SweepAction.FINISH)
+    assert sweep(chunked_job, run(chunks_total=4, chunks_staged=4, idle_seconds=181)) == SweepDecision(
+        SweepAction.FINISH
+    )
+    # The last chunk was just staged: its writer is merging (the sweeper does not wait for a merge under way).
+    assert sweep(chunked_job, run(chunks_total=4, chunks_staged=4, idle_seconds=1)).action is SweepAction.NOTHING
     # Even after the resends ran out: nothing is missing any more.
     assert sweep(chunked_job, run(chunks_total=4, chunks_staged=4, idle_seconds=900, resends=9)).action is (
         SweepAction.FINISH
@@ -170,9 +182,8 @@ def test_every_chunk_staged_without_a_merge_finishes_the_job() -> None:
 
 def test_a_chunked_job_is_judged_by_its_chunks_not_its_lease() -> None:
     # The chunker's lease is still live (it just announced its chunks): the chunks decide.
-    assert sweep(job(JobStatus.PROCESSING, 300, lease_until=50), run(chunks_total=2, chunks_staged=2)).action is (
-        SweepAction.FINISH
-    )
+    all_staged = run(chunks_total=2, chunks_staged=2, idle_seconds=181)
+    assert sweep(job(JobStatus.PROCESSING, 300, lease_until=50), all_staged).action is SweepAction.FINISH
     # And runs of the chunker no longer matter once it announced every chunk.
     stalled = run(chunks_total=2, chunks_staged=1, idle_seconds=181)
     assert sweep(job(JobStatus.PROCESSING, 300, lease_until=-1, chunker_runs=7), stalled).action is (

@@ -426,8 +426,9 @@ class ImportStore(OneConnection):
 
         self._transaction(work)
 
-    def try_merge(self, job_id: str) -> MergeOutcome | StagingLost | None:
-        """Merge the job if all its chunks are staged; exactly one caller ever gets merged_now=True.
+    def try_merge(self, job_id: str, wait: bool = True) -> MergeOutcome | StagingLost | None:
+        """Merge the job if all its chunks are staged; exactly one caller ever gets merged_now=True. With
+        wait=False (the sweeper) a run whose row is locked, by a merge under way, is left alone: None.
 
         Before merging, the staged rows are checked against the claimed chunks' record counts: chunks whose rows
         are missing lose their claims and come back as StagingLost, to be staged again, instead of a merge that
@@ -437,7 +438,7 @@ class ImportStore(OneConnection):
             cursor.execute(
                 "SELECT resource, chunks_total, records_total, merged_at IS NOT NULL, failed_at IS NOT NULL,"
                 " succeeded, failed, errors_by_code"
-                " FROM import_runs WHERE job_id = %s FOR UPDATE",
+                " FROM import_runs WHERE job_id = %s FOR UPDATE" + ("" if wait else " SKIP LOCKED"),
                 (job_id,),
             )
             run = cursor.fetchone()
@@ -539,7 +540,7 @@ class ImportStore(OneConnection):
                     r.merged_at IS NOT NULL, r.failed_at IS NOT NULL,
                     extract(epoch FROM now() - greatest(
                         (SELECT max(staged_at) FROM import_chunks c WHERE c.job_id = r.job_id),
-                        r.chunked_at, r.resent_at)),
+                        r.chunked_at, r.resent_at, r.merged_at)),
                     r.resends
                 FROM import_runs r WHERE r.job_id = %s""",
                 (job_id,),

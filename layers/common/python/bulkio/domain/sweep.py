@@ -4,14 +4,16 @@ Every job must end, whatever crashed on its way (a function, PostgreSQL, the who
 final is looked at through two records: its DynamoDB item (status, chunker lease) and its PostgreSQL run (chunks
 announced and staged, merged or failed, the last sign of life). From those, one action:
 
-- the run failed or was merged in PostgreSQL but the item was never told: tell it (FAIL / FINISH);
+- the run failed or was merged in PostgreSQL but the item was never told (`stall_seconds` after the merge, so
+  that the process that merged has finished its report): tell it (FAIL / FINISH);
 - an upload that never came: the presigned URL expired, so the job fails (upload_expired); if the file is there
   (its S3 event was lost) the chunker is launched;
 - a queued job nobody started (a lost launch or S3 event): launch the chunker;
 - a chunker whose lease ran out before it announced its chunks (killed, timed out): launch it again, up to
   `max_chunker_runs` runs in all, then fail (chunker_failed). The source is pinned, so a run reads the bytes the
   first one read;
-- every chunk staged but no merge (the merging process died): merge (FINISH);
+- every chunk staged but no merge for `stall_seconds` (the merging process died): merge (FINISH; a merge still
+  under way holds the run's row, and the sweeper does not wait for it);
 - writers silent for `stall_seconds` with chunks unstaged (lost, dead-lettered late, or invisible after a killed
   writer): send those chunks' messages again (staging is idempotent), up to `max_resends` times in a row without
   progress, then fail.
@@ -51,7 +53,7 @@ class RunState:
     chunks_staged: int
     merged: bool
     failed: bool
-    # Seconds since the last sign of life: a chunk staged, the chunker's last announcement, a re-send.
+    # Seconds since the last sign of life: a chunk staged, the chunker's last announcement, a re-send, the merge.
     last_activity_age_seconds: float | None
     resends: int  # re-sends in a row with no chunk staged in between
 
@@ -84,7 +86,7 @@ def decide(
             "the job was stopped (failed or cancelled) but its status was never recorded: submit the import again",
         )
     if run is not None and run.merged:
-        return SweepDecision(SweepAction.FINISH)
+        return SweepDecision(SweepAction.FINISH) if _stalled(run, settings) else NOTHING
     if job.status is JobStatus.AWAITING_UPLOAD:
         if upload_present and age > settings.stall_seconds:
             return SweepDecision(SweepAction.LAUNCH_CHUNKER)
@@ -111,10 +113,10 @@ def decide(
             )
         return SweepDecision(SweepAction.LAUNCH_CHUNKER)
     assert run is not None and run.chunks_total is not None
+    if not _stalled(run, settings):
+        return NOTHING
     if run.chunks_staged >= run.chunks_total:
         return SweepDecision(SweepAction.FINISH)
-    if run.last_activity_age_seconds is None or run.last_activity_age_seconds <= settings.stall_seconds:
-        return NOTHING
     if run.resends >= settings.max_resends:
         unstaged = run.chunks_total - run.chunks_staged
         return SweepDecision(
@@ -125,6 +127,11 @@ def decide(
             "fix the cause and submit the import again",
         )
     return SweepDecision(SweepAction.RESEND_CHUNKS)
+
+
+def _stalled(run: RunState, settings: SweepSettings) -> bool:
+    age = run.last_activity_age_seconds
+    return age is not None and age > settings.stall_seconds
 
 
 def retry_delay_seconds(receive_count: int, first_seconds: int = 2, longest_seconds: int = 60) -> int:

@@ -471,8 +471,10 @@ class ImportService:
         # Staging also counts the chunk's records, in the same transaction: a redelivery counts nothing twice.
         return self.store.stage_chunk(job.job_id, job.resource, chunk_no, staged, failed)
 
-    def finish_if_complete(self, job_id: str) -> None:
-        outcome = self.store.try_merge(job_id)
+    def finish_if_complete(self, job_id: str, wait: bool = True) -> None:
+        """Merges and ends the job once every chunk is staged. wait=False leaves a job whose merge is under way
+        in another process alone (the sweeper must not wait for it, nor write its report a second time)."""
+        outcome = self.store.try_merge(job_id, wait)
         if outcome is None:
             return
         if isinstance(outcome, StagingLost):
@@ -613,7 +615,7 @@ class ImportService:
             self.store.mark_resent(job.job_id)
             self._announce([chunk_message(job.job_id, job.resource, chunk_no) for chunk_no in unstaged])
         elif decision.action is SweepAction.FINISH:
-            self.finish_if_complete(job.job_id)
+            self.finish_if_complete(job.job_id, wait=False)
         elif decision.action is SweepAction.FAIL:
             self.fail(job.job_id, decision.code or "job_interrupted", decision.message or "the job was interrupted")
         return decision.action.value
