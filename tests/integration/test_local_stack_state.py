@@ -40,8 +40,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         assert stored["ContentType"] == "application/x-test"
         # Jobs pin their source by ETag (and version): a restart must not change it.
         assert {
-            key: second.client("s3").head_object(Bucket=second.buckets["FilesBucket"], Key=key)["ETag"]
-            for key in etags
+            key: second.client("s3").head_object(Bucket=second.buckets["FilesBucket"], Key=key)["ETag"] for key in etags
         } == etags
         item = second.client("dynamodb").get_item(TableName=second.tables["NotesTable"], Key={"pk": {"S": "note#1"}})[
             "Item"
