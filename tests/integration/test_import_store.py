@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,24 +16,11 @@ from bulkio.adapters.postgres import FailedRecord, ImportStore, MergeOutcome, St
 from bulkio.domain.errors import ErrorCode, RecordError
 from bulkio.domain.resources import COLUMNS, Resource
 
+from tests.fixtures.postgres import query
+
 pytestmark = pytest.mark.integration
 
 CREATED = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(clean_db: str) -> Iterator[ImportStore]:
-    import_store = ImportStore(lambda: connect(clean_db))
-    yield import_store
-    import_store.close()
-
-
-def query(dsn: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        rows = cursor.fetchall()
-    connection.close()
-    return rows
 
 
 def staged(resource: Resource, index: int, line: int | None = None, **values: Any) -> StagedRecord:

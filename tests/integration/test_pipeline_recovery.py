@@ -35,6 +35,7 @@ from infra.local import postgres as local_postgres
 from infra.local.stack import REPOSITORY_ROOT
 from infra.local.template import load_template
 from infra.migrate import apply_migrations
+from tests.fixtures.postgres import query
 
 pytestmark = pytest.mark.integration
 
@@ -42,23 +43,6 @@ CHUNK = 3  # records per chunk in these tests
 
 
 # ================================================================================================ PostgreSQL
-
-
-@pytest.fixture
-def store(clean_db: str) -> Iterator[ImportStore]:
-    import_store = ImportStore(lambda: connect(clean_db))
-    yield import_store
-    import_store.close()
-
-
-def query(dsn: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    connection = psycopg2.connect(dsn)
-    try:
-        with connection, connection.cursor() as cursor:
-            cursor.execute(statement, params)
-            return cursor.fetchall() if cursor.description else []
-    finally:
-        connection.close()
 
 
 def execute(dsn: str, statement: str, params: Sequence[Any] = ()) -> None:

@@ -20,39 +20,24 @@ import hashlib
 import io
 import random
 import uuid
-from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import psycopg2
 import pytest
-from bulkio.adapters.postgres import FailedRecord, ImportStore, MergeOutcome, StagedRecord, connect
+from bulkio.adapters.postgres import FailedRecord, ImportStore, MergeOutcome, StagedRecord
 from bulkio.domain.chunks import decode_chunk, encode_chunk
 from bulkio.domain.errors import ErrorCode, RecordError
 from bulkio.domain.parsing import iter_source_records
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.resources import Format, Resource
 
+from tests.fixtures.postgres import query
+
 pytestmark = pytest.mark.integration
 
 MAY_1 = datetime(2024, 5, 1, 12, tzinfo=UTC)
 JUNE_1 = datetime(2024, 6, 1, 8, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(clean_db: str) -> Iterator[ImportStore]:
-    import_store = ImportStore(lambda: connect(clean_db))
-    yield import_store
-    import_store.close()
-
-
-def query(dsn: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        rows = cursor.fetchall()
-    connection.close()
-    return rows
 
 
 class Importer:
