@@ -7,25 +7,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from infra.chaos.api import FINAL_STATUSES, Reply
 from infra.tools import datagen
 from tests.fixtures.aws import RunningStack
 
-FINAL = {"completed", "completed_with_errors", "failed", "cancelled"}
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
+FINAL = FINAL_STATUSES
 
 
 def request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
