@@ -16,6 +16,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
+from infra.local.postgres import session_cluster
 from infra.migrate import apply_migrations
 
 
@@ -93,3 +94,14 @@ def print_usage(usage: dict[str, Usage]) -> None:
     print(f"  {'process':<30} {'peak memory':>12} {'CPU time':>10}")
     for name, entry in sorted(usage.items()):
         print(f"  {name:<30} {entry.peak_kib / 1024:8.0f} MiB {entry.cpu_seconds:8.1f} s")
+
+
+@contextmanager
+def bench_server() -> Iterator[str]:
+    """DATABASE_URL, or the benchmarks' own PostgreSQL cluster (.state/bench) for the length of the run: stopped
+    afterwards, as the tests' is, so that a benchmark leaves nothing running."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    with session_cluster(Path(__file__).resolve().parents[2] / ".state" / "bench") as server_dsn:
+        yield server_dsn

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import tempfile
 import time
 import urllib.request
@@ -23,8 +22,7 @@ from typing import Any
 
 import psycopg2
 
-from infra.bench.common import api_request, print_usage, process_usage, scratch_database
-from infra.local.postgres import ensure_cluster
+from infra.bench.common import api_request, bench_server, print_usage, process_usage, scratch_database
 from infra.local.stack import REPOSITORY_ROOT, LocalStack, StackPorts
 from infra.tools import datagen
 from infra.tools.token import local_token
@@ -122,7 +120,11 @@ def streamed(api: str, token: str, resource: str) -> tuple[float, float, int, in
 
 
 def run(rows: int, seed: int) -> None:
-    server_dsn = os.environ.get("DATABASE_URL") or ensure_cluster(REPOSITORY_ROOT / ".state" / "bench", port=None)
+    with bench_server() as server_dsn:
+        _run(server_dsn, rows, seed)
+
+
+def _run(server_dsn: str, rows: int, seed: int) -> None:
     state = Path(tempfile.mkdtemp(prefix="bulkio-export-bench-"))
     print(f"stack state and logs: {state}")
     with scratch_database(server_dsn) as dsn:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import psycopg2
 
-from infra.bench.common import http_json, print_usage, process_usage, scratch_database
-from infra.local.postgres import ensure_cluster
+from infra.bench.common import bench_server, http_json, print_usage, process_usage, scratch_database
 from infra.local.stack import REPOSITORY_ROOT, LocalStack, StackPorts
 from infra.tools import datagen
 from infra.tools.token import local_token
@@ -60,8 +59,12 @@ def bare_copy_seconds(dsn: str, path: Path) -> float:
 
 
 def run(rows: int, seed: int, workers: int, clean: bool) -> None:
+    with bench_server() as server_dsn:
+        _run(server_dsn, rows, seed, workers, clean)
+
+
+def _run(server_dsn: str, rows: int, seed: int, workers: int, clean: bool) -> None:
     path = generated_file(rows, seed, clean)
-    server_dsn = os.environ.get("DATABASE_URL") or ensure_cluster(REPOSITORY_ROOT / ".state" / "bench", port=None)
     state = tempfile.mkdtemp(prefix="bulkio-bench-")
     print(f"stack state and logs: {state}")
     with scratch_database(server_dsn) as dsn:
