@@ -44,3 +44,35 @@ class RecordError:
     field: str | None
     message: str
     value: Any = None
+
+
+class Refusal(Exception):
+    """A request the service turns down: a stable `code` clients may match on, a `message` that says what is
+    wrong and how to fix it, and `extra` facts (the allowed values, a limit). Services raise these; the web
+    layer alone decides which HTTP status and problem title each kind gets."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+class InvalidRequest(Refusal):
+    """The request itself is wrong: a value, a missing part, an unknown field."""
+
+
+class NotFound(Refusal):
+    """The job does not exist, or the caller may not know that it does."""
+
+
+class Conflict(Refusal):
+    """The job's state does not allow this now (already ended, still running, another request in progress)."""
+
+
+class Unprocessable(Refusal):
+    """Well-formed, but at odds with an earlier request (an Idempotency-Key reused for another request)."""
+
+
+class TooLarge(Refusal):
+    """Over a size limit: `extra` names the limit."""
