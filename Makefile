@@ -43,8 +43,9 @@ test: $(STAMP) ## run the whole test suite (starts its own PostgreSQL and local 
 test-unit: $(STAMP) ## run the unit tests only (no services)
 	$(PY) -m pytest tests/unit
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff and mypy (its settings are in pyproject.toml)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 invoke: $(STAMP) ## run one function once with an event file: make invoke FUNCTION=ApiFunction EVENT=tests/events/health.json
 	$(PY) -m infra.local.invoke $(FUNCTION) $(EVENT)
