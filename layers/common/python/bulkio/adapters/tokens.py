@@ -1,19 +1,18 @@
 """Bearer JWTs: verification (HS256 with a shared secret locally, RS256/ES256 through a JWKS URL in production)
 and minting for local use. The one place that knows about PyJWT.
 
-Settings (environment): AUTH_JWT_SECRET (HS256), AUTH_JWKS_URL (RS256/ES256, e.g. a Cognito user pool's
-https://cognito-idp.<region>.amazonaws.com/<pool>/.well-known/jwks.json), AUTH_ISSUER and AUTH_AUDIENCE (checked
-when set), AUTH_LEEWAY_SECONDS (clock skew, default 30), AUTH_SCOPE_PREFIX (a resource server's prefix on scope
-names, e.g. Cognito's "bulkio/"). With neither a secret nor a JWKS URL every token is
+AuthSettings, built by bulkio.config from the environment: AUTH_JWT_SECRET (HS256), AUTH_JWKS_URL (RS256/ES256,
+e.g. a Cognito user pool's https://cognito-idp.<region>.amazonaws.com/<pool>/.well-known/jwks.json), AUTH_ISSUER
+and AUTH_AUDIENCE (checked when set), AUTH_LEEWAY_SECONDS (clock skew, default 30), AUTH_SCOPE_PREFIX (a resource
+server's prefix on scope names, e.g. Cognito's "bulkio/"). With neither a secret nor a JWKS URL every token is
 refused: the service fails closed.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,18 +36,6 @@ class AuthSettings:
     audience: str = ""
     leeway_seconds: int = 30
     scope_prefix: str = ""  # a resource server's prefix on scope names (Cognito: "bulkio/")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
-        env = os.environ if environ is None else environ
-        return cls(
-            jwt_secret=env.get("AUTH_JWT_SECRET", ""),
-            jwks_url=env.get("AUTH_JWKS_URL", ""),
-            issuer=env.get("AUTH_ISSUER", ""),
-            audience=env.get("AUTH_AUDIENCE", ""),
-            leeway_seconds=int(env.get("AUTH_LEEWAY_SECONDS", "") or 30),
-            scope_prefix=env.get("AUTH_SCOPE_PREFIX", ""),
-        )
 
 
 class TokenRejected(Exception):

@@ -63,12 +63,6 @@ class ValidationRules:
     user_roles: frozenset[str] = frozenset({"admin", "author", "reader"})
     max_body_words: int = 500
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> ValidationRules:
-        """USER_ROLES is comma-separated; unset or empty keeps the default roles."""
-        roles = frozenset(role.strip() for role in environ.get("USER_ROLES", "").split(",") if role.strip())
-        return cls(user_roles=roles) if roles else cls()
-
 
 @dataclass(slots=True)
 class Validated:

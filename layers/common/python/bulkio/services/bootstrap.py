@@ -21,9 +21,8 @@ from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.secrets import read_database_url
 from bulkio.adapters.sqs import ChunkQueue
-from bulkio.adapters.tokens import AuthSettings, TokenVerifier
+from bulkio.adapters.tokens import TokenVerifier
 from bulkio.config import Settings
-from bulkio.domain.records import ValidationRules
 from bulkio.services.exports import ExportService
 from bulkio.services.imports import ImportService
 
@@ -95,7 +94,7 @@ def connect_database() -> Connection:
 def token_verifier() -> TokenVerifier:
     """The bearer-token check of the authorizer and the streamed export, counting every outcome."""
     return TokenVerifier(
-        AuthSettings.from_env(), on_outcome=lambda outcome: metrics().token_checks.labels(outcome).inc()
+        Settings.from_env().auth(), on_outcome=lambda outcome: metrics().token_checks.labels(outcome).inc()
     )
 
 
@@ -116,7 +115,7 @@ def import_service() -> ImportService:
         objects=S3ObjectStore(aws.client("s3"), settings.import_bucket),
         queue=ChunkQueue(aws.client("sqs"), settings.chunk_queue_url),
         store=ImportStore(connect_database),
-        rules=ValidationRules.from_env(os.environ),
+        rules=settings.validation_rules(),
         launch_chunker=launch_chunker,
         metrics=metrics(),
     )
