@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.local.postgres import _as_service_user, dsn_for, find_bin_dir, stop_cluster
 from infra.local.stack import REPOSITORY_ROOT, free_port
-from infra.local.template import ACCOUNT_ID, REGION
+from infra.local.template_model import ACCOUNT_ID, REGION
 from infra.tools.token import local_token
 
 sys.path.insert(0, str(REPOSITORY_ROOT / "layers/common/python"))

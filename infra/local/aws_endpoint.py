@@ -37,7 +37,7 @@ from werkzeug.serving import make_server
 
 from infra.local.provision import local_client
 from infra.local.stop_signal import StopSignal
-from infra.local.template import ACCOUNT_ID, REGION
+from infra.local.template_model import ACCOUNT_ID, REGION
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/[^/]+/invocations$")

@@ -44,7 +44,7 @@ import boto3
 from botocore.config import Config
 
 from infra.local.stop_signal import StopSignal
-from infra.local.template import (
+from infra.local.template_model import (
     ACCOUNT_ID,
     REGION,
     ApiAuthorizer,

@@ -13,7 +13,8 @@ from typing import Any
 
 import boto3
 
-from infra.local.template import ACCOUNT_ID, REGION, StackTemplate, Table, load_template
+from infra.local.template import load_template
+from infra.local.template_model import ACCOUNT_ID, REGION, StackTemplate, Table
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 # moto checks no permissions, but Step Functions requires a role ARN.

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from infra.local.provision import provision
-from infra.local.template import StackTemplate
+from infra.local.template_model import StackTemplate
 from infra.local.workers import HostSettings, load_stack
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]

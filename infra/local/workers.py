@@ -19,7 +19,8 @@ from typing import Any, Protocol, TextIO
 
 from infra.local import denied_ports
 from infra.local.auth import local_auth_parameters
-from infra.local.template import REGION, Function, StackTemplate, load_template
+from infra.local.template import load_template
+from infra.local.template_model import REGION, Function, StackTemplate
 
 RUNTIME_SCRIPT = Path(__file__).with_name("lambda_runtime.py")
 _FRAME_PREFIX = struct.Struct(">II")

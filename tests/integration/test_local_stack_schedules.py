@@ -16,7 +16,7 @@ import pytest
 
 from infra.local.functions_host import HostConfig
 from infra.local.stack import REPOSITORY_ROOT, LocalStack
-from infra.local.template import ACCOUNT_ID, REGION
+from infra.local.template_model import ACCOUNT_ID, REGION
 from tests.fixtures.aws import RunningStack, running_stack
 from tests.fixtures.local_stack.helpers import eventually
 

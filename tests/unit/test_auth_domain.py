@@ -21,7 +21,8 @@ from bulkio.domain.auth import (
 from bulkio.problems import Problem
 from bulkio.web.auth import NO_VALID_TOKEN, caller_from_authorizer, caller_from_header, require_scope
 
-from infra.local.template import StackTemplate, load_template
+from infra.local.template import load_template
+from infra.local.template_model import StackTemplate
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-0123456789"

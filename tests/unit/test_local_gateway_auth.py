@@ -17,7 +17,8 @@ from infra.local.functions_host import (
     policy_allows,
     render_gateway_response,
 )
-from infra.local.template import GatewayResponse, StackTemplate, load_template
+from infra.local.template import load_template
+from infra.local.template_model import GatewayResponse, StackTemplate
 from infra.local.workers import Outcome
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.template import TemplateError, load_template
+from infra.local.template import load_template
+from infra.local.template_model import TemplateError
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.local.template import ScheduleEvent, TemplateError, _TemplateLoader, load_template, schedule_interval_seconds
+from infra.local.intrinsics import TemplateLoader
+from infra.local.template import load_template
+from infra.local.template_events import schedule_interval_seconds
+from infra.local.template_model import ScheduleEvent, TemplateError
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPOSITORY_ROOT / "template.yaml"
@@ -128,7 +131,7 @@ def test_bucket_versioning_is_read_from_the_template(tmp_path: Path, versioning:
 
 
 def raw_template() -> dict[str, Any]:
-    return dict(yaml.load(TEMPLATE.read_text(), Loader=_TemplateLoader))
+    return dict(yaml.load(TEMPLATE.read_text(), Loader=TemplateLoader))
 
 
 def resource(name: str) -> dict[str, Any]:

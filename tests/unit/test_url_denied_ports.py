@@ -31,7 +31,7 @@ from bulkio.services import bootstrap
 from bulkio.services.imports import NewImport
 
 from infra.local import denied_ports
-from infra.local.template import Function
+from infra.local.template_model import Function
 from infra.local.workers import HostSettings, function_environment
 from tests.fakes import OWNER, FakeWorld, build_world, make_settings
 from tests.unit.test_api_handler import assert_problem, load_api_app, post_json
