@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from bulkio.domain.errors import InvalidRequest
 from bulkio.domain.exports import (
     CONTENT_TYPES,
     MAX_IDS,
@@ -54,6 +55,14 @@ def test_format_and_resource_are_accepted_and_left_to_the_caller() -> None:
 
 def test_invalid_requests_are_value_errors() -> None:
     assert issubclass(InvalidExportRequest, ValueError)
+
+
+def test_invalid_requests_are_refusals_whose_extra_lists_the_allowed_values_when_there_is_a_list() -> None:
+    assert issubclass(InvalidExportRequest, InvalidRequest)
+    unknown_format = rejected_body({"resource": "users", "format": "xml"})
+    assert (unknown_format.code, unknown_format.extra) == ("invalid_format", {"allowed": ["ndjson", "json", "csv"]})
+    assert unknown_format.message == "format 'xml' is not supported: use one of ndjson, json, csv"
+    assert rejected("users", {"limit": "0"}).extra == {}
 
 
 def test_content_types() -> None:

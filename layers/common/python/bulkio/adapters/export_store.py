@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import psycopg2
 from psycopg2 import sql
@@ -123,7 +123,7 @@ def _check_identifiers(query: ExportQuery) -> None:
 def export_sql(query: ExportQuery, fmt: ExportFormat) -> sql.Composed:
     """The COPY statement that writes the whole export (without the JSON array's brackets and commas)."""
     _check_identifiers(query)
-    where = sql.SQL("")
+    where: sql.Composable = sql.SQL("")
     if query.filters:
         where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(_condition(condition) for condition in query.filters)
     limit = sql.SQL("") if query.limit is None else sql.SQL(" LIMIT {}").format(sql.Literal(query.limit))
@@ -232,7 +232,7 @@ class _CopyRun:
         self._thread.join()
 
 
-def _json_array(lines: Iterator[bytes]) -> Iterator[bytes]:
+def _json_array(lines: Generator[bytes, None, None]) -> Iterator[bytes]:
     """NDJSON chunks into one JSON array: "[\\n", the lines joined by ",\\n", "\\n]\\n" (also for no lines).
 
     JSON lines hold no raw newline, so every newline ends a row: each becomes ",\\n" except the last one of
@@ -285,7 +285,7 @@ class ExportStore(OneConnection):
         export.body = _json_array(chunks) if fmt is ExportFormat.JSON else chunks
         return export
 
-    def _chunks(self, statement: sql.Composed, chunk_bytes: int, export: ExportStream) -> Iterator[bytes]:
+    def _chunks(self, statement: sql.Composed, chunk_bytes: int, export: ExportStream) -> Generator[bytes, None, None]:
         for attempt in (1, 2):
             connection = self._connected()
             run = _CopyRun(connection, statement.as_string(connection), chunk_bytes)

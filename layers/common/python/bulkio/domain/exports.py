@@ -1,8 +1,8 @@
 """What an export asks for: a resource, the columns to output, filters, a row limit and a file format.
 
 Pure code: the request (query-string parameters or a JSON body) becomes an ExportQuery whose filters name
-only columns of the resource and carry values already parsed to Python types, or an InvalidExportRequest that
-says what is allowed. Turning the query into SQL is the adapter's job.
+only columns of the resource and carry values already parsed to Python types, or an InvalidExportRequest (an
+InvalidRequest refusal) that says what is allowed. Turning the query into SQL is the adapter's job.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from bulkio.domain.records import ARTICLE_STATUSES, TIMESTAMP_EXAMPLE, _parse_timestamp
+from bulkio.domain.errors import InvalidRequest
+from bulkio.domain.records import ARTICLE_STATUSES, TIMESTAMP_EXAMPLE, parse_timestamp
 from bulkio.domain.resources import COLUMNS, Resource
 
 
@@ -64,13 +65,12 @@ class ExportQuery:
     limit: int | None
 
 
-class InvalidExportRequest(ValueError):
-    """`code` is stable (the API's problem code); `allowed` lists the accepted values where there is a list."""
+class InvalidExportRequest(InvalidRequest, ValueError):
+    """`code` is stable (the API's problem code); `allowed` lists the accepted values where there is a list,
+    and only then is it among the refusal's `extra` (the problem body has no empty `allowed` member)."""
 
     def __init__(self, code: str, message: str, allowed: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message, **({"allowed": allowed} if allowed else {}))
         self.allowed = allowed or []
 
 
@@ -109,7 +109,7 @@ def _boolean(name: str, value: Any) -> bool:
 
 
 def _timestamp(name: str, value: Any) -> datetime:
-    parsed = _parse_timestamp(value.strip()) if isinstance(value, str) else None
+    parsed = parse_timestamp(value.strip()) if isinstance(value, str) else None
     if parsed is None:
         expected = f"use an ISO 8601 date-time like {TIMESTAMP_EXAMPLE} (no offset means UTC)"
         if isinstance(value, str) and " " in value.strip():

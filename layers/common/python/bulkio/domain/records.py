@@ -112,7 +112,7 @@ def _has_date_and_time(text: str) -> bool:
     return len(text) >= 16 and text[4] == "-" and text[7] == "-" and text[10] in "Tt " and text[13] == ":"
 
 
-def _parse_timestamp(text: str) -> datetime | None:
+def parse_timestamp(text: str) -> datetime | None:
     if not _has_date_and_time(text):
         return None
     try:
@@ -216,7 +216,7 @@ class _Check:
         value = self.string(name, f"a string with an ISO 8601 date-time like {TIMESTAMP_EXAMPLE}")
         if value is None:
             return None
-        parsed = _parse_timestamp(value.strip())
+        parsed = parse_timestamp(value.strip())
         if parsed is None:
             self.fail(
                 ErrorCode.INVALID_TIMESTAMP,
