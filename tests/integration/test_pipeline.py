@@ -15,7 +15,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -379,7 +379,7 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
 
 
 def test_pushgateway_totals_match_the_job_counters_with_several_writers(pipeline: Pipeline, pushgateway: str) -> None:
-    pipeline.settings = replace(pipeline.settings, pushgateway_url=pushgateway)
+    pipeline.settings = pipeline.settings.model_copy(update={"pushgateway_url": pushgateway})
     data = _file("users", 1200, "csv", seed=31)
     job = _import_users(pipeline, data, workers=3, order=random.Random(5).shuffle)["job"]
 
@@ -428,7 +428,7 @@ def test_an_imports_metrics_show_in_prometheus(
     monitoring = start_monitoring(tmp_path)
     try:
         assert monitoring.pushgateway_url and monitoring.prometheus_url
-        pipeline.settings = replace(pipeline.settings, pushgateway_url=monitoring.pushgateway_url)
+        pipeline.settings = pipeline.settings.model_copy(update={"pushgateway_url": monitoring.pushgateway_url})
         job = _import_users(pipeline, _file("users", 600, "csv", seed=47), workers=2, order=lambda _: None)["job"]
 
         expected = {

@@ -35,11 +35,6 @@ def assert_only_error(result: Validated, code: ErrorCode, field: str, value: Any
 # ----------------------------------------------------------------------------------------------- rules
 
 
-def test_rules_from_env_read_comma_separated_roles() -> None:
-    assert ValidationRules.from_env({"USER_ROLES": " editor , viewer ,"}).user_roles == {"editor", "viewer"}
-    assert ValidationRules.from_env({}) == ValidationRules()
-
-
 def test_roles_from_rules_are_enforced() -> None:
     rules = ValidationRules(user_roles=frozenset({"editor"}))
     assert validate(Resource.USERS, rules, role="editor").row is not None

@@ -89,50 +89,6 @@ def jwks_verifier(public_key: Any) -> TokenVerifier:
     return TokenVerifier(AuthSettings(), jwks_client=StubJwksClient(public_key))  # type: ignore[arg-type]
 
 
-# ---------------------------------------------------------------- settings
-
-
-def test_settings_from_env_reads_every_auth_variable() -> None:
-    settings = AuthSettings.from_env(
-        {
-            "AUTH_JWT_SECRET": SECRET,
-            "AUTH_JWKS_URL": "https://issuer.example/.well-known/jwks.json",
-            "AUTH_ISSUER": ISSUER,
-            "AUTH_AUDIENCE": AUDIENCE,
-            "AUTH_LEEWAY_SECONDS": "5",
-        }
-    )
-
-    assert settings == AuthSettings(
-        jwt_secret=SECRET,
-        jwks_url="https://issuer.example/.well-known/jwks.json",
-        issuer=ISSUER,
-        audience=AUDIENCE,
-        leeway_seconds=5,
-    )
-
-
-def test_settings_from_an_empty_environment_configure_nothing_with_a_30_second_leeway() -> None:
-    assert AuthSettings.from_env({}) == AuthSettings("", "", "", "", 30)
-    assert AuthSettings.from_env({"AUTH_LEEWAY_SECONDS": ""}).leeway_seconds == 30
-
-
-def test_settings_leeway_zero_is_kept() -> None:
-    assert AuthSettings.from_env({"AUTH_LEEWAY_SECONDS": "0"}).leeway_seconds == 0
-
-
-def test_settings_default_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AUTH_JWT_SECRET", SECRET)
-    monkeypatch.setenv("AUTH_ISSUER", ISSUER)
-    monkeypatch.delenv("AUTH_JWKS_URL", raising=False)
-    monkeypatch.delenv("AUTH_AUDIENCE", raising=False)
-    monkeypatch.delenv("AUTH_LEEWAY_SECONDS", raising=False)
-
-    settings = AuthSettings.from_env()
-
-    assert (settings.jwt_secret, settings.issuer, settings.jwks_url, settings.audience) == (SECRET, ISSUER, "", "")
-
-
 # ---------------------------------------------------------------- the Authorization header
 
 
