@@ -17,18 +17,17 @@ from collections.abc import Iterator
 
 import pytest
 from bulkio.domain.errors import ErrorCode
-from bulkio.domain.parsing import (
+from bulkio.domain.parsing import SourceRecord, iter_source_records
+from bulkio.domain.parsing.common import READ_SIZE
+from bulkio.domain.parsing.lines import (
     _QUOTED,
     _SKIP_QUOTED_RECORD,
     _STAYS_QUOTED,
-    READ_SIZE,
-    SourceRecord,
     _continues_quoted_cell,
     _csv_quote_state,
     _OversizedLine,
     _SkippedLines,
     _split_lines,
-    iter_source_records,
 )
 from bulkio.domain.resources import Format, Resource
 
