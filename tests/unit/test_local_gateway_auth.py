@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from infra.local.functions_host import (
+from infra.local.gateway_auth import (
     DEFAULT_GATEWAY_RESPONSES,
     AuthorizerVerdict,
     authorizer_verdict,
