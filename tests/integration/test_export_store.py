@@ -15,10 +15,11 @@ import psycopg2
 import pytest
 from bulkio.adapters.export_store import ExportStore
 from bulkio.domain.exports import ExportFormat, ExportQuery, Filter, parse_export_query
-from bulkio.domain.parsing import iter_source_records
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.resources import COLUMNS, Format, Resource
 from psycopg2.extensions import connection as Connection
+
+from tests.fixtures.parsing import iter_source_records
 
 pytestmark = pytest.mark.integration
 

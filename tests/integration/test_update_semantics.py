@@ -28,10 +28,10 @@ import pytest
 from bulkio.adapters.postgres import FailedRecord, ImportStore, MergeOutcome, StagedRecord
 from bulkio.domain.chunks import decode_chunk, encode_chunk
 from bulkio.domain.errors import ErrorCode, RecordError
-from bulkio.domain.parsing import iter_source_records
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.resources import Format, Resource
 
+from tests.fixtures.parsing import iter_source_records
 from tests.fixtures.postgres import query
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from bulkio.domain.errors import ErrorCode
-from bulkio.domain.parsing import SourceRecord, iter_source_records
+from bulkio.domain.parsing import SourceRecord
 from bulkio.domain.parsing.common import READ_SIZE
 from bulkio.domain.parsing.lines import (
     _QUOTED,
@@ -30,6 +30,8 @@ from bulkio.domain.parsing.lines import (
     _split_lines,
 )
 from bulkio.domain.resources import Format, Resource
+
+from tests.fixtures.parsing import iter_source_records
 
 CSV_DEFAULT_FIELD_LIMIT = 131_072
 HEADER = b"id,email,name\n"

@@ -11,13 +11,10 @@ from collections.abc import Iterator
 import orjson
 import pytest
 from bulkio.domain.errors import ErrorCode
-from bulkio.domain.parsing import (
-    SourceRecord,
-    UnreadableFile,
-    detect_format,
-    iter_source_records,
-)
+from bulkio.domain.parsing import SourceRecord, UnreadableFile, detect_format
 from bulkio.domain.resources import Format, Resource
+
+from tests.fixtures.parsing import iter_source_records
 
 
 def parse(

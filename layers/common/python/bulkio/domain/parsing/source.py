@@ -20,9 +20,6 @@ from bulkio.domain.parsing.ndjson import _ndjson_records
 from bulkio.domain.resources import Format, Resource
 
 UTF8_BOM = b"\xef\xbb\xbf"
-DEFAULT_MAX_RECORD_BYTES = 1_048_576
-DEFAULT_MAX_DECOMPRESSED_BYTES = 10 * 1024**3
-DEFAULT_MAX_COMPRESSION_RATIO = 100
 
 FORMAT_BY_EXTENSION: dict[str, Format] = {
     "csv": Format.CSV,
@@ -68,12 +65,14 @@ def iter_source_records(
     resource: Resource,
     *,
     filename: str | None = None,
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
-    max_compression_ratio: float = DEFAULT_MAX_COMPRESSION_RATIO,
+    max_record_bytes: int,
+    max_decompressed_bytes: int,
+    max_compression_ratio: float,
     max_records: int | None = None,
 ) -> Iterator[SourceRecord]:
     """Records of `stream` in file order. Nothing is read before the first record is asked for.
+
+    The limits have no defaults here: the caller passes the configured ones (bulkio.config holds their defaults).
 
     Raises UnreadableFile (while iterating) when the file as a whole cannot be read, possibly after yielding
     the records before the problem: also when gzip content expands past `max_decompressed_bytes` or more than
