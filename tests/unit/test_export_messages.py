@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,6 +15,7 @@ from bulkio.domain.export_messages import ExportExecutionInput, ExportFailedInpu
 from bulkio.domain.jobs import JobFailure
 from pydantic import ValidationError
 
+ROOT = Path(__file__).resolve().parents[2]
 CREATED = datetime(2026, 1, 1, 9, 30, tzinfo=UTC)
 REQUEST = {"resource": "users", "format": "csv", "filters": {"role": "admin"}, "fields": ["id"], "compression": None}
 
@@ -121,3 +124,13 @@ def test_mark_failed_reads_the_catch_error_or_none() -> None:
     assert ExportFailedInput.model_validate({"job_id": "job-1"}).error is None
     assert ExportFailedInput.model_validate({"job_id": "job-1", "error": None}).error is None
     assert ExportFailedInput.model_validate({"job_id": "job-1", "error": {}}).error == TaskError()
+
+
+def test_the_state_machine_passes_its_tasks_what_their_models_read() -> None:
+    machine = json.loads((ROOT / "infra/statemachines/export.asl.json").read_text())
+    run_payload = machine["States"]["RunExport"]["Parameters"]["Payload"]
+    failed_payload = machine["States"]["MarkFailed"]["Parameters"]["Payload"]
+    catch = machine["States"]["RunExport"]["Catch"][0]
+    assert {name.removesuffix(".$") for name in run_payload} == set(ExportExecutionInput.model_fields)
+    assert {name.removesuffix(".$") for name in failed_payload} == set(ExportFailedInput.model_fields)
+    assert (failed_payload["error.$"], catch["ResultPath"]) == ("$.error", "$.error")
