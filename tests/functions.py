@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+
+from infra.local.lambda_runtime import LambdaContext
+
+__all__ = ["LambdaContext", "load_function_app"]  # the tests take the local runtime's context from here
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "functions"
 
@@ -17,13 +20,3 @@ def load_function_app(folder: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@dataclass(frozen=True, slots=True)
-class LambdaContext:
-    """What Powertools reads of Lambda's context object."""
-
-    function_name: str = "function"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:function"
-    aws_request_id: str = "request-1"

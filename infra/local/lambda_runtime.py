@@ -19,6 +19,8 @@ with a "type", then a raw payload:
 A handler streams by returning a generator/iterator of bytes or str, or a dict whose "body" is one.
 The worker looks for a cancel after each chunk it sends, so a handler blocked before its next chunk only
 learns of it once that chunk is produced (as on Lambda, where a write to a closed stream is what fails).
+
+LambdaContext is also the context the unit tests hand to handlers they call in-process (tests/functions.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 _FRAME_PREFIX = struct.Struct(">II")
@@ -77,23 +80,47 @@ def cancel_requested(requests: BinaryIO) -> bool:
     return frame is None or frame[0]["type"] == "cancel"
 
 
-class LambdaContext:
-    """The attributes and method of the AWS Lambda Python context object that functions use."""
+# Lambda's longest timeout: what a handler called in-process by a test has ahead of it.
+_LONGEST_TIMEOUT_MS = 900_000
 
-    def __init__(self, request_id: str, deadline_ms: int, invoked_function_arn: str):
-        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
-        self.function_version = "$LATEST"
-        self.memory_limit_in_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
-        self.invoked_function_arn = invoked_function_arn
-        self.aws_request_id = request_id
-        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
-        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
-        self.identity = None
-        self.client_context = None
-        self._deadline_ms = deadline_ms
+
+def _in_longest_timeout() -> int:
+    return int(time.time() * 1000) + _LONGEST_TIMEOUT_MS
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaContext:
+    """The attributes and method of the AWS Lambda Python context object that functions and Powertools use.
+
+    The worker builds one per invocation (for_invocation); unit tests that call a handler in-process use the
+    defaults."""
+
+    function_name: str = "function"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:function"
+    aws_request_id: str = "request-1"
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = ""
+    identity: None = None
+    client_context: None = None
+    deadline_ms: int = field(default_factory=_in_longest_timeout)
+
+    @classmethod
+    def for_invocation(cls, request_id: str, deadline_ms: int, invoked_function_arn: str) -> LambdaContext:
+        """The context of one invocation in this worker, whose environment the functions host set as Lambda's."""
+        return cls(
+            function_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", ""),
+            memory_limit_in_mb=int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")),
+            invoked_function_arn=invoked_function_arn,
+            aws_request_id=request_id,
+            log_group_name=os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", ""),
+            log_stream_name=os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""),
+            deadline_ms=deadline_ms,
+        )
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, self._deadline_ms - int(time.time() * 1000))
+        return max(0, self.deadline_ms - int(time.time() * 1000))
 
 
 def error_payload(error: BaseException) -> bytes:
@@ -165,7 +192,9 @@ def main() -> int:
         header, payload = frame
         if header["type"] == "cancel":
             continue  # it crossed the end of the stream it was meant for
-        context = LambdaContext(header["request_id"], header["deadline_ms"], header["invoked_function_arn"])
+        context = LambdaContext.for_invocation(
+            header["request_id"], header["deadline_ms"], header["invoked_function_arn"]
+        )
         try:
             _send_result(channel, requests, handler(json.loads(payload), context))
         except Exception as error:
