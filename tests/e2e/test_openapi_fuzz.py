@@ -1,5 +1,6 @@
 """Schemathesis against the embedded stack, from the served OpenAPI document: a bounded run in which no
-generated request gets a 5xx, and every error is an RFC 9457 problem."""
+generated request gets a 5xx, no response breaks the schema the document gives it, and every error is an
+RFC 9457 problem."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests.e2e.client import FINAL, Api
 from tests.fixtures.aws import RunningStack
@@ -74,6 +77,8 @@ def test_no_server_error_and_every_error_is_a_problem(fuzz_api: Api, local_stack
         def answers_without_server_error(case: Any) -> None:
             response = case.call(base_url=local_stack.api_url, headers=fuzz_api.headers, timeout=30)
             request = f"{case.method} {case.formatted_path}"
+            # Raises, naming the request, when the status is a 5xx or the body breaks the documented schema.
+            case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
             statuses[response.status_code] += 1
             assert response.status_code < 500, f"{request}: {response.status_code} {response.text[:500]}"
             if response.status_code >= 400:
