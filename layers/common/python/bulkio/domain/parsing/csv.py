@@ -65,7 +65,7 @@ class _CsvLineFeed:
         self._record_lines = 0  # lines the reader has taken for the record it is reading
         self._record_bytes = 0  # their size, with the line breaks between them
         self._record_start: bytes | _OversizedLine = b""
-        self._last_line: bytes | _OversizedLine | _SkippedLines = b""
+        self._last_line: bytes | _OversizedLine = b""
 
     def __iter__(self) -> _CsvLineFeed:
         return self
@@ -76,10 +76,14 @@ class _CsvLineFeed:
 
     def __next__(self) -> str:
         line = next(self._lines)
+        if isinstance(line, bytes):
+            size = len(line)
+        else:
+            assert isinstance(line, _OversizedLine), "only a send to _split_lines answers _SkippedLines"
+            size = self._max_record_bytes + 1
         self.line_number += 1
         self._record_lines += 1
         self._last_line = line
-        size = self._max_record_bytes + 1 if isinstance(line, _OversizedLine) else len(line)
         if self._record_lines == 1:
             self._record_start = line
             self._record_bytes = size
@@ -116,15 +120,14 @@ class _CsvLineFeed:
         afresh on the next, would take the rest of the cell for records. Skip the lines up to the record's end."""
         self._skip_to_record_end(self._last_line)
 
-    def _skip_to_record_end(self, line: bytes | _OversizedLine | _SkippedLines) -> None:
+    def _skip_to_record_end(self, line: bytes | _OversizedLine) -> None:
         """Skip the lines after `line` (the last one read, which began inside a quoted cell) up to the one that ends
         its record."""
-        if isinstance(line, _SkippedLines) or not _continues_quoted_cell(line):
+        if not _continues_quoted_cell(line):
             return
         skipped = self._lines.send(_SKIP_QUOTED_RECORD)
         assert isinstance(skipped, _SkippedLines)
         self.line_number += skipped.count
-
 
 
 def _csv_text(row: list[str]) -> str:
@@ -133,7 +136,7 @@ def _csv_text(row: list[str]) -> str:
     return text.getvalue()
 
 
-def _read_csv_header(reader: Any, feed: _CsvLineFeed) -> list[str]:
+def _read_csv_header(reader: Iterator[list[str]], feed: _CsvLineFeed) -> list[str]:
     try:
         row: list[str] = []
         while not any(cell.strip() for cell in row):

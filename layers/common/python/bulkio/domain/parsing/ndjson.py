@@ -14,7 +14,8 @@ from bulkio.domain.parsing.lines import _OversizedLine, _split_lines
 def _ndjson_records(chunks: Iterator[bytes], max_record_bytes: int) -> Iterator[SourceRecord]:
     index = 0
     for line_number, line in enumerate(_split_lines(chunks, max_record_bytes), 1):
-        if isinstance(line, _OversizedLine):
+        if not isinstance(line, bytes):
+            assert isinstance(line, _OversizedLine), "only a send to _split_lines answers _SkippedLines"
             index += 1
             yield SourceRecord(index, line_number, None, _too_large(max_record_bytes), _raw_text(line.start))
             continue
