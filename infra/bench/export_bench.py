@@ -72,7 +72,9 @@ def load(dsn: str, rows: int, seed: int) -> dict[str, int]:
                 connection.commit()
                 cursor.execute(f"ANALYZE {resource}")
                 cursor.execute(f"SELECT count(*) FROM {resource}")
-                loaded[resource] = cursor.fetchone()[0]
+                counted = cursor.fetchone()
+                assert counted is not None  # count(*) always answers one row
+                loaded[resource] = counted[0]
                 print(f"loaded {loaded[resource]:,} {resource} in {time.monotonic() - started:.1f} s", flush=True)
         connection.commit()
     finally:
@@ -95,10 +97,7 @@ def bare_copy(dsn: str, resource: str) -> tuple[float, int]:
         with connection.cursor() as cursor:
             sink = _CountingSink()
             started = time.monotonic()
-            cursor.copy_expert(
-                f"COPY (SELECT row_to_json(t) FROM {resource} t ORDER BY id) TO STDOUT",
-                sink,  # type: ignore[arg-type]
-            )
+            cursor.copy_expert(f"COPY (SELECT row_to_json(t) FROM {resource} t ORDER BY id) TO STDOUT", sink)
             return time.monotonic() - started, sink.bytes
     finally:
         connection.close()

@@ -311,14 +311,25 @@ class Drill:
         self.settings.log(f"{time.strftime('%H:%M:%S')} {text}")
 
     # ------------------------------------------------------------------ files
-    def data_file(self, resource: str, rows: int, clean: bool = False, **sizes: int) -> Path:
+    def data_file(
+        self,
+        resource: str,
+        rows: int,
+        clean: bool = False,
+        *,
+        user_rows: int | None = None,
+        article_rows: int | None = None,
+    ) -> Path:
         fmt = datagen.DEFAULT_FORMAT[resource]
         name = f"{resource}-{rows}-{self.settings.seed}{'-clean' if clean else ''}.{fmt}"
         path = self.settings.work_dir / "data" / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(".partial")
-            datagen.write(resource, datagen.generate(resource, rows, self.settings.seed, clean, **sizes), fmt, partial)
+            records = datagen.generate(
+                resource, rows, self.settings.seed, clean, user_rows=user_rows, article_rows=article_rows
+            )
+            datagen.write(resource, records, fmt, partial)
             partial.replace(path)
         return path
 
@@ -338,8 +349,8 @@ class Drill:
         if resource == "articles":
             return [*files, ("articles", self.data_file("articles", rows, user_rows=referenced))]
         files.append(("articles", self.data_file("articles", referenced, user_rows=referenced)))
-        sizes = {"user_rows": referenced, "article_rows": referenced}
-        return [*files, ("comments", self.data_file("comments", rows, **sizes))]
+        comments = self.data_file("comments", rows, user_rows=referenced, article_rows=referenced)
+        return [*files, ("comments", comments)]
 
     def concurrent_files(self) -> tuple[Path, Path, Path]:
         """(f): the loaded users; articles pointing only at them; a second users file (the clean half)."""
@@ -663,7 +674,7 @@ def _stream_rounds(
 ) -> list[tuple[int | None, str | None]]:
     """Streamed exports of a resource, one after another, until `done` is set, then one more (so that one sees
     the end state); bounded by MAX_EXPORT_ROUNDS and `deadline`."""
-    answers = []
+    answers: list[tuple[int | None, str | None]] = []
     last = False
     for _ in range(MAX_EXPORT_ROUNDS):
         last = done.is_set()

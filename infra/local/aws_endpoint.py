@@ -256,7 +256,8 @@ def make_sqs_receive_linear() -> None:
     from moto.sqs.models import Message, SQSBackend
 
     def is_message_valid_based_on_retention_period(self: SQSBackend, queue_name: str, message: Message) -> bool:
-        retention_seconds = int(self.get_queue(queue_name).message_retention_period)
+        # moto sets a queue's attributes with setattr, from their CamelCase names: its types cannot list them.
+        retention_seconds = int(self.get_queue(queue_name).message_retention_period)  # type: ignore[attr-defined]
         return retention_seconds + message.sent_timestamp / 1000 > unix_time()  # type: ignore[operator]
 
     SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period  # type: ignore[method-assign]

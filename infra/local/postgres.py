@@ -87,9 +87,9 @@ def _as_service_user(command: Sequence[str]) -> list[str]:
     return ["runuser", "-u", SERVICE_USER, "--", *command] if _running_as_root() else list(command)
 
 
-def _run(command: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _run(command: Sequence[str], input: str | None = None) -> subprocess.CompletedProcess[str]:
     # cwd "/" because the postgres user may not be allowed into the caller's working directory.
-    return subprocess.run(_as_service_user(command), cwd="/", text=True, capture_output=True, check=False, **kwargs)
+    return subprocess.run(_as_service_user(command), cwd="/", text=True, capture_output=True, check=False, input=input)
 
 
 def _service_user_can_write(directory: Path) -> bool:

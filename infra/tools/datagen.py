@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
@@ -199,19 +199,6 @@ def generate(
     return _comments(identities, stream, rows, clean, user_rows, article_rows)
 
 
-def valid_ids(resource: str, rows: int, seed: int) -> Iterator[str]:
-    """Ids, in file order, of the rows of `generate(resource, rows, seed)` the service accepts with that id.
-
-    The clean file of the same seed has these too (it repairs the other rows); the other resources only point
-    at these. Rows do not depend on `rows`: a file is a prefix of any longer file of the same seed.
-    """
-    identities = _Identities(seed)
-    for index in range(rows):
-        digest = identities.digest(resource, index)
-        if identities.dirty_kind(resource, index, digest) is None:
-            yield _row_id(resource, digest)
-
-
 def record_id(resource: str, seed: int, index: int) -> str:
     """Id of row `index` (0-based) of any file of `resource` generated with `seed`, dirty or not."""
     return _Identities(seed).record_id(resource, index)
@@ -382,7 +369,7 @@ def write(
         return _write_json_array(records, sink)
 
 
-def _write_csv(resource: str, records: Iterable[dict[str, Any]], sink: IO[bytes]) -> int:
+def _write_csv(resource: str, records: Iterable[dict[str, Any]], sink: _ByteSink) -> int:
     fields = FIELDS[resource]
     spellings = [(fields.index(field), spell) for field, spell in _CSV_SPELLINGS[resource].items()]
     separators = len(fields) - 1
@@ -425,7 +412,7 @@ def _unquoted_csv_line(row: list[Any], separators: int) -> str | None:
     return line
 
 
-def _write_lines(lines: list[str], sink: IO[bytes]) -> None:
+def _write_lines(lines: list[str], sink: _ByteSink) -> None:
     if lines:
         lines.append("")
         sink.write("\n".join(lines).encode())
@@ -448,7 +435,7 @@ _CSV_SPELLINGS: dict[str, dict[str, Callable[[Any], Any]]] = {
 }
 
 
-def _write_ndjson(records: Iterable[dict[str, Any]], sink: IO[bytes]) -> int:
+def _write_ndjson(records: Iterable[dict[str, Any]], sink: _ByteSink) -> int:
     count = 0
     for record in records:
         sink.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
@@ -456,7 +443,7 @@ def _write_ndjson(records: Iterable[dict[str, Any]], sink: IO[bytes]) -> int:
     return count
 
 
-def _write_json_array(records: Iterable[dict[str, Any]], sink: IO[bytes]) -> int:
+def _write_json_array(records: Iterable[dict[str, Any]], sink: _ByteSink) -> int:
     count = 0
     for record in records:
         sink.write(b",\n" if count else b"[\n")
@@ -466,8 +453,14 @@ def _write_json_array(records: Iterable[dict[str, Any]], sink: IO[bytes]) -> int
     return count
 
 
+class _ByteSink(Protocol):
+    """Where a writer puts the file's bytes: the output itself or a GzipFile over it (which is not an IO)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
 @contextlib.contextmanager
-def _binary_sink(out: str | Path | IO[bytes], gzip: bool) -> Iterator[IO[bytes]]:
+def _binary_sink(out: str | Path | IO[bytes], gzip: bool) -> Iterator[_ByteSink]:
     with contextlib.ExitStack() as owned:
         if out == "-":
             raw: IO[bytes] = sys.stdout.buffer

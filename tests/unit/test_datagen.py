@@ -230,11 +230,6 @@ def test_valid_rows_reference_valid_rows_of_the_other_files(dirty: GeneratedFile
     assert len({article["author_id"] for article in dirty.valid("articles")}) > 0.5 * len(valid_user_ids)
 
 
-@pytest.mark.parametrize("resource", datagen.RESOURCES)
-def test_valid_ids_names_exactly_the_valid_rows_of_the_file(dirty: GeneratedFiles, resource: str) -> None:
-    assert list(datagen.valid_ids(resource, ROWS, SEED)) == [row["id"] for row in dirty.valid(resource)]
-
-
 def test_record_id_is_the_id_of_that_row_in_any_file(dirty: GeneratedFiles, clean: GeneratedFiles) -> None:
     for index in (0, 1, 2, ROWS - 1):
         assert datagen.record_id("articles", SEED, index) == clean.articles[index]["id"]
