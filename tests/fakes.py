@@ -1,7 +1,8 @@
 """In-memory fakes of the adapters the import service uses ("Architecture Patterns with Python", ch. 3).
 
-Each fake has the public methods of its real adapter and keeps the semantics the service relies on (conditional
-claims, counting once, ending once), with plain Python state instead of AWS or PostgreSQL.
+Each fake implements its port (bulkio.services.ports; mypy checks this file against them) and keeps the
+semantics the service relies on (conditional claims, counting once, ending once), with plain Python state instead
+of AWS or PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, Literal
 
 import orjson
-from bulkio.adapters.jobs_repo import IdempotencyClaim, LeaseLost
-from bulkio.adapters.postgres import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
-from bulkio.adapters.s3 import ObjectChanged, ObjectInfo, PresignedUpload
+from bulkio import bootstrap
+from bulkio.adapters.metrics import Metrics
 from bulkio.config import Settings
 from bulkio.domain.auth import Principal
-from bulkio.domain.idempotency import StoredRequest
+from bulkio.domain.chunks import ChunkMessage
+from bulkio.domain.idempotency import IdempotencyClaim, StoredRequest
 from bulkio.domain.jobs import (
     FINAL_STATUSES,
     STARTABLE_STATUSES,
@@ -31,13 +32,22 @@ from bulkio.domain.jobs import (
     JobFailure,
     JobSource,
     JobStatus,
+    LeaseLost,
     final_status,
     utc_now,
 )
+from bulkio.domain.objects import ByteSink, ObjectChanged, ObjectInfo, PresignedUpload
 from bulkio.domain.records import ValidationRules
 from bulkio.domain.resources import Format, Resource
+from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
 from bulkio.domain.sweep import RunState
-from bulkio.services.imports import ImportService
+from bulkio.services import ports
+from bulkio.services.imports.api import ImportApi
+from bulkio.services.imports.chunking import Chunker
+from bulkio.services.imports.ending import JobEnding
+from bulkio.services.imports.sweeping import DeadLetters, Sweeper
+from bulkio.services.imports.wiring import ImportParts, wire_imports
+from bulkio.services.imports.writing import ChunkWriter
 
 Clock = Callable[[], float]
 
@@ -327,18 +337,23 @@ class FakeChunkQueue:
     as if a writer picked it up before the sender went on (writers faster than the chunker)."""
 
     def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.deliver: Callable[[dict[str, Any]], None] | None = None
+        self.messages: list[ChunkMessage] = []
+        self.deliver: Callable[[ChunkMessage], None] | None = None
         self.delays: list[tuple[str, int]] = []  # (receipt handle, seconds) of ChangeMessageVisibility calls
 
     def delay(self, receipt_handle: str, seconds: int) -> None:
         self.delays.append((receipt_handle, seconds))
 
-    def send(self, messages: Iterable[dict[str, Any]]) -> None:
+    def send(self, messages: Iterable[ChunkMessage]) -> None:
         for message in messages:
-            self.messages.append(orjson.loads(orjson.dumps(message)))  # what goes over the wire: JSON only
+            # What goes over the wire: the message's JSON body, read back as the writer reads it.
+            self.messages.append(ChunkMessage.model_validate_json(message.to_json()))
             if self.deliver is not None:
                 self.deliver(self.messages[-1])
+
+    def bodies(self) -> list[dict[str, Any]]:
+        """The messages as they went over the wire: their JSON bodies."""
+        return [orjson.loads(message.to_json()) for message in self.messages]
 
 
 # ======================================================================================== import store
@@ -450,9 +465,6 @@ class FakeImportStore:
         self.merges += 1
         return run.outcome
 
-    def chunks_staged(self, job_id: str) -> int:
-        return self.progress(job_id).chunks
-
     def is_staged(self, job_id: str, chunk_no: int) -> bool:
         run = self.runs.get(job_id)
         return run is not None and chunk_no in run.staged_chunks
@@ -490,7 +502,7 @@ class FakeImportStore:
         ordered = sorted(run.failed, key=lambda record: (record.index, record.error.code.value))
         return [_error_row(record) for record in ordered[:limit]]
 
-    def write_error_report(self, job_id: str, fmt: Literal["ndjson", "csv"], sink: BinaryIO) -> int:
+    def write_error_report(self, job_id: str, fmt: Literal["ndjson", "csv"], sink: ByteSink) -> int:
         rows = self.first_errors(job_id, limit=len(self.runs[job_id].failed) if job_id in self.runs else 0)
         if fmt == "ndjson":
             data = b"".join(orjson.dumps(row) + b"\n" for row in rows)
@@ -586,14 +598,44 @@ def make_settings(**overrides: Any) -> Settings:
 
 @dataclass(slots=True)
 class FakeWorld:
-    """An ImportService wired to fakes, with the fakes at hand for arrangement and assertions."""
+    """The import service's parts wired to fakes, with the fakes at hand for arrangement and assertions."""
 
-    service: ImportService
+    parts: ImportParts
     jobs: FakeJobRepository
     objects: FakeObjectStore
     queue: FakeChunkQueue
     store: FakeImportStore
     launches: ChunkerLaunches
+    metrics: Metrics
+
+    @property
+    def api(self) -> ImportApi:
+        return self.parts.api
+
+    @property
+    def chunker(self) -> Chunker:
+        return self.parts.chunker
+
+    @property
+    def writer(self) -> ChunkWriter:
+        return self.parts.writer
+
+    @property
+    def sweeper(self) -> Sweeper:
+        return self.parts.sweeper
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        return self.parts.dead_letters
+
+    @property
+    def ending(self) -> JobEnding:
+        return self.parts.ending
+
+    def wiring(self) -> bootstrap.Wiring:
+        """What the functions run with when a test puts it in place: `monkeypatch.setattr(bootstrap, "wiring",
+        world.wiring())`."""
+        return bootstrap.Wiring(imports=self.parts, metrics=self.metrics)
 
 
 def build_world(
@@ -604,14 +646,27 @@ def build_world(
     settings = settings or make_settings()
     jobs, objects = FakeJobRepository(clock), FakeObjectStore(settings.import_bucket)
     queue, store, launches = FakeChunkQueue(), FakeImportStore(), ChunkerLaunches()
-    service = ImportService(
+    metrics = Metrics("", "imports")  # an in-process registry: nothing is pushed without a Pushgateway URL
+    parts = wire_imports(
         settings=settings,
-        jobs=jobs,  # type: ignore[arg-type]
-        objects=objects,  # type: ignore[arg-type]
-        queue=queue,  # type: ignore[arg-type]
-        store=store,  # type: ignore[arg-type]
+        jobs=jobs,
+        idempotency=jobs,
+        objects=objects,
+        queue=queue,
+        store=store,
         rules=ValidationRules(),
+        metrics=metrics,
         launch_chunker=launches,
-        open_source_url=open_source_url,
+        open_source_url=open_source_url or bootstrap.url_opener(settings),
     )
-    return FakeWorld(service, jobs, objects, queue, store, launches)
+    return FakeWorld(parts, jobs, objects, queue, store, launches, metrics)
+
+
+# The fakes are their ports: mypy checks these assignments (pyproject's [tool.mypy] files include this file).
+_JOBS: ports.ImportJobRepository = FakeJobRepository()
+_IDEMPOTENCY: ports.IdempotencyRecords = FakeJobRepository()
+_OBJECTS: ports.ObjectStore = FakeObjectStore()
+_QUEUE: ports.ChunkQueue = FakeChunkQueue()
+_STORE: ports.ImportStore = FakeImportStore()
+_LAUNCHES: ports.ChunkerLauncher = ChunkerLaunches()
+_METRICS: ports.MetricsSink = Metrics("", "fakes")

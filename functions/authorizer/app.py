@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from bulkio.adapters.tokens import SERVICE_FAULTS, TokenRejected
-from bulkio.services.bootstrap import pushing_metrics, token_verifier
+from bulkio.bootstrap import pushing_metrics, token_verifier
 
 logger = Logger()
 

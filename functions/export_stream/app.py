@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from bulkio.bootstrap import export_service, pushing_metrics, token_verifier
 from bulkio.domain.auth import required_scope
 from bulkio.problems import PROBLEM_CONTENT_TYPE, Problem
-from bulkio.services.bootstrap import export_service, pushing_metrics, token_verifier
 from bulkio.web.auth import caller_from_header, require_scope
 
 logger = Logger()

@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from bulkio.services.bootstrap import export_service, pushing_metrics
+from bulkio.bootstrap import export_service, pushing_metrics
 
 logger = Logger()
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from bulkio.services.bootstrap import import_service, pushing_metrics
+from bulkio.bootstrap import pushing_metrics, sweeper
 
 logger = Logger()
 
@@ -19,4 +19,4 @@ logger = Logger()
 @pushing_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return {"actions": import_service().sweep()}
+    return {"actions": sweeper().sweep()}

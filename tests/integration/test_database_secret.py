@@ -19,7 +19,8 @@ from bulkio.adapters import aws
 from bulkio.adapters.secrets import SecretError
 from bulkio.domain.exports import ExportFormat, ExportQuery
 from bulkio.domain.resources import Resource
-from bulkio.services import bootstrap, health
+from bulkio import bootstrap
+from bulkio.services import health
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
@@ -32,8 +33,7 @@ SPECIAL_PASSWORD = "p@ss:w/o%rd#?&= x"
 def _clear_caches() -> None:
     """The process-wide caches a warm Lambda keeps: each test is a cold start."""
     bootstrap.database_url.cache_clear()
-    bootstrap.import_service.cache_clear()
-    bootstrap.export_service.cache_clear()
+    bootstrap.reset()
     aws.client.cache_clear()
     aws.dynamodb_table.cache_clear()
 
@@ -143,7 +143,7 @@ def test_both_services_connect_through_the_secret(
 
     monkeypatch.setattr(bootstrap, "read_database_url", counted_read)
 
-    assert bootstrap.import_service().store.chunk_failure("no-such-job", 1) is None
+    assert bootstrap.chunk_writer().store.chunk_failure("no-such-job", 1) is None
     export = bootstrap.export_service().store.stream(
         ExportQuery(Resource.USERS, ("id",), (), None), ExportFormat.NDJSON
     )

@@ -12,8 +12,9 @@ import orjson
 import pytest
 from bulkio.domain.auth import ROUTE_SCOPES
 from bulkio.domain.jobs import Counters
-from bulkio.services import bootstrap
-from bulkio.services.imports import INLINE_REPORT_BYTES, report_key, source_key
+from bulkio import bootstrap
+from bulkio.services.imports.api import INLINE_REPORT_BYTES
+from bulkio.services.imports.common import report_key, source_key
 
 from tests.fakes import FakeWorld, build_world, make_settings
 from tests.functions import LambdaContext, load_function_app
@@ -37,8 +38,7 @@ def api() -> ModuleType:
 @pytest.fixture
 def world(api: ModuleType, monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
     world = build_world(make_settings(max_upload_bytes=MAX_UPLOAD_BYTES))
-    monkeypatch.setattr(bootstrap, "import_service", lambda: world.service)
-    monkeypatch.setattr(api, "import_service", lambda: world.service)
+    monkeypatch.setattr(bootstrap, "wiring", world.wiring())
     return world
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from bulkio.adapters.tokens import mint_token
 from bulkio.domain.auth import Principal
-from bulkio.services import bootstrap
+from bulkio import bootstrap
 
 from tests.functions import LambdaContext, load_function_app
 
@@ -32,9 +32,9 @@ def configured(authorizer: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setenv("AUTH_JWT_SECRET", SECRET)
     for variable in ("AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_LEEWAY_SECONDS"):
         monkeypatch.delenv(variable, raising=False)
-    bootstrap.token_verifier.cache_clear()
+    bootstrap.reset()
     yield authorizer
-    bootstrap.token_verifier.cache_clear()
+    bootstrap.reset()
 
 
 def token_event(authorization: str | None, method_arn: str = METHOD_ARN) -> dict[str, Any]:
@@ -147,12 +147,12 @@ def test_unconfigured_authorizer_fails_rather_than_refuses(
 ) -> None:
     for variable in ("AUTH_JWT_SECRET", "AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE"):
         monkeypatch.delenv(variable, raising=False)
-    bootstrap.token_verifier.cache_clear()
+    bootstrap.reset()
     try:
         with pytest.raises(RuntimeError) as raised:
             authorizer.handler(token_event(f"Bearer {mint_token(SECRET, 'ann', ['admin'])}"), LambdaContext())
     finally:
-        bootstrap.token_verifier.cache_clear()
+        bootstrap.reset()
 
     # Any failure but "Unauthorized" is API Gateway's 500 AUTHORIZER_FAILURE: the configuration is at fault.
     assert str(raised.value) != "Unauthorized"
@@ -161,7 +161,7 @@ def test_unconfigured_authorizer_fails_rather_than_refuses(
 
 def test_issuer_setting_is_enforced(configured: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTH_ISSUER", "bulkio-local")
-    bootstrap.token_verifier.cache_clear()
+    bootstrap.reset()
 
     accepted = authorize(configured, token_event(f"Bearer {mint_token(SECRET, 'ann', [], issuer='bulkio-local')}"))
     error = refusal(configured, token_event(f"Bearer {mint_token(SECRET, 'ann', [], issuer='elsewhere')}"))

@@ -1,11 +1,20 @@
-"""Chunk objects: records with their line numbers survive encode/decode, parse errors included."""
+"""Chunk objects: records with their line numbers survive encode/decode, parse errors included; chunk messages."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import orjson
-from bulkio.domain.chunks import ChunkEntry, chunk_key, decode_chunk, encode_chunk
+from bulkio.domain.chunks import ChunkEntry, ChunkMessage, chunk_key, decode_chunk, encode_chunks
 from bulkio.domain.errors import ErrorCode, RecordError
 from bulkio.domain.parsing import SourceRecord
+from bulkio.domain.resources import Resource
+
+
+def encode_chunk(records: Iterable[SourceRecord]) -> bytes:
+    """The records as one chunk object, as the chunker writes it."""
+    (chunk,) = encode_chunks(records, max_records=1000, max_bytes=1 << 20)
+    return chunk.body
 
 
 def test_chunk_key_numbers_chunks_with_six_digits() -> None:
@@ -78,5 +87,26 @@ def test_mixed_chunk_keeps_order_and_skips_blank_lines() -> None:
 
 
 def test_an_empty_chunk_has_no_entries() -> None:
-    assert encode_chunk([]) == b""
+    assert list(encode_chunks([], max_records=1000, max_bytes=1 << 20)) == []
     assert list(decode_chunk(b"")) == []
+
+
+def test_a_chunk_message_names_its_chunk_object_and_leaves_out_what_it_does_not_know() -> None:
+    announced = ChunkMessage.announcing("job-1", Resource.USERS, 3, first=5, records=2)
+    resent = ChunkMessage.announcing("job-1", Resource.USERS, 3)
+
+    assert orjson.loads(announced.to_json()) == {
+        "job_id": "job-1",
+        "resource": "users",
+        "chunk": 3,
+        "key": "chunks/job-1/000003.ndjson",
+        "first": 5,
+        "records": 2,
+    }
+    assert orjson.loads(resent.to_json()) == {
+        "job_id": "job-1",
+        "resource": "users",
+        "chunk": 3,
+        "key": "chunks/job-1/000003.ndjson",
+    }
+    assert ChunkMessage.model_validate_json(announced.to_json()) == announced

@@ -8,7 +8,8 @@ import io
 import orjson
 from bulkio.domain.jobs import JobStatus
 from bulkio.domain.resources import Format, Resource
-from bulkio.services.imports import NewImport, source_key
+from bulkio.services.imports.api import NewImport
+from bulkio.services.imports.common import source_key
 
 from tests.fakes import OWNER, FakeWorld, build_world, make_settings
 
@@ -23,14 +24,14 @@ def ndjson_users(count: int) -> bytes:
 
 def upload_and_chunk(world: FakeWorld, content: bytes, filename: str = "users.ndjson") -> str:
     request = NewImport(Resource.USERS, Format.NDJSON, filename=filename, file=io.BytesIO(content), file_sha256="ab")
-    job_id = world.service.submit(request, None, OWNER).body["job_id"]
-    world.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
+    job_id = world.api.submit(request, None, OWNER).body["job_id"]
+    world.chunker.on_object_created(BUCKET, source_key(job_id), "etag-1")
     return job_id
 
 
 def deliver_all(world: FakeWorld) -> None:
     for message in list(world.queue.messages):
-        world.service.process_chunk(message)
+        world.writer.process_chunk(message)
 
 
 def test_settings_defaults() -> None:

@@ -14,14 +14,15 @@ from typing import Any, BinaryIO
 
 import orjson
 import pytest
-from bulkio import faults
-from bulkio.adapters.jobs_repo import LeaseLost
-from bulkio.adapters.postgres import MergeOutcome, StagingLost
-from bulkio.domain.chunks import chunk_key, decode_chunk
-from bulkio.domain.jobs import ImportJob, JobSource, JobStatus, SourceKind, utc_now
+from bulkio import bootstrap, faults
+from bulkio.domain.chunks import ChunkMessage, chunk_key, decode_chunk
+from bulkio.domain.jobs import ImportJob, JobSource, JobStatus, LeaseLost, SourceKind, utc_now
 from bulkio.domain.resources import Format, Resource
-from bulkio.services import imports
-from bulkio.services.imports import MAX_RESTAGES, ChunkerLease, NewImport, fetched_key, report_key, source_key
+from bulkio.domain.staging import MergeOutcome, StagingLost
+from bulkio.services.imports import chunking, sweeping, writing
+from bulkio.services.imports.api import NewImport
+from bulkio.services.imports.chunking import ChunkerLease
+from bulkio.services.imports.common import MAX_RESTAGES, fetched_key, report_key, source_key
 
 from tests.fakes import OWNER, FakeJobRepository, FakeWorld, build_world, make_settings
 from tests.functions import LambdaContext, load_function_app
@@ -60,7 +61,8 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(imports, "time", fake)  # the service's time.time() and time.monotonic()
+    for part in (chunking, writing, sweeping):  # the service's time.time() and time.monotonic()
+        monkeypatch.setattr(part, "time", fake)
     return fake
 
 
@@ -104,19 +106,19 @@ def users_file(count: int = 7, prefix: str = "user", bad: tuple[int, ...] = (3,)
 def submit_upload(world: FakeWorld, content: bytes) -> str:
     """A multipart import: the file is in S3 under uploads/; its S3 event has not reached the chunker yet."""
     request = NewImport(Resource.USERS, Format.NDJSON, filename="users.ndjson", file=io.BytesIO(content))
-    return str(world.service.submit(request, None, OWNER).body["job_id"])
+    return str(world.api.submit(request, None, OWNER).body["job_id"])
 
 
 def upload_event(world: FakeWorld, job_id: str) -> None:
     key = source_key(job_id)
     info = world.objects.info(key)
     assert info is not None
-    world.service.on_object_created(BUCKET, key, info.etag)
+    world.chunker.on_object_created(BUCKET, key, info.etag)
 
 
-def deliver(world: FakeWorld, messages: list[dict[str, Any]]) -> None:
+def deliver(world: FakeWorld, messages: list[ChunkMessage]) -> None:
     for message in messages:
-        world.service.process_chunk(message)
+        world.writer.process_chunk(message)
 
 
 def deliver_all(world: FakeWorld) -> None:
@@ -217,22 +219,22 @@ def test_a_chunker_killed_mid_file_is_relaunched_when_its_lease_runs_out_and_end
     assert (job.status, job.chunks_total, job.chunker_runs) == (JobStatus.PROCESSING, None, 1)
     assert job.lease_until == int(clock.now) + LEASE
     assert len(world.queue.messages) == (10 if crash_after_chunk > 10 else 0)
-    assert world.service.sweep() == {"nothing": 1}  # the lease is live: a chunker may be reading
+    assert world.sweeper.sweep() == {"nothing": 1}  # the lease is live: a chunker may be reading
     clock.advance(LEASE - 1)
-    assert world.service.sweep() == {"nothing": 1}
+    assert world.sweeper.sweep() == {"nothing": 1}
     assert world.launches.job_ids == []
 
     clock.advance(2)
-    assert world.service.sweep() == {"launch_chunker": 1}
+    assert world.sweeper.sweep() == {"launch_chunker": 1}
     assert world.launches.job_ids == [job_id]
 
     disarm(monkeypatch)
-    world.service.run_chunker(job_id)  # the launched invocation
+    world.chunker.run_chunker(job_id)  # the launched invocation
     deliver_all(world)  # the first ten chunks' messages come twice: staging them again changes nothing
 
     assert result_of(world, job_id, spy) == expected
     assert job_of(world, job_id).chunker_runs == 2
-    assert world.service.sweep() == {}
+    assert world.sweeper.sweep() == {}
 
 
 def test_a_chunker_that_dies_every_time_fails_the_job_after_the_allowed_runs(
@@ -245,19 +247,19 @@ def test_a_chunker_that_dies_every_time_fails_the_job_after_the_allowed_runs(
 
     for run in (2, 3):
         clock.advance(LEASE + 1)
-        assert world.service.sweep() == {"launch_chunker": 1}
+        assert world.sweeper.sweep() == {"launch_chunker": 1}
         with pytest.raises(Killed):
-            world.service.run_chunker(job_id)
+            world.chunker.run_chunker(job_id)
         assert job_of(world, job_id).chunker_runs == run
     clock.advance(LEASE + 1)
-    assert world.service.sweep() == {"fail": 1}
+    assert world.sweeper.sweep() == {"fail": 1}
 
     job = job_of(world, job_id)
     assert job.status is JobStatus.FAILED
     assert job.failure is not None and job.failure.code == "chunker_failed"
     assert "3 times" in job.failure.message
     assert world.launches.job_ids == [job_id, job_id]
-    assert world.service.sweep() == {}
+    assert world.sweeper.sweep() == {}
 
 
 def test_the_sweep_stores_the_totals_the_database_missed_when_the_chunker_ended(
@@ -266,7 +268,7 @@ def test_the_sweep_stores_the_totals_the_database_missed_when_the_chunker_ended(
     content = users_file()
     expected = clean_run(content)
     spy = MergeSpy(world)
-    world.queue.deliver = world.service.process_chunk  # writers faster than the chunker
+    world.queue.deliver = world.writer.process_chunk  # writers faster than the chunker
     real_set_totals = world.store.set_totals
 
     def database_away(job_id: str, chunks_total: int, records_total: int) -> None:
@@ -281,7 +283,7 @@ def test_the_sweep_stores_the_totals_the_database_missed_when_the_chunker_ended(
     assert spy.merges == []
 
     world.store.activity_age_seconds = STALL + 1  # the merging process would have ended the job by now
-    assert world.service.sweep() == {"finish": 1}
+    assert world.sweeper.sweep() == {"finish": 1}
 
     assert result_of(world, job_id, spy) == expected
     assert expected.chunks_total == 4
@@ -297,18 +299,18 @@ def test_chunks_whose_messages_were_lost_are_sent_again_after_the_stall(world: F
     job_id = submit_upload(world, content)
     upload_event(world, job_id)
     announced = list(world.queue.messages)
-    assert [message["chunk"] for message in announced] == [1, 2, 3, 4]
+    assert [message.chunk for message in announced] == [1, 2, 3, 4]
     deliver(world, [announced[0], announced[2]])  # the messages of chunks 2 and 4 were lost
 
     world.store.activity_age_seconds = STALL
-    assert world.service.sweep() == {"nothing": 1}
+    assert world.sweeper.sweep() == {"nothing": 1}
     assert world.queue.messages == announced
 
     world.store.activity_age_seconds = STALL + 1
-    assert world.service.sweep() == {"resend_chunks": 1}
+    assert world.sweeper.sweep() == {"resend_chunks": 1}
 
     resent = world.queue.messages[len(announced) :]
-    assert resent == [
+    assert [orjson.loads(message.to_json()) for message in resent] == [
         {"job_id": job_id, "resource": "users", "chunk": 2, "key": chunk_key(job_id, 2)},
         {"job_id": job_id, "resource": "users", "chunk": 4, "key": chunk_key(job_id, 4)},
     ]
@@ -323,9 +325,9 @@ def test_chunks_that_never_get_staged_fail_the_job_after_the_allowed_resends(wor
     world.store.activity_age_seconds = STALL + 1  # no writer ever stages anything
 
     for resends in range(1, 6):  # Settings.sweep_max_resends' default
-        assert world.service.sweep() == {"resend_chunks": 1}
+        assert world.sweeper.sweep() == {"resend_chunks": 1}
         assert len(world.queue.messages) == 4 + 4 * resends
-    assert world.service.sweep() == {"fail": 1}
+    assert world.sweeper.sweep() == {"fail": 1}
 
     job = job_of(world, job_id)
     assert job.status is JobStatus.FAILED
@@ -349,11 +351,11 @@ def test_a_job_whose_chunks_are_all_staged_but_never_merged_is_merged_by_the_swe
 
     with pytest.raises(Killed):
         deliver_all(world)
-    assert world.store.chunks_staged(job_id) == 4
+    assert world.store.progress(job_id).chunks == 4
     assert spy.merges == []
 
     world.store.activity_age_seconds = STALL + 1  # the merging process would have ended the job by now
-    assert world.service.sweep() == {"finish": 1}
+    assert world.sweeper.sweep() == {"finish": 1}
     assert result_of(world, job_id, spy) == expected
 
 
@@ -373,7 +375,7 @@ def test_a_merge_whose_job_was_never_told_is_finished_by_the_sweep_without_mergi
     assert len(spy.merges) == 1
 
     world.store.activity_age_seconds = STALL + 1  # the merging process would have ended the job by now
-    assert world.service.sweep() == {"finish": 1}
+    assert world.sweeper.sweep() == {"finish": 1}
     assert result_of(world, job_id, spy) == expected
     assert world.store.merges == 1
 
@@ -396,7 +398,7 @@ def test_staged_rows_lost_in_a_crash_recovery_are_staged_again_and_the_job_ends_
     assert job.status is JobStatus.PROCESSING
     assert spy.merges == []
     restaged = world.queue.messages[len(announced) :]
-    assert [(message["chunk"], message["key"]) for message in restaged] == [
+    assert [(message.chunk, message.key) for message in restaged] == [
         (1, chunk_key(job_id, 1)),
         (3, chunk_key(job_id, 3)),
     ]
@@ -420,7 +422,7 @@ def test_staged_rows_lost_again_and_again_fail_the_job_as_staging_lost(world: Fa
         job = job_of(world, job_id)
         if losses <= MAX_RESTAGES:
             assert job.status is JobStatus.PROCESSING
-            assert [message["chunk"] for message in pending] == [1]
+            assert [message.chunk for message in pending] == [1]
     job = job_of(world, job_id)
     assert job.status is JobStatus.FAILED
     assert job.failure is not None and job.failure.code == "staging_lost"
@@ -434,31 +436,31 @@ def test_staged_rows_lost_again_and_again_fail_the_job_as_staging_lost(world: Fa
 def test_an_upload_that_never_came_fails_the_job_once_the_upload_window_is_over(
     world: FakeWorld, clock: FakeClock
 ) -> None:
-    job_id = str(world.service.submit(NewImport(Resource.USERS, Format.CSV), None, OWNER).body["job_id"])
+    job_id = str(world.api.submit(NewImport(Resource.USERS, Format.CSV), None, OWNER).body["job_id"])
 
     clock.advance(STALL + 1)
-    assert world.service.sweep() == {"nothing": 1}
+    assert world.sweeper.sweep() == {"nothing": 1}
     clock.advance(3600 + 300 - STALL - 2)  # presign_ttl_seconds + the grace for an upload in flight
-    assert world.service.sweep() == {"nothing": 1}
+    assert world.sweeper.sweep() == {"nothing": 1}
     clock.advance(2)
-    assert world.service.sweep() == {"fail": 1}
+    assert world.sweeper.sweep() == {"fail": 1}
 
     job = job_of(world, job_id)
     assert job.status is JobStatus.FAILED
     assert job.failure is not None and job.failure.code == "upload_expired"
-    assert world.service.sweep() == {}
+    assert world.sweeper.sweep() == {}
 
 
 def test_an_upload_whose_s3_event_was_lost_is_chunked_after_the_stall(world: FakeWorld, clock: FakeClock) -> None:
-    job_id = str(world.service.submit(NewImport(Resource.USERS, Format.NDJSON), None, OWNER).body["job_id"])
+    job_id = str(world.api.submit(NewImport(Resource.USERS, Format.NDJSON), None, OWNER).body["job_id"])
     world.objects.put_bytes(source_key(job_id), users_file())  # the PUT to the presigned URL; no event follows
 
-    assert world.service.sweep() == {"nothing": 1}
+    assert world.sweeper.sweep() == {"nothing": 1}
     clock.advance(STALL + 1)
-    assert world.service.sweep() == {"launch_chunker": 1}
+    assert world.sweeper.sweep() == {"launch_chunker": 1}
     assert world.launches.job_ids == [job_id]
 
-    world.service.run_chunker(job_id)
+    world.chunker.run_chunker(job_id)
     deliver_all(world)
     job = job_of(world, job_id)
     assert (job.status, job.counters.total, job.counters.succeeded) == (JobStatus.COMPLETED_WITH_ERRORS, 7, 6)
@@ -466,15 +468,15 @@ def test_an_upload_whose_s3_event_was_lost_is_chunked_after_the_stall(world: Fak
 
 def test_a_queued_job_whose_chunker_launch_was_lost_is_launched_again(world: FakeWorld, clock: FakeClock) -> None:
     job_id = str(
-        world.service.submit(
+        world.api.submit(
             NewImport(Resource.USERS, Format.NDJSON, url="https://example.com/u.ndjson"), None, OWNER
         ).body["job_id"]
     )
     assert world.launches.job_ids == [job_id]  # the launch that got lost
 
-    assert world.service.sweep() == {"nothing": 1}
+    assert world.sweeper.sweep() == {"nothing": 1}
     clock.advance(STALL + 1)
-    assert world.service.sweep() == {"launch_chunker": 1}
+    assert world.sweeper.sweep() == {"launch_chunker": 1}
     assert world.launches.job_ids == [job_id, job_id]
 
 
@@ -483,7 +485,7 @@ def test_a_run_that_failed_without_telling_its_job_fails_the_job_as_interrupted(
     upload_event(world, job_id)
     assert world.store.fail_run(job_id)  # a cancel that died before it reached the job
 
-    assert world.service.sweep() == {"fail": 1}
+    assert world.sweeper.sweep() == {"fail": 1}
 
     job = job_of(world, job_id)
     assert job.status is JobStatus.FAILED
@@ -494,8 +496,8 @@ def test_one_jobs_trouble_does_not_stop_the_sweep_of_the_others(
     world: FakeWorld, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     presigned = NewImport(Resource.USERS, Format.CSV)
-    troubled = str(world.service.submit(presigned, None, OWNER).body["job_id"])
-    healthy = str(world.service.submit(presigned, None, OWNER).body["job_id"])
+    troubled = str(world.api.submit(presigned, None, OWNER).body["job_id"])
+    healthy = str(world.api.submit(presigned, None, OWNER).body["job_id"])
     assert [job.job_id for job in world.jobs.open_jobs()] == [troubled, healthy]  # the troubled one comes first
     real_run_state = world.store.run_state
 
@@ -508,15 +510,15 @@ def test_one_jobs_trouble_does_not_stop_the_sweep_of_the_others(
         raise OSError("the Pushgateway is down")
 
     monkeypatch.setattr(world.store, "run_state", run_state)
-    monkeypatch.setattr(world.service.metrics, "delete_job_groups_older_than", pushgateway_down)
+    monkeypatch.setattr(world.metrics, "delete_job_groups_older_than", pushgateway_down)
     clock.advance(3600 + 300 + 1)
 
-    assert world.service.sweep() == {"error": 1, "fail": 1}
+    assert world.sweeper.sweep() == {"error": 1, "fail": 1}
 
     assert job_of(world, troubled).status is JobStatus.AWAITING_UPLOAD
     assert job_of(world, healthy).status is JobStatus.FAILED
     monkeypatch.setattr(world.store, "run_state", real_run_state)
-    assert world.service.sweep() == {"fail": 1}  # the next sweep ends it
+    assert world.sweeper.sweep() == {"fail": 1}  # the next sweep ends it
     assert job_of(world, troubled).status is JobStatus.FAILED
 
 
@@ -525,7 +527,7 @@ def test_one_jobs_trouble_does_not_stop_the_sweep_of_the_others(
 
 def test_a_failed_chunk_backs_off_by_its_receive_count(world: FakeWorld) -> None:
     for receive_count in (1, 2, 3, 5, 6, 10):
-        world.service.retry_later(f"receipt-{receive_count}", receive_count)
+        world.writer.retry_later(f"receipt-{receive_count}", receive_count)
 
     assert world.queue.delays == [
         ("receipt-1", 2),
@@ -540,7 +542,7 @@ def test_a_failed_chunk_backs_off_by_its_receive_count(world: FakeWorld) -> None
 def test_the_backoff_follows_the_settings() -> None:
     world = build_world(make_settings(chunk_retry_first_seconds=1, chunk_retry_longest_seconds=5))
     for receive_count in (1, 2, 3, 4):
-        world.service.retry_later("receipt", receive_count)
+        world.writer.retry_later("receipt", receive_count)
 
     assert [seconds for _, seconds in world.queue.delays] == [1, 2, 4, 5]
 
@@ -554,19 +556,19 @@ def test_a_backoff_that_cannot_be_set_is_swallowed(world: FakeWorld, monkeypatch
 
     monkeypatch.setattr(world.queue, "delay", refused)
 
-    world.service.retry_later("receipt", 3)  # the message comes back after the queue's visibility instead
+    world.writer.retry_later("receipt", 3)  # the message comes back after the queue's visibility instead
 
     assert attempts == [("receipt", 8)]
 
 
-def sqs_event(*messages: tuple[str, dict[str, Any], int]) -> dict[str, Any]:
+def sqs_event(*messages: tuple[str, ChunkMessage, int]) -> dict[str, Any]:
     """An SQS event of (message id, body, receive count) triples."""
     return {
         "Records": [
             {
                 "messageId": message_id,
                 "receiptHandle": f"receipt-of-{message_id}",
-                "body": orjson.dumps(body).decode(),
+                "body": body.to_json(),
                 "attributes": {"ApproximateReceiveCount": str(receive_count)},
                 "messageAttributes": {},
                 "md5OfBody": "",
@@ -586,7 +588,7 @@ def test_the_writer_backs_off_a_failed_chunk_and_reports_it_failed(
     upload_event(world, job_id)
     first, second = world.queue.messages[:2]
     writer = load_function_app("writer")
-    monkeypatch.setattr(writer, "import_service", lambda: world.service)
+    monkeypatch.setattr(bootstrap, "wiring", world.wiring())
     stage_chunk = world.store.stage_chunk
 
     def database_down_for_chunk_two(job: str, resource: Resource, chunk_no: int, *rows: Any) -> bool:
@@ -612,7 +614,7 @@ def test_a_dead_letter_for_a_chunk_staged_meanwhile_is_ignored(world: FakeWorld)
     announced = list(world.queue.messages)
     deliver(world, announced[:1])
 
-    world.service.on_dead_letter(announced[0])  # a copy that failed, while a re-send staged the chunk
+    world.dead_letters.on_dead_letter(announced[0])  # a copy that failed, while a re-send staged the chunk
 
     assert job_of(world, job_id).status is JobStatus.PROCESSING
     deliver(world, announced[1:])
@@ -625,7 +627,7 @@ def test_a_dead_letter_for_a_chunk_never_staged_still_fails_the_job(world: FakeW
     announced = list(world.queue.messages)
     deliver(world, announced[:1])
 
-    world.service.on_dead_letter(announced[1])
+    world.dead_letters.on_dead_letter(announced[1])
 
     job = job_of(world, job_id)
     assert job.status is JobStatus.FAILED
@@ -642,7 +644,7 @@ def test_a_dead_letter_for_the_last_chunk_staged_by_a_writer_that_died_finishes_
     with pytest.raises(Killed):
         deliver(world, announced)
 
-    world.service.on_dead_letter(announced[3])
+    world.dead_letters.on_dead_letter(announced[3])
 
     job = job_of(world, job_id)
     assert (job.status, job.counters.total, job.counters.failed) == (JobStatus.COMPLETED_WITH_ERRORS, 7, 1)
@@ -744,8 +746,8 @@ def test_a_chunker_that_lost_its_lease_stops_without_failing_the_job(
 
     disarm(monkeypatch)
     clock.advance(LEASE + 1)  # the other run died too: the sweeper hands the job to a third
-    assert world.service.sweep() == {"launch_chunker": 1}
-    world.service.run_chunker(job_id)
+    assert world.sweeper.sweep() == {"launch_chunker": 1}
+    world.chunker.run_chunker(job_id)
     deliver_all(world)
     job = job_of(world, job_id)
     assert (job.status, job.counters.total, job.counters.succeeded, job.chunker_runs) == (
@@ -778,11 +780,11 @@ def test_a_url_import_is_kept_in_s3_and_a_retry_reads_those_bytes_not_the_url_ag
     url = ChangingUrl(first_file)
     world = build_world(make_settings(chunk_records=CHUNK_RECORDS), open_source_url=url, clock=clock)
     request = NewImport(Resource.USERS, Format.NDJSON, url="https://example.com/users.ndjson")
-    job_id = str(world.service.submit(request, None, OWNER).body["job_id"])
+    job_id = str(world.api.submit(request, None, OWNER).body["job_id"])
     crash_at(monkeypatch, faults.CHUNKER_AFTER_CHUNK)
 
     with pytest.raises(Killed):
-        world.service.run_chunker(job_id)  # the launched invocation dies after its first chunk
+        world.chunker.run_chunker(job_id)  # the launched invocation dies after its first chunk
 
     assert world.objects.read_bytes(fetched_key(job_id)) == first_file
     pinned = job_of(world, job_id).source
@@ -797,8 +799,8 @@ def test_a_url_import_is_kept_in_s3_and_a_retry_reads_those_bytes_not_the_url_ag
 
     disarm(monkeypatch)
     clock.advance(LEASE + 1)
-    assert world.service.sweep() == {"launch_chunker": 1}
-    world.service.run_chunker(job_id)
+    assert world.sweeper.sweep() == {"launch_chunker": 1}
+    world.chunker.run_chunker(job_id)
     deliver_all(world)
 
     job = job_of(world, job_id)
@@ -820,8 +822,8 @@ def reupload_mid_job(world: FakeWorld, clock: FakeClock, monkeypatch: pytest.Mon
     assert world.launches.job_ids == [] and world.queue.messages == []
 
     clock.advance(LEASE + 1)
-    assert world.service.sweep() == {"launch_chunker": 1}
-    world.service.run_chunker(job_id)
+    assert world.sweeper.sweep() == {"launch_chunker": 1}
+    world.chunker.run_chunker(job_id)
     deliver_all(world)
     return job_id
 
@@ -860,7 +862,7 @@ def test_a_dropped_file_put_again_mid_job_makes_its_own_job_and_each_job_reads_i
         world.objects.put_bytes(key, content)
         info = world.objects.info(key)
         assert info is not None
-        world.service.on_object_created(BUCKET, key, info.etag)
+        world.chunker.on_object_created(BUCKET, key, info.etag)
 
     crash_at(monkeypatch, faults.CHUNKER_AFTER_CHUNK)
     with pytest.raises(Killed):
@@ -869,9 +871,9 @@ def test_a_dropped_file_put_again_mid_job_makes_its_own_job_and_each_job_reads_i
     drop(users_file(3, prefix="second", bad=()))
     deliver_all(world)
     clock.advance(LEASE + 1)
-    assert world.service.sweep() == {"launch_chunker": 1}
+    assert world.sweeper.sweep() == {"launch_chunker": 1}
     (first_job,) = world.launches.job_ids
-    world.service.run_chunker(first_job)
+    world.chunker.run_chunker(first_job)
     deliver_all(world)
 
     by_total = {job.counters.total: job for job in world.jobs.all_jobs()}

@@ -10,15 +10,16 @@ from typing import Any, BinaryIO
 
 import orjson
 import pytest
-from bulkio.adapters.http_source import SourceUnavailable
-from bulkio.domain.chunks import chunk_key, decode_chunk
+from bulkio.domain.chunks import FailedChunkerRun, chunk_key, decode_chunk
+from bulkio.domain.errors import Conflict, Unprocessable
 from bulkio.domain.idempotency import StoredRequest, fingerprint
 from bulkio.domain.jobs import ImportJob, JobStatus, SourceKind
 from bulkio.domain.resources import Format, Resource
-from bulkio.problems import Problem
+from bulkio.domain.sources import SourceUnavailable
 from bulkio.services import idempotency
 from bulkio.services.idempotency import idempotency_scope
-from bulkio.services.imports import IDEMPOTENCY_SCOPE, NewImport, report_key, source_key
+from bulkio.services.imports.api import NewImport
+from bulkio.services.imports.common import IDEMPOTENCY_SCOPE, report_key, source_key
 
 from tests.fakes import CALLER, OWNER, FakeWorld, build_world, make_settings
 
@@ -58,14 +59,14 @@ def upload_and_chunk(
     world: FakeWorld, content: bytes, filename: str = "users.ndjson", fmt: Format | None = Format.NDJSON
 ) -> str:
     """A multipart import whose upload event has reached the chunker."""
-    job_id = world.service.submit(multipart_request(content, filename, fmt), None, OWNER).body["job_id"]
-    world.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
+    job_id = world.api.submit(multipart_request(content, filename, fmt), None, OWNER).body["job_id"]
+    world.chunker.on_object_created(BUCKET, source_key(job_id), "etag-1")
     return job_id
 
 
 def deliver_all(world: FakeWorld) -> None:
     for message in list(world.queue.messages):
-        world.service.process_chunk(message)
+        world.writer.process_chunk(message)
 
 
 @pytest.fixture
@@ -84,18 +85,11 @@ def small_chunks() -> FakeWorld:
 def test_multipart_submit_creates_a_queued_job_and_uploads_the_file(world: FakeWorld) -> None:
     content = ndjson([user(1), user(2)])
 
-    result = world.service.submit(multipart_request(content), None, OWNER)
+    result = world.api.submit(multipart_request(content), None, OWNER)
 
     job_id = result.body["job_id"]
-    assert result.status == 202
-    assert result.body == {
-        "job_id": job_id,
-        "status": "queued",
-        "resource": "users",
-        "format": "ndjson",
-        "links": {"self": f"/v1/imports/{job_id}", "errors": f"/v1/imports/{job_id}/errors"},
-    }
-    assert result.headers == {"Location": f"/v1/imports/{job_id}"}
+    assert (result.job_id, result.replayed) == (job_id, False)
+    assert result.body == {"job_id": job_id, "status": "queued", "resource": "users", "format": "ndjson"}
     job = job_of(world, job_id)
     assert (job.status, job.source.kind) == (JobStatus.QUEUED, SourceKind.MULTIPART)
     assert job.source.filename == "users.ndjson"
@@ -106,10 +100,10 @@ def test_multipart_submit_creates_a_queued_job_and_uploads_the_file(world: FakeW
 
 
 def test_url_submit_creates_a_queued_job_and_launches_the_chunker(world: FakeWorld) -> None:
-    result = world.service.submit(url_request(), None, OWNER)
+    result = world.api.submit(url_request(), None, OWNER)
 
     job_id = result.body["job_id"]
-    assert result.status == 202
+    assert not result.replayed
     assert "upload" not in result.body
     job = job_of(world, job_id)
     assert (job.status, job.source.kind, job.source.url) == (JobStatus.QUEUED, SourceKind.URL, SOURCE_URL)
@@ -119,10 +113,10 @@ def test_url_submit_creates_a_queued_job_and_launches_the_chunker(world: FakeWor
 
 
 def test_presigned_submit_awaits_the_upload_and_returns_where_to_put_it(world: FakeWorld) -> None:
-    result = world.service.submit(presigned_request(), None, OWNER)
+    result = world.api.submit(presigned_request(), None, OWNER)
 
     job_id = result.body["job_id"]
-    assert result.status == 202
+    assert not result.replayed
     assert result.body["status"] == "awaiting_upload"
     upload = result.body["upload"]
     assert upload["method"] == "PUT"
@@ -136,8 +130,8 @@ def test_presigned_submit_awaits_the_upload_and_returns_where_to_put_it(world: F
 
 
 def test_each_submit_without_key_creates_its_own_job(world: FakeWorld) -> None:
-    first = world.service.submit(url_request(), None, OWNER)
-    second = world.service.submit(url_request(), None, OWNER)
+    first = world.api.submit(url_request(), None, OWNER)
+    second = world.api.submit(url_request(), None, OWNER)
 
     assert first.body["job_id"] != second.body["job_id"]
     assert len(world.jobs.all_jobs()) == 2
@@ -147,39 +141,37 @@ def test_each_submit_without_key_creates_its_own_job(world: FakeWorld) -> None:
 
 
 def test_the_same_request_with_the_same_key_is_replayed(world: FakeWorld) -> None:
-    first = world.service.submit(presigned_request(), "key-1", OWNER)
+    first = world.api.submit(presigned_request(), "key-1", OWNER)
 
-    replay = world.service.submit(presigned_request(), "key-1", OWNER)
+    replay = world.api.submit(presigned_request(), "key-1", OWNER)
 
-    assert replay.status == first.status == 202
     assert replay.body == first.body
-    assert replay.headers["Idempotent-Replayed"] == "true"
-    assert "Idempotent-Replayed" not in first.headers
+    assert replay.replayed and not first.replayed
     assert len(world.jobs.all_jobs()) == 1
 
 
-def test_a_replay_keeps_the_location_header(world: FakeWorld) -> None:
-    first = world.service.submit(presigned_request(), "key-1", OWNER)
+def test_a_replay_names_the_first_job(world: FakeWorld) -> None:
+    first = world.api.submit(presigned_request(), "key-1", OWNER)
 
-    replay = world.service.submit(presigned_request(), "key-1", OWNER)
+    replay = world.api.submit(presigned_request(), "key-1", OWNER)
 
-    assert replay.headers.get("Location") == first.headers["Location"]
+    assert replay.job_id == first.job_id  # the web layer's Location header names it
 
 
 def test_a_replayed_url_import_launches_the_chunker_once(world: FakeWorld) -> None:
-    world.service.submit(url_request(), "key-1", OWNER)
-    world.service.submit(url_request(), "key-1", OWNER)
+    world.api.submit(url_request(), "key-1", OWNER)
+    world.api.submit(url_request(), "key-1", OWNER)
 
     assert len(world.launches.job_ids) == 1
 
 
 def test_a_different_request_with_a_used_key_is_refused(world: FakeWorld) -> None:
-    world.service.submit(url_request(), "key-1", OWNER)
+    world.api.submit(url_request(), "key-1", OWNER)
 
-    with pytest.raises(Problem) as raised:
-        world.service.submit(url_request("https://example.com/other.ndjson"), "key-1", OWNER)
+    with pytest.raises(Unprocessable) as raised:
+        world.api.submit(url_request("https://example.com/other.ndjson"), "key-1", OWNER)
 
-    assert (raised.value.status, raised.value.code) == (422, "idempotency_key_reused")
+    assert raised.value.code == "idempotency_key_reused"
     assert len(world.jobs.all_jobs()) == 1
 
 
@@ -187,13 +179,12 @@ def test_a_failed_request_releases_its_key_so_a_retry_can_succeed(world: FakeWor
     world.launches.error = RuntimeError("lambda invoke throttled")
 
     with pytest.raises(RuntimeError):
-        world.service.submit(url_request(), "key-1", OWNER)
+        world.api.submit(url_request(), "key-1", OWNER)
 
     assert world.jobs.stored_request(CALLER_KEYS, "key-1") is None
     world.launches.error = None
-    retry = world.service.submit(url_request(), "key-1", OWNER)
-    assert retry.status == 202
-    assert "Idempotent-Replayed" not in retry.headers
+    retry = world.api.submit(url_request(), "key-1", OWNER)
+    assert not retry.replayed
     assert world.launches.job_ids == [retry.body["job_id"]]
 
 
@@ -204,7 +195,7 @@ def test_a_request_abandoned_before_answering_is_taken_over_under_its_job_id(wor
         fingerprint(request.identity()), "job-abandoned", expires_at=now + 3600, locked_until=now - 1
     )
 
-    result = world.service.submit(request, "key-1", OWNER)
+    result = world.api.submit(request, "key-1", OWNER)
 
     assert result.body["job_id"] == "job-abandoned"
     assert world.launches.job_ids == ["job-abandoned"]
@@ -241,23 +232,23 @@ def test_a_request_still_running_elsewhere_ends_in_conflict(monkeypatch: pytest.
         locked_until=int(fake_time.now) + 60,
     )
 
-    with pytest.raises(Problem) as raised:
-        world.service.submit(request, "key-1", OWNER)
+    with pytest.raises(Conflict) as raised:
+        world.api.submit(request, "key-1", OWNER)
 
-    assert (raised.value.status, raised.value.code) == (409, "idempotency_request_in_progress")
+    assert raised.value.code == "idempotency_request_in_progress"
     assert world.launches.job_ids == []
 
 
 def test_an_expired_key_can_be_used_for_a_new_request() -> None:
     fake_time = FakeTime()
     world = build_world(settings=make_settings(idempotency_ttl_seconds=60), clock=fake_time.time)
-    first = world.service.submit(url_request(), "key-1", OWNER)
+    first = world.api.submit(url_request(), "key-1", OWNER)
 
     fake_time.sleep(61)
-    second = world.service.submit(url_request("https://example.com/other.ndjson"), "key-1", OWNER)
+    second = world.api.submit(url_request("https://example.com/other.ndjson"), "key-1", OWNER)
 
     assert second.body["job_id"] != first.body["job_id"]
-    assert "Idempotent-Replayed" not in second.headers
+    assert not second.replayed
 
 
 # ================================================================================================ chunker
@@ -284,7 +275,7 @@ def test_chunk_messages_carry_references_only(small_chunks: FakeWorld) -> None:
     job_id = upload_and_chunk(small_chunks, ndjson([user(n) for n in range(1, 6)]))
 
     # Two records per chunk: the third holds record 5 only.
-    assert small_chunks.queue.messages == [
+    assert small_chunks.queue.bodies() == [
         {
             "job_id": job_id,
             "resource": "users",
@@ -302,16 +293,16 @@ def test_big_records_make_smaller_chunks(monkeypatch: pytest.MonkeyPatch) -> Non
     records = [{"email": f"user{n}@example.com", "name": "N" * 150} for n in range(1, 8)]
     job_id = upload_and_chunk(world, ndjson(records))
 
-    sizes = [message["records"] for message in world.queue.messages]
+    sizes = [message.records for message in world.queue.messages]
     assert sizes == [2, 2, 2, 1]  # about 220 bytes each: two fit under 500 bytes, a third does not
-    assert all(len(world.objects.read_bytes(message["key"])) <= 500 for message in world.queue.messages)
+    assert all(len(world.objects.read_bytes(message.key)) <= 500 for message in world.queue.messages)
     deliver_all(world)
     assert job_of(world, job_id).counters.succeeded == 7
 
 
 def test_a_dead_chunk_names_its_records_from_its_message(small_chunks: FakeWorld) -> None:
     job_id = upload_and_chunk(small_chunks, ndjson([user(n) for n in range(1, 6)]))
-    small_chunks.service.on_dead_letter(small_chunks.queue.messages[2])
+    small_chunks.dead_letters.on_dead_letter(small_chunks.queue.messages[2])
 
     failure = job_of(small_chunks, job_id).failure
     assert failure is not None and "chunk 3 (records 5 to 5)" in failure.message
@@ -321,14 +312,14 @@ def test_a_second_chunker_run_for_the_same_job_does_nothing(small_chunks: FakeWo
     job_id = upload_and_chunk(small_chunks, ndjson([user(n) for n in range(1, 4)]))
     messages_before = list(small_chunks.queue.messages)
 
-    small_chunks.service.run_chunker(job_id)
-    small_chunks.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
+    small_chunks.chunker.run_chunker(job_id)
+    small_chunks.chunker.on_object_created(BUCKET, source_key(job_id), "etag-1")
 
     assert small_chunks.queue.messages == messages_before
 
 
 def test_the_chunker_ignores_an_unknown_job(world: FakeWorld) -> None:
-    world.service.run_chunker("no-such-job")
+    world.chunker.run_chunker("no-such-job")
 
     assert world.queue.messages == []
     assert world.store.runs == {}
@@ -357,18 +348,18 @@ def test_a_file_failing_midway_fails_the_job_and_its_sent_chunks_are_skipped(sma
     assert job.failure is not None
     assert job.failure.code == "unterminated_json_array"
     assert len(small_chunks.queue.messages) == 10
-    assert small_chunks.store.chunks_staged(job_id) == 0
+    assert small_chunks.store.progress(job_id).chunks == 0
     assert small_chunks.store.merges == 0
 
 
 def test_a_url_import_reads_the_url() -> None:
     sources: dict[str, bytes] = {SOURCE_URL: ndjson([user(n) for n in range(1, 4)])}
     world = build_world(make_settings(chunk_records=2), open_source_url=lambda url: io.BytesIO(sources[url]))
-    job_id = world.service.submit(url_request(), None, OWNER).body["job_id"]
+    job_id = world.api.submit(url_request(), None, OWNER).body["job_id"]
 
-    world.service.run_chunker(job_id)
+    world.chunker.run_chunker(job_id)
 
-    assert [message["chunk"] for message in world.queue.messages] == [1, 2]
+    assert [message.chunk for message in world.queue.messages] == [1, 2]
     assert job_of(world, job_id).counters.total == 3
 
 
@@ -377,9 +368,9 @@ def test_an_unreachable_url_fails_the_job_with_the_reason() -> None:
         raise SourceUnavailable("source_http_error", f"GET {url} answered HTTP 404")
 
     world = build_world(open_source_url=unreachable)
-    job_id = world.service.submit(url_request(), None, OWNER).body["job_id"]
+    job_id = world.api.submit(url_request(), None, OWNER).body["job_id"]
 
-    world.service.run_chunker(job_id)
+    world.chunker.run_chunker(job_id)
 
     job = job_of(world, job_id)
     assert job.status is JobStatus.FAILED
@@ -388,9 +379,9 @@ def test_an_unreachable_url_fails_the_job_with_the_reason() -> None:
 
 
 def test_a_vanished_upload_fails_the_job(world: FakeWorld) -> None:
-    job_id = world.service.submit(presigned_request(), None, OWNER).body["job_id"]
+    job_id = world.api.submit(presigned_request(), None, OWNER).body["job_id"]
 
-    world.service.run_chunker(job_id)
+    world.chunker.run_chunker(job_id)
 
     job = job_of(world, job_id)
     assert job.status is JobStatus.FAILED
@@ -421,10 +412,10 @@ def test_a_redelivered_chunk_is_counted_once(small_chunks: FakeWorld) -> None:
     job_id = upload_and_chunk(small_chunks, ndjson([user(n) for n in range(1, 6)]))
     first_message = small_chunks.queue.messages[0]
 
-    small_chunks.service.process_chunk(first_message)
-    small_chunks.service.process_chunk(first_message)
+    small_chunks.writer.process_chunk(first_message)
+    small_chunks.writer.process_chunk(first_message)
 
-    view = small_chunks.service.view(job_id, CALLER)
+    view = small_chunks.api.view(job_id, CALLER)
     assert view["status"] == "processing"
     assert (view["progress"]["chunks_done"], view["counters"]["processed"]) == (1, 2)
 
@@ -449,12 +440,12 @@ def test_the_last_writer_finishes_the_job_exactly_once(
     *first_messages, last_message = small_chunks.queue.messages
 
     for message in first_messages:
-        small_chunks.service.process_chunk(message)
+        small_chunks.writer.process_chunk(message)
     assert job_of(small_chunks, job_id).status is JobStatus.PROCESSING
 
-    small_chunks.service.process_chunk(last_message)
-    small_chunks.service.process_chunk(last_message)
-    small_chunks.service.process_chunk(first_messages[0])
+    small_chunks.writer.process_chunk(last_message)
+    small_chunks.writer.process_chunk(last_message)
+    small_chunks.writer.process_chunk(first_messages[0])
 
     job = job_of(small_chunks, job_id)
     assert job.status is JobStatus.COMPLETED
@@ -468,7 +459,7 @@ def test_the_chunker_finishes_the_job_when_writers_were_faster(
     small_chunks: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     finishes = count_calls(monkeypatch, small_chunks.jobs, "finish")
-    small_chunks.queue.deliver = small_chunks.service.process_chunk
+    small_chunks.queue.deliver = small_chunks.writer.process_chunk
 
     job_id = upload_and_chunk(small_chunks, ndjson([user(n) for n in range(1, 6)]))
 
@@ -496,11 +487,11 @@ def test_a_job_with_invalid_records_completes_with_errors_and_a_report(world: Fa
 
 def test_chunks_of_a_failed_job_are_skipped(small_chunks: FakeWorld) -> None:
     job_id = upload_and_chunk(small_chunks, ndjson([user(n) for n in range(1, 4)]))
-    small_chunks.service.fail(job_id, "cancelled_by_test", "stopped")
+    small_chunks.ending.fail(job_id, "cancelled_by_test", "stopped")
 
     deliver_all(small_chunks)
 
-    assert small_chunks.store.chunks_staged(job_id) == 0
+    assert small_chunks.store.progress(job_id).chunks == 0
     assert job_of(small_chunks, job_id).chunks_done == 0
 
 
@@ -509,7 +500,7 @@ def test_a_chunk_the_database_refuses_records_why_and_is_retried(world: FakeWorl
     world.store.staging_error = RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        world.service.process_chunk(world.queue.messages[0])
+        world.writer.process_chunk(world.queue.messages[0])
 
     assert world.store.chunk_failure(job_id, 1) == "RuntimeError: disk full"
     assert job_of(world, job_id).chunks_done == 0
@@ -523,9 +514,9 @@ def test_a_dead_letter_fails_the_job_with_the_chunks_recorded_reason(small_chunk
     small_chunks.store.staging_error = RuntimeError("value too long for type character varying(254)")
     second_chunk = small_chunks.queue.messages[1]
     with pytest.raises(RuntimeError):
-        small_chunks.service.process_chunk(second_chunk)
+        small_chunks.writer.process_chunk(second_chunk)
 
-    small_chunks.service.on_dead_letter(second_chunk)
+    small_chunks.dead_letters.on_dead_letter(second_chunk)
 
     job = job_of(small_chunks, job_id)
     assert job.status is JobStatus.FAILED
@@ -539,7 +530,7 @@ def test_a_dead_letter_fails_the_job_with_the_chunks_recorded_reason(small_chunk
 def test_a_dead_letter_without_recorded_reason_says_so(world: FakeWorld) -> None:
     job_id = upload_and_chunk(world, ndjson([user(1)]))
 
-    world.service.on_dead_letter(world.queue.messages[0])
+    world.dead_letters.on_dead_letter(world.queue.messages[0])
 
     failure = job_of(world, job_id).failure
     assert failure is not None
@@ -550,7 +541,7 @@ def test_a_dead_letter_for_a_finished_job_changes_nothing(world: FakeWorld) -> N
     job_id = upload_and_chunk(world, ndjson([user(1)]))
     deliver_all(world)
 
-    world.service.on_dead_letter(world.queue.messages[0])
+    world.dead_letters.on_dead_letter(world.queue.messages[0])
 
     job = job_of(world, job_id)
     assert job.status is JobStatus.COMPLETED
@@ -565,8 +556,8 @@ def test_a_dropped_file_becomes_one_job_per_object_version(world: FakeWorld) -> 
     world.objects.put_bytes(key, ndjson([user(1), user(2)]))
     first_etag = world.objects.info(key).etag  # type: ignore[union-attr]
 
-    world.service.on_object_created(BUCKET, key, first_etag)
-    world.service.on_object_created(BUCKET, key, first_etag)
+    world.chunker.on_object_created(BUCKET, key, first_etag)
+    world.chunker.on_object_created(BUCKET, key, first_etag)
 
     (job,) = world.jobs.all_jobs()
     assert (job.resource, job.source.kind, job.source.filename) == (Resource.USERS, SourceKind.DROP, "new users.ndjson")
@@ -575,7 +566,7 @@ def test_a_dropped_file_becomes_one_job_per_object_version(world: FakeWorld) -> 
     assert len(world.queue.messages) == 1
 
     world.objects.put_bytes(key, ndjson([user(3)]))
-    world.service.on_object_created(BUCKET, key, world.objects.info(key).etag)  # type: ignore[union-attr]
+    world.chunker.on_object_created(BUCKET, key, world.objects.info(key).etag)  # type: ignore[union-attr]
 
     assert len(world.jobs.all_jobs()) == 2
     assert len(world.queue.messages) == 2
@@ -585,7 +576,7 @@ def test_a_dropped_file_becomes_one_job_per_object_version(world: FakeWorld) -> 
 def test_objects_outside_known_drop_folders_are_ignored(world: FakeWorld, key: str) -> None:
     world.objects.put_bytes(key, ndjson([user(1)]))
 
-    world.service.on_object_created(BUCKET, key, "etag-1")
+    world.chunker.on_object_created(BUCKET, key, "etag-1")
 
     assert world.jobs.all_jobs() == []
     assert world.queue.messages == []
@@ -594,13 +585,13 @@ def test_objects_outside_known_drop_folders_are_ignored(world: FakeWorld, key: s
 def test_a_drop_folder_marker_is_not_an_import(world: FakeWorld) -> None:
     world.objects.put_bytes("drop/users/", b"")
 
-    world.service.on_object_created(BUCKET, "drop/users/", "d41d8cd98f00b204e9800998ecf8427e")
+    world.chunker.on_object_created(BUCKET, "drop/users/", "d41d8cd98f00b204e9800998ecf8427e")
 
     assert world.jobs.all_jobs() == []
 
 
 def test_a_chunker_retry_after_a_crash_chunks_the_file(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
-    job_id = world.service.submit(multipart_request(ndjson([user(1)])), None, OWNER).body["job_id"]
+    job_id = world.api.submit(multipart_request(ndjson([user(1)])), None, OWNER).body["job_id"]
     real_put_bytes = world.objects.put_bytes
 
     def unavailable(*_: object) -> None:
@@ -608,10 +599,10 @@ def test_a_chunker_retry_after_a_crash_chunks_the_file(world: FakeWorld, monkeyp
 
     monkeypatch.setattr(world.objects, "put_bytes", unavailable)
     with pytest.raises(ConnectionError):
-        world.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
+        world.chunker.on_object_created(BUCKET, source_key(job_id), "etag-1")
     monkeypatch.setattr(world.objects, "put_bytes", real_put_bytes)
 
-    world.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
+    world.chunker.on_object_created(BUCKET, source_key(job_id), "etag-1")
 
     assert len(world.queue.messages) == 1
 
@@ -620,32 +611,32 @@ def test_a_chunker_retry_after_a_crash_chunks_the_file(world: FakeWorld, monkeyp
 
 
 def test_a_cancelled_job_stages_and_merges_nothing(world: FakeWorld) -> None:
-    job_id = world.service.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None, OWNER).body["job_id"]
+    job_id = world.api.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None, OWNER).body["job_id"]
     world.objects.put_bytes(source_key(job_id), b'{"email": "a@example.com", "name": "A"}\n')
 
-    view = world.service.cancel(job_id, CALLER)
+    view = world.api.cancel(job_id, CALLER)
 
     assert view["status"] == "cancelled"
-    world.service.run_chunker(job_id)  # the upload's event arrives after the cancel
+    world.chunker.run_chunker(job_id)  # the upload's event arrives after the cancel
     job = world.jobs.get(job_id)
     assert job is not None and job.status is JobStatus.CANCELLED
     assert world.queue.messages == []
 
 
 def test_cancelling_an_ended_job_is_a_conflict(world: FakeWorld) -> None:
-    job_id = world.service.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None, OWNER).body["job_id"]
-    world.service.cancel(job_id, CALLER)
-    with pytest.raises(Problem) as raised:
-        world.service.cancel(job_id, CALLER)
-    assert (raised.value.status, raised.value.code) == (409, "job_already_ended")
+    job_id = world.api.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None, OWNER).body["job_id"]
+    world.api.cancel(job_id, CALLER)
+    with pytest.raises(Conflict) as raised:
+        world.api.cancel(job_id, CALLER)
+    assert raised.value.code == "job_already_ended"
 
 
 # ====================================================================================== failed invocations
 
 
 def test_a_chunker_invocation_that_ran_out_of_retries_fails_its_jobs(world: FakeWorld) -> None:
-    upload_job = world.service.submit(NewImport(resource=Resource.USERS, format=Format.CSV), None, OWNER).body["job_id"]
-    url_job = world.service.submit(
+    upload_job = world.api.submit(NewImport(resource=Resource.USERS, format=Format.CSV), None, OWNER).body["job_id"]
+    url_job = world.api.submit(
         NewImport(resource=Resource.USERS, format=Format.CSV, url="https://example.com/u.csv"), None, OWNER
     ).body["job_id"]
     s3_event = {
@@ -654,12 +645,14 @@ def test_a_chunker_invocation_that_ran_out_of_retries_fails_its_jobs(world: Fake
         ]
     }
     for payload in (s3_event, {"job_id": url_job}):
-        world.service.on_failed_invocation(
-            {
-                "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
-                "requestPayload": payload,
-                "responsePayload": {"errorMessage": "connection reset by peer", "errorType": "ConnectionError"},
-            }
+        world.dead_letters.on_failed_invocation(
+            FailedChunkerRun.model_validate(
+                {
+                    "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+                    "requestPayload": payload,
+                    "responsePayload": {"errorMessage": "connection reset by peer", "errorType": "ConnectionError"},
+                }
+            )
         )
 
     for job_id in (upload_job, url_job):
@@ -675,9 +668,9 @@ def test_a_chunker_invocation_that_ran_out_of_retries_fails_its_jobs(world: Fake
 def test_a_finished_job_is_counted_in_the_metrics_once(world: FakeWorld) -> None:
     job_id = upload_and_chunk(world, ndjson([user(1), user(2), {"email": "not-an-email", "name": "Bad"}]))
     deliver_all(world)
-    world.service.finish_if_complete(job_id)  # a replay (a redelivered last chunk) finishes nothing again
+    world.ending.finish_if_complete(job_id)  # a replay (a redelivered last chunk) finishes nothing again
 
-    registry = world.service.metrics.registry
+    registry = world.metrics.registry
     records = "bulkio_records_total"
     assert registry.get_sample_value(records, {"resource": "users", "outcome": "succeeded"}) == 2
     assert registry.get_sample_value(records, {"resource": "users", "outcome": "failed"}) == 1
@@ -696,7 +689,7 @@ def test_logs_at_info_and_above_carry_no_record_content(world: FakeWorld, caplog
     job_id = upload_and_chunk(world, ndjson(secret_records))
     deliver_all(world)
     other_job = upload_and_chunk(world, ndjson([user(9)]))
-    world.service.fail(other_job, "chunk_failed", "Key (email)=(private.person@example.com) already exists")
+    world.ending.fail(other_job, "chunk_failed", "Key (email)=(private.person@example.com) already exists")
 
     def text(records: list[logging.LogRecord]) -> str:
         return "\n".join(f"{record.getMessage()} {record.__dict__}" for record in records)
@@ -711,8 +704,8 @@ def test_logs_at_info_and_above_carry_no_record_content(world: FakeWorld, caplog
 def test_caller_chosen_names_never_reach_object_keys(world: FakeWorld) -> None:
     hostile = "../../reports/other-job/errors.ndjson\r\n%2e%2e;rm -rf ~.csv"
     request = NewImport(Resource.USERS, Format.NDJSON, filename=hostile, file=io.BytesIO(ndjson([user(1)])))
-    job_id = world.service.submit(request, None, OWNER).body["job_id"]
-    world.service.on_object_created(BUCKET, source_key(job_id), "etag-1")
+    job_id = world.api.submit(request, None, OWNER).body["job_id"]
+    world.chunker.on_object_created(BUCKET, source_key(job_id), "etag-1")
     deliver_all(world)
 
     keys = world.objects.keys()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from bulkio.domain.jobs import JobStatus
 from bulkio.domain.resources import Resource
-from bulkio.services.imports import NewImport
+from bulkio.services.imports.api import NewImport
 
 from tests.fakes import OWNER, build_world, make_settings
 
@@ -61,9 +61,9 @@ def loopback_port() -> Iterator[int]:
 def test_loopback_url_fails_the_job_without_a_connection(host: str, loopback_port: int) -> None:
     world = build_world(make_settings(allow_http_urls=True, url_timeout_seconds=2, url_allowed_hosts=""))
     request = NewImport(resource=Resource.USERS, format=None, url=f"http://{host}:{loopback_port}/users.csv")
-    job_id = world.service.submit(request, None, OWNER).body["job_id"]
+    job_id = world.api.submit(request, None, OWNER).body["job_id"]
 
-    world.service.run_chunker(job_id)
+    world.chunker.run_chunker(job_id)
 
     job = world.jobs.get(job_id)
     assert job is not None and job.failure is not None
@@ -77,9 +77,9 @@ def test_the_same_server_is_read_when_allowlisted(loopback_port: int) -> None:
     """The control: the refusals above come from the address check, not from an unreachable server."""
     world = build_world(make_settings(allow_http_urls=True, url_timeout_seconds=2, url_allowed_hosts="127.0.0.1"))
     request = NewImport(resource=Resource.USERS, format=None, url=f"http://127.0.0.1:{loopback_port}/users.csv")
-    job_id = world.service.submit(request, None, OWNER).body["job_id"]
+    job_id = world.api.submit(request, None, OWNER).body["job_id"]
 
-    world.service.run_chunker(job_id)
+    world.chunker.run_chunker(job_id)
 
     assert _CountingHandler.requests == ["/users.csv"]
     assert len(world.queue.messages) == 1

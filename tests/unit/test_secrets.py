@@ -16,7 +16,8 @@ from bulkio.adapters.secrets import (
     redact,
 )
 from bulkio.config import Settings
-from bulkio.services import bootstrap, health
+from bulkio import bootstrap
+from bulkio.services import health
 from psycopg2.extensions import parse_dsn
 
 from tests.fakes import make_settings

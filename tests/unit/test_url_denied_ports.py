@@ -27,8 +27,8 @@ from bulkio.adapters.http_source import Allowlist, SourceUnavailable, check_url,
 from bulkio.config import Settings
 from bulkio.domain.jobs import JobStatus
 from bulkio.domain.resources import Resource
-from bulkio.services import bootstrap
-from bulkio.services.imports import NewImport
+from bulkio import bootstrap
+from bulkio.services.imports.api import NewImport
 
 from infra.local import denied_ports
 from infra.local.template_model import Function
@@ -182,8 +182,7 @@ def test_the_api_answers_400_invalid_url(monkeypatch: pytest.MonkeyPatch) -> Non
         allow_http_urls=True, url_allowed_hosts="127.0.0.1,localhost", url_denied_ports=frozenset({4566})
     )
     world = build_world(settings)
-    monkeypatch.setattr(bootstrap, "import_service", lambda: world.service)
-    monkeypatch.setattr(api, "import_service", lambda: world.service)
+    monkeypatch.setattr(bootstrap, "wiring", world.wiring())
 
     problem = assert_problem(post_json(api, {"resource": "users", "url": "http://127.0.0.1:4566/"}), 400, "invalid_url")
 

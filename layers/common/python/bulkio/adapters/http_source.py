@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
+from bulkio.domain.sources import SourceUnavailable
+
 DEFAULT_MAX_REDIRECTS = 3
 DEFAULT_MAX_BYTES = 5 * 1024**3
 # Under the chunker's 15-minute Lambda limit: the job fails with the reason, not with a timed-out function.
@@ -43,15 +45,6 @@ USER_AGENT = "bulkio-importer/1"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class SourceUnavailable(Exception):
-    """The source could not be opened; `message` says why and what to do."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def check_url(url: str, allow_http: bool, denied_ports: Collection[int] = ()) -> str | None:

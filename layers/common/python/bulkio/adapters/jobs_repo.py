@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -16,14 +16,16 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from bulkio.domain.idempotency import StoredRequest
+from bulkio.domain.idempotency import IdempotencyClaim, StoredRequest
 from bulkio.domain.jobs import (
     FINAL_STATUSES,
     Counters,
     ImportJob,
+    InvalidCursor,
     JobFailure,
     JobSource,
     JobStatus,
+    LeaseLost,
     SourceKind,
     final_status,
     iso,
@@ -35,10 +37,6 @@ from bulkio.domain.resources import Format, Resource
 JOBS_BY_CREATION_INDEX = "by_kind_created"
 JOBS_BY_OWNER_INDEX = "by_owner_created"  # sparse: only jobs with an owner (not S3 drops)
 OPEN_JOBS_INDEX = "by_open_created"  # sparse: only jobs that have not ended (`open_kind` goes when they end)
-
-
-class LeaseLost(RuntimeError):
-    """Another chunker run holds the job now: this one must stop without touching the job."""
 
 
 COMPLETED_VALUES = frozenset({JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value})
@@ -57,10 +55,6 @@ def _is_condition_failure(error: ClientError) -> bool:
 
 def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, Decimal | int) else None
-
-
-class InvalidCursor(ValueError):
-    """A listing cursor this repository did not hand out for this listing."""
 
 
 def owner_kind(owner: str, kind: str) -> str:
@@ -140,16 +134,6 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         lease_until=_int(item.get("lease_until")),
         chunker_runs=_int(item.get("chunker_runs")) or 0,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyClaim:
-    scope: str
-    key: str
-    fingerprint: str
-    job_id: str
-    ttl_seconds: int
-    lock_seconds: int = 60
 
 
 class DynamoJobRepository:

@@ -24,21 +24,12 @@ from urllib.parse import urlsplit
 from aws_lambda_powertools import Logger
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, delete_from_gateway, push_to_gateway
 
+from bulkio.domain.metrics import JobSummary
+
 logger = Logger(child=True)
 
 PUSH_TIMEOUT_SECONDS = 2.0
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-
-@dataclass(frozen=True, slots=True)
-class JobSummary:
-    kind: str  # import | export
-    job_id: str
-    resource: str
-    status: str
-    rows: int
-    failed: int
-    duration_seconds: float
 
 
 @dataclass

@@ -10,22 +10,33 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, BinaryIO, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg2
 import psycopg2.extensions
 from psycopg2.extensions import connection as Connection
 from psycopg2.extensions import cursor as Cursor
 
+from bulkio.adapters.copy_format import (
+    COPY_BUFFER_BYTES,
+    CSV_REPORT_SQL,
+    ERRORS_COPY_SQL,
+    NDJSON_REPORT_SQL,
+    NUL,
+    REPORT_ORDER,
+    ROW_ENCODERS,
+    STAGE_COPY_SQL,
+    CopySource,
+    CountingSink,
+    copy_error_line,
+)
 from bulkio.adapters.merge_sql import MERGE_SQL, STAGE_TABLES
-from bulkio.domain.errors import RecordError
-from bulkio.domain.resources import COLUMNS, Resource
+from bulkio.domain.objects import ByteSink
+from bulkio.domain.resources import Resource
+from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
 from bulkio.domain.sweep import RunState
 
 APPLICATION_NAME = "bulkio"
-COPY_BUFFER_BYTES = 1 << 16
 # Memory for the merge's sorts (three window passes over the job's rows); per transaction, not per server.
 MERGE_WORK_MEM = "256MB"
 # Merges of one resource run one at a time across jobs (pg_advisory_xact_lock(class, resource)), because
@@ -34,54 +45,6 @@ MERGE_LOCK_CLASS = 0x6275_6C6B  # "bulk"
 MERGE_LOCK_IDS: dict[Resource, int] = {Resource.USERS: 1, Resource.ARTICLES: 2, Resource.COMMENTS: 3}
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class StagedRecord:
-    """A valid record. `row` holds normalized values keyed by COLUMNS[resource]; `raw` its original JSON."""
-
-    index: int
-    line: int | None
-    row: dict[str, Any]
-    raw: str
-
-
-@dataclass(frozen=True, slots=True)
-class FailedRecord:
-    """An invalid record. `raw` is the original record as JSON text (or a JSON string of unparseable text)."""
-
-    index: int
-    line: int | None
-    error: RecordError
-    raw: str
-
-
-@dataclass(frozen=True, slots=True)
-class StagingProgress:
-    """How far a job's writers got: chunks staged, their records, and how many of those failed validation."""
-
-    chunks: int
-    records: int
-    failed: int
-
-
-@dataclass(frozen=True, slots=True)
-class MergeOutcome:
-    records_total: int
-    succeeded: int
-    failed: int
-    errors_by_code: dict[str, int]
-    merged_now: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StagingLost:
-    """The merge found claimed chunks whose staged rows are gone (staging is UNLOGGED: a crash recovery of
-    PostgreSQL empties it, while the logged claims remain). Their claims were removed: the chunks must be sent
-    to the writers again. `restages` counts how often this happened to the job, this time included."""
-
-    chunks: tuple[int, ...]
-    restages: int
 
 
 def connect(dsn: str) -> Connection:
@@ -100,186 +63,15 @@ def connect(dsn: str) -> Connection:
     )
 
 
-# ---------------------------------------------------------------------------------------------- COPY encoding
-
-_COPY_NULL = "\\N"
-_NUL = "\x00"
-# PostgreSQL text cannot hold NUL. Stored values never have one (validation refuses them: invalid_character),
-# but text that is only reported (an error's message, field, value and record) may: it is written as the six
-# characters \u0000, NUL's JSON escape, so a JSON column stays JSON. Doubled: COPY's text format un-doubles it.
-_NUL_IN_COPY_TEXT = "\\\\u0000"
-
-
-def _without_nul(line: str) -> str:
-    """A COPY line that PostgreSQL accepts whatever the text in it (the probe is one scan in C)."""
-    return line.replace(_NUL, _NUL_IN_COPY_TEXT) if _NUL in line else line
-
-
-def _copy_text(value: Any) -> str:
-    if value is None:
-        return _COPY_NULL
-    # str.replace hands back its input when there is nothing to replace (the common case): cheaper than
-    # str.translate or a regex probe on this hot path (a million calls per million-record import).
-    text = value if value.__class__ is str else str(value)
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-
-
-def _copy_boolean(value: bool | None) -> str:
-    return _COPY_NULL if value is None else ("t" if value else "f")
-
-
-def _copy_timestamp(value: datetime | None) -> str:
-    return _COPY_NULL if value is None else value.isoformat()
-
-
-def _copy_text_array(items: Iterable[str | None] | None) -> str:
-    if items is None:
-        return _COPY_NULL
-
-    def element(item: str | None) -> str:
-        return "NULL" if item is None else '"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    return _copy_text("{" + ",".join(element(item) for item in items) + "}")
-
-
-_COLUMN_ENCODERS: dict[str, Callable[[Any], str]] = {
-    "active": _copy_boolean,
-    "created_at": _copy_timestamp,
-    "updated_at": _copy_timestamp,
-    "published_at": _copy_timestamp,
-    "tags": _copy_text_array,
-}
-
-
-def _row_encoder(resource: Resource) -> Callable[[str, int, int | None, dict[str, Any], str], str]:
-    """A function turning one staged record into one line of COPY text format: job, index, line, the columns in
-    COLUMNS order, the raw record, and `provided`, the bitmask of the columns the row holds (bit i for
-    COLUMNS[resource][i]; a column the record leaves out keeps its stored value, see merge_sql)."""
-    encoders = [
-        (column, _COLUMN_ENCODERS.get(column, _copy_text), 1 << bit) for bit, column in enumerate(COLUMNS[resource])
-    ]
-
-    def encode(job_id: str, index: int, line: int | None, row: dict[str, Any], raw: str) -> str:
-        fields = [_copy_text(job_id), str(index), _COPY_NULL if line is None else str(line)]
-        provided = 0
-        for column, encode_value, bit in encoders:
-            if column in row:
-                provided |= bit
-                fields.append(encode_value(row[column]))
-            else:
-                fields.append(_COPY_NULL)
-        fields.append(_copy_text(raw))
-        fields.append(str(provided))
-        return _without_nul("\t".join(fields) + "\n")
-
-    return encode
-
-
-_ROW_ENCODERS = {resource: _row_encoder(resource) for resource in Resource}
-
-
-def _json_text(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _copy_error_line(job_id: str, record: FailedRecord) -> str:
-    error = record.error
-    fields = (
-        job_id,
-        str(record.index),
-        None if record.line is None else str(record.line),
-        str(error.code),
-        error.field,
-        error.message,
-        _json_text(error.value),
-        record.raw,
-    )
-    return _without_nul("\t".join(map(_copy_text, fields)) + "\n")
-
-
-class _CopySource:
-    """A file-like reader over lazily produced COPY lines, so a chunk is never held in memory twice."""
-
-    def __init__(self, lines: Iterator[str]) -> None:
-        self._lines = lines
-        self._buffer = bytearray()
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            line = next(self._lines, None)
-            if line is None:
-                break
-            self._buffer += line.encode("utf-8")
-        taken = len(self._buffer) if size < 0 else min(size, len(self._buffer))
-        data = bytes(self._buffer[:taken])
-        del self._buffer[:taken]
-        return data
-
-    def readline(self, size: int = -1) -> bytes:
-        return self.read(size)
-
-
-class _CountingSink:
-    def __init__(self, sink: BinaryIO) -> None:
-        self._sink = sink
-        self.bytes_written = 0
-
-    def write(self, data: bytes) -> int:
-        self._sink.write(data)
-        self.bytes_written += len(data)
-        return len(data)
-
-
-_STAGE_COPY_SQL: dict[Resource, str] = {
-    resource: f"COPY {STAGE_TABLES[resource]} (job_id, idx, line, {', '.join(columns)}, raw, provided) FROM STDIN"
-    for resource, columns in COLUMNS.items()
-}
-_ERRORS_COPY_SQL = "COPY import_errors (job_id, idx, line, code, field, message, value_json, record_json) FROM STDIN"
-
-_REPORT_ORDER = "ORDER BY idx, code, field, message"
-
-
-def _neutralized(column: str) -> str:
-    # Spreadsheets run cells starting with these characters as formulas; a leading quote makes them text.
-    return (
-        f"CASE WHEN left({column}, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') THEN '''' || {column} ELSE {column} END"
-    )
-
-
-def _one_line(column: str) -> str:
-    # Valid JSON has line breaks only as insignificant whitespace, so this keeps each error on one line.
-    return f"regexp_replace({column}, '[\\r\\n]+', ' ', 'g')"
-
-
-_NDJSON_REPORT_SQL = f"""
-COPY (
-    SELECT '{{"line":' || coalesce(line::text, 'null')
-        || ',"index":' || idx::text
-        || ',"code":' || to_json(code)::text
-        || ',"field":' || coalesce(to_json(field)::text, 'null')
-        || ',"message":' || to_json(message)::text
-        || ',"value":' || coalesce({_one_line("value_json")}, 'null')
-        || ',"record":' || {_one_line("record_json")}
-        || '}}'
-    FROM import_errors WHERE job_id = %s {_REPORT_ORDER}
-) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x01', QUOTE E'\\x02')
-"""
-# The CSV format with control characters as delimiter and quote writes each line verbatim: the text format
-# would escape every backslash of the JSON, and valid JSON text never holds a raw control character.
-
-_CSV_REPORT_SQL = f"""
-COPY (
-    SELECT line, idx AS "index", code,
-        {_neutralized("field")} AS field,
-        {_neutralized("message")} AS message,
-        {_neutralized("value_json")} AS value,
-        {_neutralized("record_json")} AS record
-    FROM import_errors WHERE job_id = %s {_REPORT_ORDER}
-) TO STDOUT WITH (FORMAT csv, HEADER true)
-"""
-
-
 # ---------------------------------------------------------------------------------------------- the store
+
+
+def _one_row(cursor: Cursor) -> tuple[Any, ...]:
+    """The row of a statement that always answers one (an aggregate, a row this transaction holds or wrote)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("the statement answered no row")
+    return row
 
 
 def is_broken(error: BaseException, connection: Connection) -> bool:
@@ -352,7 +144,7 @@ class ImportStore(OneConnection):
         """Stage one chunk exactly once: False (and nothing changed) when it had been staged before."""
         copying_started = False
 
-        encode = _ROW_ENCODERS[resource]
+        encode = ROW_ENCODERS[resource]
         staged_count = 0
         failed_indexes: set[int] = set()
         first_index: int | None = None
@@ -369,7 +161,7 @@ class ImportStore(OneConnection):
             for record in failed:
                 failed_indexes.add(record.index)
                 first_index = record.index if first_index is None else min(first_index, record.index)
-                yield _copy_error_line(job_id, record)
+                yield copy_error_line(job_id, record)
 
         staged_lines = counted_staged()
         failed_lines = counted_failed()
@@ -389,7 +181,7 @@ class ImportStore(OneConnection):
                 "SELECT merged_at IS NULL AND failed_at IS NULL FROM import_runs WHERE job_id = %s FOR SHARE",
                 (job_id,),
             )
-            if not cursor.fetchone()[0]:
+            if not _one_row(cursor)[0]:
                 return False
             cursor.execute(
                 "INSERT INTO import_chunks (job_id, chunk_no) VALUES (%s, %s) ON CONFLICT DO NOTHING",
@@ -398,8 +190,8 @@ class ImportStore(OneConnection):
             if cursor.rowcount == 0:
                 return False
             copying_started = True
-            cursor.copy_expert(_STAGE_COPY_SQL[resource], _CopySource(staged_lines), COPY_BUFFER_BYTES)
-            cursor.copy_expert(_ERRORS_COPY_SQL, _CopySource(failed_lines), COPY_BUFFER_BYTES)
+            cursor.copy_expert(STAGE_COPY_SQL[resource], CopySource(staged_lines), COPY_BUFFER_BYTES)
+            cursor.copy_expert(ERRORS_COPY_SQL, CopySource(failed_lines), COPY_BUFFER_BYTES)
             cursor.execute(
                 "UPDATE import_chunks SET records = %s, failed = %s, first_idx = %s"
                 " WHERE job_id = %s AND chunk_no = %s",
@@ -450,7 +242,7 @@ class ImportStore(OneConnection):
             if run_failed or chunks_total is None:
                 return None
             cursor.execute("SELECT count(*) FROM import_chunks WHERE job_id = %s", (job_id,))
-            if cursor.fetchone()[0] < chunks_total:
+            if _one_row(cursor)[0] < chunks_total:
                 return None
             resource = Resource(resource_name)
             lost = self._unstage_lost_chunks(cursor, job_id, resource)
@@ -470,7 +262,7 @@ class ImportStore(OneConnection):
             " (SELECT coalesce(sum(records - failed), 0) FROM import_chunks WHERE job_id = %(job)s)",
             {"job": job_id},
         )
-        staged, expected = cursor.fetchone()
+        staged, expected = _one_row(cursor)
         if staged == expected:
             return None
         cursor.execute(
@@ -489,7 +281,7 @@ class ImportStore(OneConnection):
                     (job_id, first_idx, first_idx + records),
                 )
         cursor.execute("UPDATE import_runs SET restages = restages + 1 WHERE job_id = %s RETURNING restages", (job_id,))
-        restages = cursor.fetchone()[0]
+        restages = _one_row(cursor)[0]
         return StagingLost(tuple(sorted(chunk_no for chunk_no, _, _ in lost)), restages)
 
     @staticmethod
@@ -502,14 +294,14 @@ class ImportStore(OneConnection):
         # the planner may take a million-row job for an empty one.
         cursor.execute(f"ANALYZE {STAGE_TABLES[resource]}")
         cursor.execute(MERGE_SQL[resource], {"job_id": job_id})
-        succeeded = cursor.fetchone()[0]
+        succeeded = _one_row(cursor)[0]
         cursor.execute(
             "SELECT code, count(*) FROM import_errors WHERE job_id = %s GROUP BY code ORDER BY code",
             (job_id,),
         )
         errors_by_code = {code: count for code, count in cursor.fetchall()}
         cursor.execute("SELECT count(DISTINCT idx) FROM import_errors WHERE job_id = %s", (job_id,))
-        failed = cursor.fetchone()[0]
+        failed = _one_row(cursor)[0]
         cursor.execute(
             "UPDATE import_runs SET merged_at = now(), succeeded = %s, failed = %s, errors_by_code = %s"
             " WHERE job_id = %s",
@@ -525,12 +317,9 @@ class ImportStore(OneConnection):
                 " FROM import_chunks WHERE job_id = %s",
                 (job_id,),
             )
-            return StagingProgress(*cursor.fetchone())
+            return StagingProgress(*_one_row(cursor))
 
         return self._transaction(work)
-
-    def chunks_staged(self, job_id: str) -> int:
-        return self.progress(job_id).chunks
 
     def run_state(self, job_id: str) -> RunState | None:
         def work(cursor: Cursor) -> RunState | None:
@@ -593,7 +382,7 @@ class ImportStore(OneConnection):
         def work(cursor: Cursor) -> list[dict[str, Any]]:
             cursor.execute(
                 "SELECT line, idx, code, field, message, value_json, record_json"
-                f" FROM import_errors WHERE job_id = %s {_REPORT_ORDER} LIMIT %s",
+                f" FROM import_errors WHERE job_id = %s {REPORT_ORDER} LIMIT %s",
                 (job_id, limit),
             )
             return [
@@ -611,10 +400,10 @@ class ImportStore(OneConnection):
 
         return self._transaction(work)
 
-    def write_error_report(self, job_id: str, fmt: Literal["ndjson", "csv"], sink: BinaryIO) -> int:
+    def write_error_report(self, job_id: str, fmt: Literal["ndjson", "csv"], sink: ByteSink) -> int:
         """Stream the job's errors into `sink` in constant memory; return the number of bytes written."""
-        report_sql = {"ndjson": _NDJSON_REPORT_SQL, "csv": _CSV_REPORT_SQL}[fmt]
-        counting_sink = _CountingSink(sink)
+        report_sql = {"ndjson": NDJSON_REPORT_SQL, "csv": CSV_REPORT_SQL}[fmt]
+        counting_sink = CountingSink(sink)
 
         def work(cursor: Cursor) -> int:
             # copy_expert takes no parameters; mogrify binds job_id exactly as execute() would.
@@ -633,7 +422,7 @@ class ImportStore(OneConnection):
                 " ON CONFLICT (job_id, chunk_no) DO UPDATE SET attempts = import_chunk_failures.attempts + 1,"
                 " last_error = excluded.last_error, updated_at = now()",
                 # A reason may quote the data (a NUL included), which PostgreSQL text cannot hold.
-                (job_id, chunk_no, error.replace(_NUL, "\\u0000")),
+                (job_id, chunk_no, error.replace(NUL, "\\u0000")),
             )
         )
 

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
+from bulkio.domain.objects import ObjectChanged, ObjectInfo, PresignedUpload
+
 PART_SIZE = 8 * 1024 * 1024  # above S3's 5 MiB minimum part size
-
-
-@dataclass(frozen=True, slots=True)
-class PresignedUpload:
-    url: str
-    method: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    size: int
-    etag: str
-    version_id: str | None = None  # None in a bucket without versioning
-
-
-class ObjectChanged(Exception):
-    """The object's pinned version is gone: it was replaced in a bucket that keeps no versions."""
 
 
 def _error_code(error: Exception) -> str:

@@ -1,11 +1,15 @@
-"""The chunk queue: one small message per chunk, carrying a reference to the chunk object, never records."""
+"""The chunk queue: one small message per chunk, carrying a reference to the chunk object, never records; and the
+shape in which Lambda's SQS event source hands those messages (and dead letters) to the functions."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from pydantic import BaseModel, Json
+
+from bulkio.domain.chunks import ChunkMessage, FailedChunkerRun
 
 SEND_BATCH = 10  # SQS SendMessageBatch limit
 
@@ -15,8 +19,8 @@ class ChunkQueue:
         self._sqs = sqs_client
         self._url = queue_url
 
-    def send(self, messages: Iterable[dict[str, Any]]) -> None:
-        batch: list[dict[str, Any]] = []
+    def send(self, messages: Iterable[ChunkMessage]) -> None:
+        batch: list[ChunkMessage] = []
         for message in messages:
             batch.append(message)
             if len(batch) == SEND_BATCH:
@@ -29,8 +33,8 @@ class ChunkQueue:
         """A received message comes back only after `seconds` (its visibility timeout from now)."""
         self._sqs.change_message_visibility(QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds)
 
-    def _send_batch(self, batch: list[dict[str, Any]]) -> None:
-        entries = [{"Id": str(n), "MessageBody": orjson.dumps(m).decode()} for n, m in enumerate(batch)]
+    def _send_batch(self, batch: list[ChunkMessage]) -> None:
+        entries = [{"Id": str(n), "MessageBody": m.to_json()} for n, m in enumerate(batch)]
         response = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)
         failed = response.get("Failed") or []
         if failed:
@@ -38,3 +42,25 @@ class ChunkQueue:
             response = self._sqs.send_message_batch(QueueUrl=self._url, Entries=retry)
             if response.get("Failed"):
                 raise RuntimeError(f"SQS refused {len(response['Failed'])} chunk messages: {response['Failed']}")
+
+
+class DeliveryAttributes(BaseModel):
+    """The one attribute of a received message the functions read. Lambda sends more (SenderId, timestamps);
+    they are not required, so that a record is never refused for metadata nobody reads."""
+
+    ApproximateReceiveCount: str
+
+
+class ChunkRecord(SqsRecordModel):
+    """A chunk message as the writer receives it. A body that is not a chunk message fails the record (it is
+    retried, then dead-lettered) before the writer runs."""
+
+    body: Json[ChunkMessage]
+    attributes: DeliveryAttributes  # type: ignore[assignment]  # fewer required fields than the base model
+
+
+class DeadLetterRecord(SqsRecordModel):
+    """What the dead-letter queue holds: a chunk message that kept failing, or the chunker's OnFailure record."""
+
+    body: Json[ChunkMessage | FailedChunkerRun]
+    attributes: DeliveryAttributes  # type: ignore[assignment]  # fewer required fields than the base model

@@ -10,13 +10,64 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 from bulkio.domain.errors import ErrorCode, RecordError
 from bulkio.domain.parsing import SourceRecord
+from bulkio.domain.resources import Resource
 
 
 def chunk_key(job_id: str, chunk_no: int) -> str:
     return f"chunks/{job_id}/{chunk_no:06d}.ndjson"
+
+
+class ChunkMessage(BaseModel):
+    """The SQS message announcing one chunk: a reference to the chunk object, never records. `first` and
+    `records` only name its records in dead-letter reports (a re-sent chunk's message leaves them out)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    resource: Resource
+    chunk: int
+    key: str
+    first: int | None = None
+    records: int | None = None
+
+    @classmethod
+    def announcing(
+        cls, job_id: str, resource: Resource, chunk_no: int, first: int | None = None, records: int | None = None
+    ) -> ChunkMessage:
+        return cls(
+            job_id=job_id,
+            resource=resource,
+            chunk=chunk_no,
+            key=chunk_key(job_id, chunk_no),
+            first=first,
+            records=records,
+        )
+
+    def to_json(self) -> str:
+        """The message body: the absent `first` and `records` are left out, not sent as null."""
+        return self.model_dump_json(exclude_none=True)
+
+
+class FailedChunkerRun(BaseModel):
+    """What the dead-letter queue receives when the chunker failed on an event after all its retries (a Lambda
+    OnFailure destination record): the event it was given, its error, and how many times it was invoked."""
+
+    request_payload: dict[str, Any] = Field(alias="requestPayload")
+    response_payload: Any = Field(None, alias="responsePayload")
+    request_context: dict[str, Any] = Field(default_factory=dict, alias="requestContext")
+
+    @property
+    def reason(self) -> str | None:
+        error = self.response_payload or {}
+        return error.get("errorMessage") if isinstance(error, dict) else str(error)
+
+    @property
+    def attempts(self) -> Any:
+        return self.request_context.get("approximateInvokeCount", "several")
 
 
 RECORD_KEY = b',"r":'
@@ -30,10 +81,6 @@ def encode_entry(record: SourceRecord) -> bytes:
         return head + b',"e":' + orjson.dumps(entry, default=str) + b',"raw":' + orjson.dumps(record.raw) + b"}\n"
     # The record comes last, so that a reader can take its JSON text as it is instead of encoding it again.
     return head + RECORD_KEY + orjson.dumps(record.data, default=str) + b"}\n"
-
-
-def encode_chunk(records: Iterable[SourceRecord]) -> bytes:
-    return b"".join(encode_entry(record) for record in records)
 
 
 class EncodedChunk(NamedTuple):
@@ -63,7 +110,7 @@ def encode_chunks(records: Iterable[SourceRecord], max_records: int, max_bytes: 
 
 
 class ChunkEntry(NamedTuple):  # a tuple: built a million times per job, far cheaper than a frozen dataclass
-    index: int
+    index: int  # type: ignore[assignment]  # the record's number; hides tuple.index(), which nothing calls
     line: int | None
     record: dict[str, Any] | None
     error: RecordError | None

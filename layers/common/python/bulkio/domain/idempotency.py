@@ -22,6 +22,18 @@ def fingerprint(request: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """A request's claim on its Idempotency-Key: the job id it will create, held `lock_seconds` while it runs."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    job_id: str
+    ttl_seconds: int
+    lock_seconds: int = 60
+
+
+@dataclass(frozen=True, slots=True)
 class StoredRequest:
     fingerprint: str
     job_id: str

@@ -26,6 +26,14 @@ FINAL_STATUSES = frozenset(
 STARTABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.AWAITING_UPLOAD})
 
 
+class LeaseLost(RuntimeError):
+    """Another chunker run holds the job now: this one must stop without touching the job."""
+
+
+class InvalidCursor(ValueError):
+    """A listing cursor the job repository did not hand out for this listing."""
+
+
 class SourceKind(StrEnum):
     MULTIPART = "multipart"
     PRESIGNED = "presigned"
@@ -132,10 +140,6 @@ def progress(job: ImportJob) -> dict[str, Any]:
     return {"chunks_total": job.chunks_total, "chunks_done": job.chunks_done, "percent": percent}
 
 
-def job_links(job_id: str) -> dict[str, str]:
-    return {"self": f"/v1/imports/{job_id}", "errors": f"/v1/imports/{job_id}/errors"}
-
-
 def job_summary(job: ImportJob, now: datetime) -> dict[str, Any]:
     """A job in the list of GET /v1/imports: the view without its errors."""
     view = job_view(job, [], now)
@@ -144,7 +148,7 @@ def job_summary(job: ImportJob, now: datetime) -> dict[str, Any]:
 
 
 def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    """The representation of GET /v1/imports/{job_id}."""
+    """The representation of GET /v1/imports/{job_id}, without its links (the web layer adds them)."""
     metrics = job_metrics(job, now)
     view: dict[str, Any] = {
         "job_id": job.job_id,
@@ -169,8 +173,6 @@ def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) 
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "errors": first_errors,
-        "errors_url": job_links(job.job_id)["errors"],
-        "links": job_links(job.job_id),
     }
     if job.failure:
         view["failure"] = {"code": job.failure.code, "message": job.failure.message}

@@ -7,8 +7,8 @@ from typing import Any
 
 from bulkio.adapters import aws
 from bulkio.adapters.secrets import redact
+from bulkio.bootstrap import connect_database, resolved_database_url
 from bulkio.config import Settings
-from bulkio.services.bootstrap import connect_database, resolved_database_url
 
 
 def _check(probe: Callable[[], object], scrub: Callable[[str], str] = lambda text: text) -> str:

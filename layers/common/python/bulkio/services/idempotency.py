@@ -5,31 +5,18 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from bulkio.adapters.jobs_repo import IdempotencyClaim
-from bulkio.domain.idempotency import Decision, StoredRequest, decide, fingerprint
-from bulkio.problems import conflict, unprocessable
+from bulkio.domain.errors import Conflict, Unprocessable
+from bulkio.domain.idempotency import Decision, IdempotencyClaim, decide, fingerprint
+from bulkio.domain.submissions import Submitted
+from bulkio.services.ports import IdempotencyRecords
 
 WAIT_FOR_FIRST_SECONDS = 10.0
-
-
-@dataclass(slots=True)
-class ApiResult:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class IdempotencyRecords(Protocol):
-    def claim_idempotency_key(self, claim: IdempotencyClaim) -> StoredRequest | None: ...
-
-    def store_response(self, scope: str, key: str, status: int, body: str) -> None: ...
-
-    def release_idempotency_key(self, scope: str, key: str) -> None: ...
+# What the records keep as the first answer's status: a created job is always 202 Accepted.
+CREATED_STATUS = 202
 
 
 def idempotency_scope(kind: str, owner: str) -> str:
@@ -43,14 +30,14 @@ def submit_once(
     key: str | None,
     identity: dict[str, Any],
     ttl_seconds: int,
-    create: Callable[[str], ApiResult],
-    location: Callable[[str], str],
-) -> ApiResult:
-    """Runs `create(job_id)` once per Idempotency-Key: a repeat of the same request gets the first response
-    (with Idempotent-Replayed), a different request with the key is 422, a concurrent repeat waits for the first.
-    """
+    create: Callable[[str], dict[str, Any]],
+) -> Submitted:
+    """Runs `create(job_id)`, which answers the response body, once per Idempotency-Key: a repeat of the same
+    request gets the first body back (replayed), a different request with the key is refused (Unprocessable), a
+    concurrent repeat waits for the first (and is refused, Conflict, if it takes too long)."""
     if key is None:
-        return create(str(uuid.uuid4()))
+        job_id = str(uuid.uuid4())
+        return Submitted(job_id, create(job_id))
     request_fingerprint = fingerprint(identity)
     claim = IdempotencyClaim(scope, key, request_fingerprint, str(uuid.uuid4()), ttl_seconds)
     deadline = time.monotonic() + WAIT_FOR_FIRST_SECONDS
@@ -60,19 +47,17 @@ def submit_once(
             return _create_remembered(records, scope, key, claim.job_id, create)
         decision = decide(stored, request_fingerprint, int(time.time()))
         if decision is Decision.MISMATCH:
-            raise unprocessable(
+            raise Unprocessable(
                 "idempotency_key_reused",
                 "this Idempotency-Key was used for a different request in the last 24 hours: "
                 "use a new key for a new request",
             )
         if decision is Decision.REPLAY:
-            body = orjson.loads(stored.response_body or "{}")
-            headers = {"Idempotent-Replayed": "true", "Location": location(stored.job_id)}
-            return ApiResult(stored.response_status or 202, body, headers)
+            return Submitted(stored.job_id, orjson.loads(stored.response_body or "{}"), replayed=True)
         if decision is Decision.TAKE_OVER:
             return _create_remembered(records, scope, key, stored.job_id, create)
         if decision is Decision.IN_PROGRESS and time.monotonic() > deadline:
-            raise conflict(
+            raise Conflict(
                 "idempotency_request_in_progress",
                 "a request with this Idempotency-Key is still being processed: retry in a few seconds",
             )
@@ -80,12 +65,12 @@ def submit_once(
 
 
 def _create_remembered(
-    records: IdempotencyRecords, scope: str, key: str, job_id: str, create: Callable[[str], ApiResult]
-) -> ApiResult:
+    records: IdempotencyRecords, scope: str, key: str, job_id: str, create: Callable[[str], dict[str, Any]]
+) -> Submitted:
     try:
-        result = create(job_id)
+        body = create(job_id)
     except Exception:
         records.release_idempotency_key(scope, key)
         raise
-    records.store_response(scope, key, result.status, orjson.dumps(result.body).decode())
-    return result
+    records.store_response(scope, key, CREATED_STATUS, orjson.dumps(body).decode())
+    return Submitted(job_id, body)

@@ -1,0 +1,226 @@
+"""The API side of imports: submit a job, list and view jobs, cancel one, fetch its error report. HTTP is the
+web layer's: this answers values and raises the domain's refusals."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+from urllib.parse import unquote, urlsplit
+
+import orjson
+from aws_lambda_powertools import Logger
+
+from bulkio.config import Settings
+from bulkio.domain.auth import Principal
+from bulkio.domain.errors import Conflict, InvalidRequest, NotFound
+from bulkio.domain.jobs import (
+    ImportJob,
+    InvalidCursor,
+    JobSource,
+    JobStatus,
+    SourceKind,
+    iso,
+    job_summary,
+    job_view,
+    utc_now,
+)
+from bulkio.domain.resources import Format, Resource
+from bulkio.domain.submissions import Submitted
+from bulkio.services.idempotency import idempotency_scope, submit_once
+from bulkio.services.imports.common import IDEMPOTENCY_SCOPE, report_key, source_key
+from bulkio.services.ports import ChunkerLauncher, IdempotencyRecords, ImportJobRepository, ImportStore, ObjectStore
+
+logger = Logger(child=True)
+
+FIRST_ERRORS = 100
+INLINE_REPORT_BYTES = 4 * 1024 * 1024  # below Lambda's 6 MB response cap, with room for base64
+REPORT_URL_TTL_SECONDS = 900
+
+
+@dataclass(slots=True)
+class NewImport:
+    """A validated POST /v1/imports request."""
+
+    resource: Resource
+    format: Format | None
+    url: str | None = None
+    filename: str | None = None
+    file: BinaryIO | None = None
+    file_sha256: str | None = None
+
+    @property
+    def kind(self) -> SourceKind:
+        if self.file is not None:
+            return SourceKind.MULTIPART
+        return SourceKind.URL if self.url else SourceKind.PRESIGNED
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two requests the same request, for Idempotency-Key checks."""
+        return {
+            "kind": self.kind.value,
+            "resource": self.resource.value,
+            "format": self.format.value if self.format else None,
+            "url": self.url,
+            "filename": self.filename,
+            "file_sha256": self.file_sha256,
+        }
+
+
+@dataclass(slots=True)
+class ErrorReport:
+    """Either the report itself (small) or where to download it (large)."""
+
+    content_type: str
+    body: bytes | None = None
+    redirect_url: str | None = None
+
+
+class ImportApi:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: ImportJobRepository,
+        idempotency: IdempotencyRecords,
+        objects: ObjectStore,
+        store: ImportStore,
+        launch_chunker: ChunkerLauncher,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.idempotency = idempotency
+        self.objects = objects
+        self.store = store
+        self.launch_chunker = launch_chunker
+
+    def submit(self, request: NewImport, idempotency_key: str | None, owner: str) -> Submitted:
+        """`owner` is the caller's subject: their Idempotency-Keys are theirs alone, and so is the job."""
+        return submit_once(
+            self.idempotency,
+            idempotency_scope(IDEMPOTENCY_SCOPE, owner),
+            idempotency_key,
+            request.identity(),
+            self.settings.idempotency_ttl_seconds,
+            lambda job_id: self._create(request, job_id, owner),
+        )
+
+    def _create(self, request: NewImport, job_id: str, owner: str) -> dict[str, Any]:
+        kind = request.kind
+        job = ImportJob(
+            job_id=job_id,
+            resource=request.resource,
+            format=request.format,
+            status=JobStatus.AWAITING_UPLOAD if kind is SourceKind.PRESIGNED else JobStatus.QUEUED,
+            source=JobSource(
+                kind=kind,
+                bucket=None if kind is SourceKind.URL else self.objects.bucket,
+                key=None if kind is SourceKind.URL else source_key(job_id),
+                url=request.url,
+                filename=request.filename or _url_filename(request.url),
+            ),
+            created_at=utc_now(),
+            owner=owner,
+        )
+        self.jobs.create(job)
+        try:
+            body = self._start(job, request)
+        except Exception as error:
+            self.jobs.fail(job_id, "submission_failed", f"the import could not be started: {error}; submit it again")
+            raise
+        logger.info(
+            "import job created", extra={"job_id": job_id, "resource": job.resource.value, "source": kind.value}
+        )
+        return body
+
+    def _start(self, job: ImportJob, request: NewImport) -> dict[str, Any]:
+        """The side effect that gets the job going: upload, chunker launch or presigned URL."""
+        job_id, kind = job.job_id, job.source.kind
+        body: dict[str, Any] = {
+            "job_id": job_id,
+            "status": job.status.value,
+            "resource": job.resource.value,
+            "format": job.format.value if job.format else None,
+        }
+        if kind is SourceKind.MULTIPART and request.file is not None:
+            # The object's creation event starts the chunker.
+            self.objects.upload_stream(source_key(job_id), request.file)
+        elif kind is SourceKind.URL:
+            self.launch_chunker(job_id)
+        else:
+            upload = self.objects.presign_put(source_key(job_id), self.settings.presign_ttl_seconds)
+            body["upload"] = {"url": upload.url, "method": upload.method, "expires_at": iso(upload.expires_at)}
+        return body
+
+    def list_jobs(self, limit: int, cursor: str | None, caller: Principal) -> dict[str, Any]:
+        """The caller's jobs, newest first; an admin sees everyone's (and the S3 drops')."""
+        try:
+            start = orjson.loads(base64.urlsafe_b64decode(cursor)) if cursor else None
+            jobs, last = self.jobs.list_jobs(limit, start, owner=None if caller.is_admin else caller.subject)
+        except (ValueError, orjson.JSONDecodeError, InvalidCursor) as error:
+            raise InvalidRequest(
+                "invalid_cursor", "cursor is not one this API returned: pass `next` as given"
+            ) from error
+        now = utc_now()
+        return {
+            "jobs": [job_summary(self._with_progress(job), now) for job in jobs],
+            "next": base64.urlsafe_b64encode(orjson.dumps(last)).decode() if last else None,
+        }
+
+    def view(self, job_id: str, caller: Principal) -> dict[str, Any]:
+        job = self._with_progress(self._job(job_id, caller))
+        first_errors = self.store.first_errors(job_id, FIRST_ERRORS) if job.counters.failed else []
+        return job_view(job, first_errors, utc_now())
+
+    def _with_progress(self, job: ImportJob) -> ImportJob:
+        """Progress lives with the staged chunks in PostgreSQL; a completed job carries its final counters."""
+        if job.status not in {JobStatus.PROCESSING, JobStatus.FAILED, JobStatus.CANCELLED}:
+            return job
+        progress = self.store.progress(job.job_id)
+        job.chunks_done = progress.chunks
+        job.counters.processed = progress.records
+        job.counters.failed = progress.failed
+        return job
+
+    def cancel(self, job_id: str, caller: Principal) -> dict[str, Any]:
+        """Stops a job that has not ended: no more chunks are staged and nothing is merged."""
+        job = self._job(job_id, caller)
+        if not job.is_final and not self.store.fail_run(job_id):
+            raise Conflict(
+                "job_already_merged", f"job {job_id} has already written its records and is finishing: it cannot stop"
+            )
+        if not self.jobs.cancel(job_id):
+            ended = self._job(job_id, caller).status.value
+            raise Conflict("job_already_ended", f"job {job_id} already ended ({ended}): there is nothing to cancel")
+        logger.info("import job cancelled", extra={"job_id": job_id})
+        return self.view(job_id, caller)
+
+    def error_report(self, job_id: str, fmt: str, caller: Principal) -> ErrorReport:
+        job = self._job(job_id, caller)
+        content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+        if not job.is_final:
+            raise Conflict(
+                "report_not_ready",
+                f"job {job_id} is {job.status.value}; the full error report is written when it ends. "
+                "GET /v1/imports/{job_id} shows the first 100 errors meanwhile",
+            )
+        key = report_key(job_id, fmt)
+        info = self.objects.info(key)
+        if info is None:
+            return ErrorReport(content_type, body=b"")
+        if info.size <= INLINE_REPORT_BYTES:
+            return ErrorReport(content_type, body=self.objects.read_bytes(key))
+        filename = f"import-{job_id}-errors.{fmt}"
+        return ErrorReport(content_type, redirect_url=self.objects.presign_get(key, REPORT_URL_TTL_SECONDS, filename))
+
+    def _job(self, job_id: str, caller: Principal) -> ImportJob:
+        job = self.jobs.get(job_id)
+        # Someone else's job is not found, rather than forbidden: its id tells nothing about it either.
+        if job is None or not caller.may_read(job.owner):
+            raise NotFound("job_not_found", f"no import job {job_id}: check the id returned by POST /v1/imports")
+        return job
+
+
+def _url_filename(url: str | None) -> str | None:
+    """The last path segment of a source URL, shown as the job's file name (and used to infer the format)."""
+    name = urlsplit(url).path.rsplit("/", 1)[-1] if url else ""
+    return unquote(name) or None

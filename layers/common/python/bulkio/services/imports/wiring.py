@@ -1,0 +1,57 @@
+"""The import service's parts put together on one set of ports: the bootstrap wires them to the real adapters,
+the tests to fakes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bulkio.config import Settings
+from bulkio.domain.records import ValidationRules
+from bulkio.services.imports.api import ImportApi
+from bulkio.services.imports.chunking import Chunker
+from bulkio.services.imports.ending import JobEnding
+from bulkio.services.imports.sweeping import DeadLetters, Sweeper
+from bulkio.services.imports.writing import ChunkWriter
+from bulkio.services.ports import (
+    ChunkerLauncher,
+    ChunkQueue,
+    IdempotencyRecords,
+    ImportJobRepository,
+    ImportStore,
+    MetricsSink,
+    ObjectStore,
+    SourceOpener,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportParts:
+    api: ImportApi
+    chunker: Chunker
+    writer: ChunkWriter
+    sweeper: Sweeper
+    dead_letters: DeadLetters
+    ending: JobEnding
+
+
+def wire_imports(
+    settings: Settings,
+    jobs: ImportJobRepository,
+    idempotency: IdempotencyRecords,
+    objects: ObjectStore,
+    queue: ChunkQueue,
+    store: ImportStore,
+    rules: ValidationRules,
+    metrics: MetricsSink,
+    launch_chunker: ChunkerLauncher,
+    open_source_url: SourceOpener,
+) -> ImportParts:
+    ending = JobEnding(jobs, objects, queue, store, metrics)
+    return ImportParts(
+        api=ImportApi(settings, jobs, idempotency, objects, store, launch_chunker),
+        chunker=Chunker(settings, jobs, objects, queue, store, ending, open_source_url),
+        writer=ChunkWriter(settings, jobs, objects, queue, store, rules, metrics, ending),
+        sweeper=Sweeper(settings, jobs, objects, queue, store, metrics, ending, launch_chunker),
+        dead_letters=DeadLetters(settings, jobs, store, metrics, ending),
+        ending=ending,
+    )
