@@ -1,7 +1,7 @@
 """The API's Lambda authorizer (TOKEN type): checks the bearer JWT and hands the caller to the API.
 
 Authentication only: a valid token is allowed on the whole API, so that API Gateway may cache the answer per
-token; the API function then checks the scope its route needs (bulkio.domain.auth.ROUTE_SCOPES).
+token; the API function then checks the scope its route declares (bulkio.web.api.ROUTE_SCOPES).
 """
 
 from __future__ import annotations

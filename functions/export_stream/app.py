@@ -12,9 +12,9 @@ import orjson
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from bulkio.bootstrap import export_service, pushing_metrics, token_verifier
-from bulkio.domain.auth import required_scope
 from bulkio.problems import PROBLEM_CONTENT_TYPE, Problem
 from bulkio.web.auth import caller_from_header, require_scope
+from bulkio.web.openapi import DECLARED_SCOPES, STREAMED_EXPORT
 
 logger = Logger()
 
@@ -37,7 +37,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         # A function URL has no authorizer in front of it: the same token check as the API's, here.
         caller = caller_from_header(token_verifier(), (event.get("headers") or {}).get("authorization"))
-        require_scope(caller, required_scope("GET", "/v1/exports"))
+        require_scope(caller, DECLARED_SCOPES[STREAMED_EXPORT])
         export = export_service().stream(event.get("queryStringParameters") or {})
     except Problem as problem:
         return _problem(problem, path)

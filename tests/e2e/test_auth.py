@@ -9,7 +9,8 @@ from typing import Any
 import jwt
 import orjson
 import pytest
-from bulkio.domain.auth import ROUTE_SCOPES, Scope
+from bulkio.domain.auth import Scope
+from bulkio.web.api import ROUTE_SCOPES
 
 from tests.e2e.client import Api, Reply, generated
 from tests.fixtures.aws import RunningStack

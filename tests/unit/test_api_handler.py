@@ -10,11 +10,11 @@ from typing import Any
 
 import orjson
 import pytest
-from bulkio.domain.auth import ROUTE_SCOPES
-from bulkio.domain.jobs import Counters
 from bulkio import bootstrap
+from bulkio.domain.jobs import Counters
 from bulkio.services.imports.api import INLINE_REPORT_BYTES
 from bulkio.services.imports.common import report_key, source_key
+from bulkio.web.api import ROUTE_SCOPES
 
 from tests.fakes import FakeWorld, build_world, make_settings
 from tests.functions import LambdaContext, load_function_app

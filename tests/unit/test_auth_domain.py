@@ -1,5 +1,5 @@
-"""Who may do what (bulkio.domain.auth), the 401/403 answers built from it (bulkio.web.auth), and the route scope
-table checked against the routes template.yaml really declares."""
+"""Who may do what (bulkio.domain.auth), the 401/403 answers built from it (bulkio.web.auth), and the scopes the
+routes declare (bulkio.web.api) checked against the routes template.yaml really declares."""
 
 from __future__ import annotations
 
@@ -9,16 +9,9 @@ from typing import Any
 
 import pytest
 from bulkio.adapters.tokens import AuthSettings, TokenVerifier, mint_token
-from bulkio.domain.auth import (
-    ALL_SCOPES,
-    ROUTE_SCOPES,
-    Principal,
-    Scope,
-    insufficient_scope_message,
-    required_scope,
-    scopes_from_claims,
-)
+from bulkio.domain.auth import ALL_SCOPES, Principal, Scope, insufficient_scope_message, scopes_from_claims
 from bulkio.problems import Problem
+from bulkio.web.api import ROUTE_SCOPES, required_scope
 from bulkio.web.auth import NO_VALID_TOKEN, caller_from_authorizer, caller_from_header, require_scope
 
 from infra.local.template import load_template

@@ -1,4 +1,5 @@
-"""Who may do what: scopes, the scope each route needs, and who may read a job. Pure: no tokens, no AWS.
+"""Who may do what: scopes, and who may read a job. Pure: no tokens, no AWS. The scope each route needs is
+declared with the route (bulkio.web.api).
 
 A caller is a `Principal`: the token's subject and its scopes. The authorizer (API Gateway) and the streaming
 export function turn a bearer token into one; the API checks the route's scope against it.
@@ -20,28 +21,6 @@ class Scope(StrEnum):
 
 
 ALL_SCOPES = tuple(scope.value for scope in Scope)
-
-# (method, route template) -> the scope it needs; None: open to anyone, no token needed.
-ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {
-    ("GET", "/v1/health"): None,
-    ("GET", "/v1/openapi.json"): None,
-    ("GET", "/v1/docs"): None,
-    ("POST", "/v1/imports"): Scope.IMPORTS_WRITE,
-    ("GET", "/v1/imports"): Scope.IMPORTS_READ,
-    ("GET", "/v1/imports/{job_id}"): Scope.IMPORTS_READ,
-    ("GET", "/v1/imports/{job_id}/errors"): Scope.IMPORTS_READ,
-    ("POST", "/v1/imports/{job_id}/cancel"): Scope.IMPORTS_WRITE,
-    ("POST", "/v1/exports"): Scope.EXPORTS_READ,
-    ("GET", "/v1/exports/{job_id}"): Scope.EXPORTS_READ,
-    # The streamed export: a function URL, which checks the token itself.
-    ("GET", "/v1/exports"): Scope.EXPORTS_READ,
-}
-
-
-def required_scope(method: str, route: str) -> Scope | None:
-    """A route nobody decided the scope of is for admins only: closed rather than left open."""
-    return ROUTE_SCOPES.get((method.upper(), route), Scope.ADMIN)
-
 
 def scopes_from_claims(claims: Mapping[str, Any], prefix: str = "") -> frozenset[str]:
     """OAuth 2 puts scopes in `scope` (space-separated); some issuers use `scp` (a list). With `prefix` (Cognito

@@ -1,233 +1,146 @@
-"""The API's OpenAPI document: paths, methods and path parameters come from the routes (Powertools generates
-them from the resolver); this module adds what the routes cannot say: query parameters, request bodies,
-responses, security, and the streamed export, which a function URL serves.
-
-`tests/unit/test_openapi.py` keeps the two in step: every route is documented, every detail names a route.
+"""The API's OpenAPI document: Powertools generates it from the routes (bulkio.web.api) and their models; this
+module adds only what a route's signature cannot say: the two request bodies of POST /v1/imports (a JSON body
+or a multipart upload, which the route reads itself), the streamed export (served by the export function's URL,
+not by the API), the bearer scheme and the problem responses every operation may give.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from bulkio.domain.auth import ALL_SCOPES, ROUTE_SCOPES
+from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, SecurityScheme
+from pydantic import BaseModel
+
+from bulkio.domain.auth import ALL_SCOPES, Scope
 from bulkio.domain.exports import FILTERS
 from bulkio.domain.resources import COLUMNS, Format, Resource
 from bulkio.problems import PROBLEM_CONTENT_TYPE
+from bulkio.web.models import ImportFromJson, ImportUpload, ProblemBody
 
 TITLE = "bulkio: bulk import and export of users, articles and comments"
 VERSION = "1.0.0"
+BEARER = "bearer"
+IDEMPOTENCY = "Repeating a request with the same key (within 24 h) returns the first answer; one job."
+SCHEMAS = "#/components/schemas/{model}"
 
-RESOURCES = [resource.value for resource in Resource]
-FORMATS = [fmt.value for fmt in Format]
-JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": "Repeating a request with the same key (within 24 h) returns the first answer; one job.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+SECURITY_SCHEMES: dict[str, SecurityScheme] = {
+    BEARER: HTTPBearer(bearerFormat="JWT", description=f"scopes in the token's `scope` claim: {', '.join(ALL_SCOPES)}")
 }
 
+STREAMED_EXPORT = ("GET", "/v1/exports")
+# Operations no route of the API serves: the streamed export's function URL checks this scope itself.
+DECLARED_SCOPES: dict[tuple[str, str], Scope | None] = {STREAMED_EXPORT: Scope.EXPORTS_READ}
 
-def _json(schema: Mapping[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": dict(schema)}}}
+
+def health_responses(model: type[BaseModel]) -> dict[int, Any]:
+    return {
+        200: {"description": "every dependency answers", "content": {"application/json": {"model": model}}},
+        503: {"description": "a dependency is down", "content": {"application/json": {"model": model}}},
+    }
 
 
-OBJECT = {"type": "object"}
-PROBLEM_RESPONSE = {
-    "description": "An RFC 9457 problem: `code` is stable, `detail` says what to fix",
-    "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-}
-
-IMPORT_JSON_REQUEST = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["resource"],
-    "properties": {
-        "resource": {"type": "string", "enum": RESOURCES},
-        "format": {"type": "string", "enum": FORMATS, "description": "inferred from the file name or content"},
-        "url": {
-            "type": "string",
-            "format": "uri",
-            "pattern": "^https://",
-            "description": "import from this URL; without it the answer holds a presigned upload URL",
+ERROR_REPORT_RESPONSES: dict[int, Any] = {
+    200: {
+        "description": "the report",
+        "content": {
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "text/csv": {"schema": {"type": "string"}},
         },
     },
-}
-IMPORT_FORM_REQUEST = {
-    "type": "object",
-    "required": ["resource", "file"],
-    "properties": {
-        "resource": {"type": "string", "enum": RESOURCES},
-        "format": {"type": "string", "enum": FORMATS},
-        "file": {"type": "string", "format": "binary"},
-    },
-}
-EXPORT_REQUEST = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["resource"],
-    "properties": {
-        "resource": {"type": "string", "enum": RESOURCES},
-        "format": {"type": "string", "enum": FORMATS, "default": "ndjson"},
-        "filters": {"type": "object", "description": "the filters of GET /v1/exports, by name"},
-        "fields": {"type": "array", "items": {"type": "string"}},
-        "limit": {"type": "integer", "minimum": 1},
-        "compression": {"type": "string", "enum": ["gzip"]},
-    },
+    303: {"description": "the report is large: download it from Location"},
 }
 
 
-def _export_query_parameters() -> list[dict[str, Any]]:
-    names = sorted({name for filters in FILTERS.values() for name in filters})
+def template_of(path: str) -> str:
+    """Powertools' `<job_id>` is API Gateway's and OpenAPI's `{job_id}`."""
+    return re.sub(r"<(\w+)>", r"{\1}", path)
+
+
+def _schema(model: type[BaseModel], definitions: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template=SCHEMAS)
+    definitions.update(schema.pop("$defs", {}))
+    return schema
+
+
+def _import_request_body(definitions: dict[str, Any]) -> dict[str, Any]:
+    upload = _schema(ImportUpload, definitions)
+    upload["properties"]["file"] = {"type": "string", "format": "binary", "description": "the data file"}
+    return {
+        "required": False,
+        "content": {
+            "application/json": {"schema": _schema(ImportFromJson, definitions)},
+            "multipart/form-data": {"schema": upload},
+        },
+    }
+
+
+def _streamed_export() -> dict[str, Any]:
+    resources = [resource.value for resource in Resource]
+    filters = sorted({name for names in FILTERS.values() for name in names})
     fields = sorted({name for columns in COLUMNS.values() for name in columns})
-    return [
-        {"name": "resource", "in": "query", "required": True, "schema": {"type": "string", "enum": RESOURCES}},
-        {"name": "format", "in": "query", "schema": {"type": "string", "enum": FORMATS, "default": "ndjson"}},
-        {
-            "name": "fields",
-            "in": "query",
-            "description": f"comma-separated, among: {', '.join(fields)}",
-            "schema": {"type": "string"},
-        },
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-        *(
-            {
-                "name": name,
-                "in": "query",
-                "description": "a filter (see the README per resource)",
-                "schema": {"type": "string"},
-            }
-            for name in names
-        ),
-    ]
-
-
-# (method, path) -> what the operation's route cannot say about itself.
-OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("GET", "/v1/health"): {
-        "summary": "Health of the service and its database",
-        "responses": {"200": _json(OBJECT, "healthy"), "503": _json(OBJECT, "a dependency is down")},
-    },
-    ("POST", "/v1/imports"): {
-        "summary": "Start an import: a multipart upload, a URL, or a presigned upload URL",
-        "parameters": [IDEMPOTENCY_KEY],
-        "requestBody": {
-            "required": False,
-            "content": {
-                "application/json": {"schema": IMPORT_JSON_REQUEST},
-                "multipart/form-data": {"schema": IMPORT_FORM_REQUEST},
-            },
-        },
-        "responses": {"202": _json(OBJECT, "the job, queued or awaiting its upload")},
-    },
-    ("GET", "/v1/imports"): {
-        "summary": "The caller's import jobs, newest first (an admin sees all)",
-        "parameters": [
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-            {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "`next` of a page"},
-        ],
-        "responses": {"200": _json(OBJECT, "a page of jobs")},
-    },
-    ("GET", "/v1/imports/{job_id}"): {
-        "summary": "An import job: status, counters, progress, metrics, first errors",
-        "parameters": [JOB_ID],
-        "responses": {"200": _json(OBJECT, "the job")},
-    },
-    ("GET", "/v1/imports/{job_id}/errors"): {
-        "summary": "The job's full error report (inline, or a redirect to a download)",
-        "parameters": [
-            JOB_ID,
-            {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["ndjson", "csv"]}},
-        ],
-        "responses": {
-            "200": {
-                "description": "the report",
-                "content": {
-                    "application/x-ndjson": {"schema": {"type": "string"}},
-                    "text/csv": {"schema": {"type": "string"}},
-                },
-            },
-            "303": {"description": "the report is large: download it from Location"},
-        },
-    },
-    ("POST", "/v1/imports/{job_id}/cancel"): {
-        "summary": "Cancel an import job that has not ended",
-        "parameters": [JOB_ID],
-        "responses": {"200": _json(OBJECT, "the cancelled job")},
-    },
-    ("POST", "/v1/exports"): {
-        "summary": "Start an asynchronous export to a file",
-        "parameters": [IDEMPOTENCY_KEY],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": EXPORT_REQUEST}}},
-        "responses": {"202": _json(OBJECT, "the export job")},
-    },
-    ("GET", "/v1/exports/{job_id}"): {
-        "summary": "An export job, with a download URL once completed",
-        "parameters": [JOB_ID],
-        "responses": {"200": _json(OBJECT, "the export job")},
-    },
-    ("GET", "/v1/exports"): {
+    return {
+        "operationId": "stream_export",
         "summary": "Stream rows (served by the export function's URL; the local stack serves it here)",
-        "parameters": _export_query_parameters(),
+        "parameters": [
+            {"name": "resource", "in": "query", "required": True, "schema": {"type": "string", "enum": resources}},
+            {
+                "name": "format",
+                "in": "query",
+                "schema": {"type": "string", "enum": [fmt.value for fmt in Format], "default": "ndjson"},
+            },
+            {
+                "name": "fields",
+                "in": "query",
+                "description": f"comma-separated, among: {', '.join(fields)}",
+                "schema": {"type": "string"},
+            },
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            *(
+                {"name": name, "in": "query", "description": "a filter (see the README)", "schema": {"type": "string"}}
+                for name in filters
+            ),
+        ],
         "responses": {
             "200": {
                 "description": "rows as they leave the database",
                 "content": {
                     "application/x-ndjson": {"schema": {"type": "string"}},
-                    "application/json": {"schema": {"type": "array", "items": OBJECT}},
+                    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
                     "text/csv": {"schema": {"type": "string"}},
                 },
             }
         },
-    },
-}
-
-COMPONENTS: dict[str, Any] = {
-    "schemas": {
-        "Problem": {
-            "type": "object",
-            "required": ["type", "title", "status", "detail", "code"],
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "code": {"type": "string"},
-                "instance": {"type": "string"},
-            },
-        }
-    },
-    "securitySchemes": {
-        "bearer": {
-            "type": "http",
-            "scheme": "bearer",
-            "bearerFormat": "JWT",
-            "description": f"scopes in the token's `scope` claim: {', '.join(ALL_SCOPES)}",
-        }
-    },
-}
+    }
 
 
-def complete_document(generated: Mapping[str, Any]) -> dict[str, Any]:
-    """The document Powertools generated from the routes, with each operation's details, security and error
-    responses, and the streamed export added."""
+def complete(generated: Mapping[str, Any], scopes: Mapping[tuple[str, str], Scope | None]) -> dict[str, Any]:
+    """The generated document with the additions above; every operation gets its security from `scopes`."""
     document = copy.deepcopy(dict(generated))
+    components = document.setdefault("components", {})
+    definitions = components.setdefault("schemas", {})
     paths: dict[str, Any] = document.setdefault("paths", {})
-    paths.setdefault("/v1/exports", {}).setdefault("get", {"operationId": "stream_export"})
+    paths.setdefault("/v1/imports", {}).setdefault("post", {})["requestBody"] = _import_request_body(definitions)
+    paths.setdefault(STREAMED_EXPORT[1], {})[STREAMED_EXPORT[0].lower()] = _streamed_export()
+    definitions["Problem"] = _schema(ProblemBody, definitions)
     for path, operations in paths.items():
         for method, operation in operations.items():
-            key = (method.upper(), path)
-            details = copy.deepcopy(OPERATIONS.get(key, {}))
-            operation.update({name: value for name, value in details.items() if name != "responses"})
-            operation["responses"] = {**details.get("responses", {}), "default": PROBLEM_RESPONSE}
-            scope = ROUTE_SCOPES.get(key, "admin")
-            operation["security"] = [{"bearer": [str(scope)]}] if scope is not None else []
-    document["components"] = {**document.get("components", {}), **COMPONENTS}
+            scope = scopes.get((method.upper(), path), Scope.ADMIN)
+            operation["security"] = [{BEARER: [scope.value]}] if scope is not None else []
+            # Every operation may refuse: a problem+json with a stable code. Powertools' own 422 never happens
+            # here (invalid requests are 400 problems), so it is replaced.
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses["default"] = {
+                "description": "An RFC 9457 problem: `code` is stable, `detail` says what to fix",
+                "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": SCHEMAS.format(model="Problem")}}},
+            }
+    for powertools_own in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        definitions.pop(powertools_own, None)
     document["info"] = {**document.get("info", {}), "title": TITLE, "version": VERSION}
     return document
 

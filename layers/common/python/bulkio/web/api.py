@@ -1,0 +1,327 @@
+"""The API behind API Gateway: every route is one decorated function with its models (bulkio.web.models) and
+the scope it needs. Powertools validates each request against the route's signature and generates the OpenAPI
+document from the same signatures; one exception handler turns every refusal into RFC 9457 problem+json.
+
+To add a route: write one function here, decorated with `@route(...)`, with typed parameters (Query, Header,
+a Body model) and a return annotation naming its response model; then give it its event in template.yaml.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+
+import orjson
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import ResponseBuilder
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from bulkio.adapters.http_source import check_url
+from bulkio.bootstrap import export_service, import_api
+from bulkio.domain.auth import Principal, Scope
+from bulkio.domain.errors import Refusal
+from bulkio.domain.parsing import detect_format
+from bulkio.domain.resources import Format
+from bulkio.domain.submissions import Submitted
+from bulkio.problems import PROBLEM_CONTENT_TYPE, Problem, bad_request, payload_too_large, unsupported_media_type
+from bulkio.services.health import check_health
+from bulkio.services.imports.api import NewImport
+from bulkio.web import openapi
+from bulkio.web.auth import caller_from_authorizer, require_scope
+from bulkio.web.links import export_links, import_links, with_export_links, with_import_links
+from bulkio.web.models import (
+    ExportJobView,
+    ExportRequest,
+    ExportSubmitted,
+    Health,
+    IdempotencyKey,
+    ImportFromJson,
+    ImportJobPage,
+    ImportJobView,
+    ImportSubmitted,
+    ImportUpload,
+    PageLimit,
+    ReportFormat,
+)
+from bulkio.web.multipart import parse_form
+from bulkio.web.problems import problem_from_refusal, problem_from_validation
+
+app = APIGatewayRestResolver(enable_validation=True)
+
+# (method, route template) -> the scope it needs; None: open to anyone. Filled by @route, nowhere else.
+ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {**openapi.DECLARED_SCOPES}
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def route(method: str, path: str, scope: Scope | None, summary: str, **details: Any) -> Callable[[Handler], Handler]:
+    """Registers a route with Powertools and records its scope; the document lists the scope as its security."""
+    ROUTE_SCOPES[(method, openapi.template_of(path))] = scope
+    security = [{openapi.BEARER: [scope.value]}] if scope is not None else None
+    register = app.route(path, method, summary=summary, security=security, **details)
+    return register
+
+
+# --------------------------------------------------------------------------------------------- answers
+def _problem_response(problem: Problem) -> Response[Any]:
+    return Response(
+        problem.status,
+        PROBLEM_CONTENT_TYPE,
+        orjson.dumps(problem.to_dict(app.current_event.path)).decode(),
+        problem.headers,
+    )
+
+
+@app.exception_handler(Problem)
+def handle_problem(problem: Problem) -> Response[Any]:
+    return _problem_response(problem)
+
+
+@app.exception_handler(Refusal)
+def handle_refusal(refusal: Refusal) -> Response[Any]:
+    return _problem_response(problem_from_refusal(refusal))
+
+
+@app.exception_handler(RequestValidationError)
+def handle_invalid_request(error: RequestValidationError) -> Response[Any]:
+    return _problem_response(problem_from_validation(error.errors()))
+
+
+@app.exception_handler(UnicodeDecodeError)
+def handle_undecodable_body(error: UnicodeDecodeError) -> Response[Any]:
+    return _problem_response(
+        Problem(400, "invalid_json_body", "Bad request", f"the request body is not UTF-8 JSON: {error.reason}")
+    )
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def handle_unsupported_content_type(_: RequestUnsupportedContentType) -> Response[Any]:
+    content_type = app.current_event.headers.get("Content-Type") or ""
+    return _problem_response(
+        unsupported_media_type(f"Content-Type {content_type!r} is not accepted here: send application/json")
+    )
+
+
+@app.not_found
+def handle_not_found(_: Exception) -> Response[Any]:
+    return _problem_response(Problem(404, "route_not_found", "Not found", f"no route {app.current_event.path}"))
+
+
+def _authorizer_context(event: Mapping[str, Any]) -> Any:
+    return (event.get("requestContext") or {}).get("authorizer")
+
+
+def _caller() -> Principal:
+    return caller_from_authorizer(_authorizer_context(app.current_event.raw_event))
+
+
+def required_scope(method: str, route: str) -> Scope | None:
+    """A route nobody decided the scope of is for admins only: closed rather than left open."""
+    return ROUTE_SCOPES.get((method.upper(), route), Scope.ADMIN)
+
+
+def check_scope(event: Mapping[str, Any]) -> None:
+    """The route's scope (API Gateway names the route in `resource`; the authorizer has checked the token)."""
+    scope = required_scope(str(event.get("httpMethod") or ""), str(event.get("resource") or ""))
+    if scope is not None:
+        require_scope(caller_from_authorizer(_authorizer_context(event)), scope)
+
+
+def resolve(event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The scope first, before Powertools validates anything: a caller without it learns nothing else."""
+    try:
+        check_scope(event)
+    except Problem as problem:
+        proxy = APIGatewayProxyEvent(dict(event))
+        body = orjson.dumps(problem.to_dict(proxy.path)).decode()
+        answer = Response(problem.status, PROBLEM_CONTENT_TYPE, body, problem.headers)
+        return ResponseBuilder[APIGatewayProxyEvent](answer).build(proxy)
+    return app.resolve(event, context)
+
+
+Answer = TypeVar("Answer")
+
+
+def _submitted(result: Submitted, body: Answer, location: str) -> Response[Answer]:
+    """202 with the job's Location; a replay of an Idempotency-Key says so."""
+    headers = {"Location": location}
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(202, "application/json", body, headers)
+
+
+def _ok(body: Answer) -> Response[Answer]:
+    return Response(200, "application/json", body)
+
+
+# ---------------------------------------------------------------------------------------------- documents
+@cache
+def openapi_json() -> str:
+    generated = app.get_openapi_schema(
+        title=openapi.TITLE, version=openapi.VERSION, security_schemes=openapi.SECURITY_SCHEMES
+    )
+    document = openapi.complete(generated.model_dump(by_alias=True, exclude_none=True, mode="json"), ROUTE_SCOPES)
+    return orjson.dumps(document).decode()
+
+
+@route("GET", "/v1/openapi.json", None, "This document", include_in_schema=False)
+def openapi_document() -> Response[Any]:
+    return Response(200, "application/json", openapi_json())
+
+
+@route("GET", "/v1/docs", None, "Swagger UI", include_in_schema=False)
+def swagger_ui() -> Response[Any]:
+    """Swagger UI, self-contained (its script and styles inline): it works where no CDN is reachable."""
+    return Response(200, "text/html", openapi.swagger_page(openapi_json()))
+
+
+@route("GET", "/v1/health", None, "Health of the service and its database", responses=openapi.health_responses(Health))
+def health() -> Response[Health]:
+    report = check_health()
+    return Response(200 if report["status"] == "ok" else 503, "application/json", Health.model_validate(report))
+
+
+# ------------------------------------------------------------------------------------------------ imports
+def _body_bytes() -> bytes:
+    event = app.current_event
+    raw = event.body or ""
+    return base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
+
+
+def _format_from_name(name: str | None) -> Format | None:
+    """Infers the format from a file name or URL path when it has a known extension; else the chunker sniffs."""
+    return detect_format(urlsplit(name).path, b"") if name else None
+
+
+def _validated(check: Callable[[], Any]) -> Any:
+    """Runs a model check outside Powertools' own (bodies it cannot read itself), with the same answers."""
+    try:
+        return check()
+    except ValidationError as error:
+        raise problem_from_validation(error.errors()) from None
+
+
+def _upload(content_type: str) -> NewImport:
+    # Powertools' File/Form would read the whole file into memory and cannot stream it to S3 under a size cap
+    # while hashing it: the multipart reader (bulkio.web.multipart) does, and the model checks the text fields.
+    limit = import_api().settings.max_upload_bytes
+    body = _body_bytes()
+    if len(body) > limit:
+        raise payload_too_large(
+            f"the upload is {len(body)} bytes, over the {limit}-byte limit for multipart uploads: "
+            "POST /v1/imports with a JSON body without url to get a presigned S3 upload URL "
+            "(or drop the file under drop/<resource>/ in the import bucket)",
+            limit_bytes=limit,
+        )
+    form = parse_form(body, content_type)
+    if form.file is None:
+        raise bad_request("missing_file", "multipart uploads need a 'file' part holding the data file")
+    resource, fmt = _validated(lambda: ImportUpload.validate_fields(form.fields))
+    return NewImport(
+        resource=resource,
+        format=fmt or _format_from_name(form.file.filename),
+        filename=form.file.filename,
+        file=form.file.stream,
+        file_sha256=form.file.sha256,
+    )
+
+
+def _from_json() -> NewImport:
+    try:
+        payload = orjson.loads(_body_bytes() or b"{}")
+    except orjson.JSONDecodeError as error:
+        raise bad_request("invalid_json_body", f"the request body is not valid JSON: {error}") from error
+    if not isinstance(payload, dict):
+        raise bad_request("invalid_json_body", "the request body must be a JSON object")
+    request: ImportFromJson = _validated(lambda: ImportFromJson.model_validate(payload))
+    if request.url is not None:
+        settings = import_api().settings
+        reason = check_url(request.url, settings.allow_http_urls, settings.url_denied_ports)
+        if reason:
+            raise bad_request("invalid_url", reason)
+    return NewImport(
+        resource=request.resource, format=request.format or _format_from_name(request.url), url=request.url
+    )
+
+
+@route(
+    "POST",
+    "/v1/imports",
+    Scope.IMPORTS_WRITE,
+    "Start an import: a multipart upload, a URL, or a presigned upload URL",
+    status_code=202,
+)
+def create_import(
+    idempotency_key: Annotated[IdempotencyKey, Header(alias="Idempotency-Key", description=openapi.IDEMPOTENCY)] = None,
+) -> Response[ImportSubmitted]:
+    content_type = app.current_event.headers.get("Content-Type") or ""
+    if content_type.startswith("multipart/form-data"):
+        request = _upload(content_type)
+    elif content_type.startswith("application/json") or not content_type:
+        request = _from_json()
+    else:
+        raise unsupported_media_type(
+            f"Content-Type {content_type!r} is not accepted: send multipart/form-data (a file) or application/json"
+        )
+    result = import_api().submit(request, idempotency_key, _caller().subject)
+    body = ImportSubmitted.model_validate(with_import_links(result.body))
+    return _submitted(result, body, import_links(result.job_id)["self"])
+
+
+@route("GET", "/v1/imports", Scope.IMPORTS_READ, "The caller's import jobs, newest first (an admin sees all)")
+def list_imports(
+    limit: Annotated[PageLimit, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+) -> Response[ImportJobPage]:
+    page = import_api().list_jobs(limit, cursor, _caller())
+    return _ok(ImportJobPage.model_validate({**page, "jobs": [with_import_links(job) for job in page["jobs"]]}))
+
+
+@route("GET", "/v1/imports/<job_id>", Scope.IMPORTS_READ, "An import job: status, counters, progress, first errors")
+def get_import(job_id: str) -> Response[ImportJobView]:
+    return _ok(ImportJobView.model_validate(with_import_links(import_api().view(job_id, _caller()))))
+
+
+@route("POST", "/v1/imports/<job_id>/cancel", Scope.IMPORTS_WRITE, "Cancel an import job that has not ended")
+def cancel_import(job_id: str) -> Response[ImportJobView]:
+    return _ok(ImportJobView.model_validate(with_import_links(import_api().cancel(job_id, _caller()))))
+
+
+@route(
+    "GET",
+    "/v1/imports/<job_id>/errors",
+    Scope.IMPORTS_READ,
+    "The job's full error report (inline, or a redirect to a download)",
+    responses=openapi.ERROR_REPORT_RESPONSES,
+)
+def get_import_errors(job_id: str, format: Annotated[ReportFormat, Query()] = "ndjson") -> Response[Any]:
+    report = import_api().error_report(job_id, format, _caller())
+    if report.redirect_url:
+        return Response(303, report.content_type, "", {"Location": report.redirect_url})
+    return Response(200, report.content_type, (report.body or b"").decode())
+
+
+# ------------------------------------------------------------------------------------------------ exports
+@route("POST", "/v1/exports", Scope.EXPORTS_READ, "Start an asynchronous export to a file", status_code=202)
+def create_export(
+    request: Annotated[ExportRequest | None, Body()] = None,
+    idempotency_key: Annotated[IdempotencyKey, Header(alias="Idempotency-Key", description=openapi.IDEMPOTENCY)] = None,
+) -> Response[ExportSubmitted]:
+    # No body at all is checked as an empty object, so that it names what is missing.
+    request = request or _validated(lambda: ExportRequest.model_validate({}))
+    body = request.model_dump(mode="json", exclude_none=True)
+    result = export_service().submit(body, idempotency_key, _caller().subject)
+    body = ExportSubmitted.model_validate(with_export_links(result.body))
+    return _submitted(result, body, export_links(result.job_id)["self"])
+
+
+@route("GET", "/v1/exports/<job_id>", Scope.EXPORTS_READ, "An export job, with a download URL once completed")
+def get_export(job_id: str) -> Response[ExportJobView]:
+    return _ok(ExportJobView.model_validate(with_export_links(export_service().view(job_id, _caller()))))

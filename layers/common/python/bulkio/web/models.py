@@ -1,0 +1,324 @@
+"""The API's request and response models: the one description of what each route takes and gives back.
+
+Powertools validates requests against them and generates the OpenAPI document from them. A value that breaks a
+rule raises a `PydanticCustomError` whose type is the API's stable problem code, so that the one exception
+handler (bulkio.web.api) turns it into the same problem+json as any other refusal.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from bulkio.domain.errors import Refusal
+from bulkio.domain.exports import parse_export_request
+from bulkio.domain.idempotency import valid_key
+from bulkio.domain.resources import Format, Resource, parse_format, parse_resource
+
+MAX_PAGE = 100
+ERROR_REPORT_FORMATS = ("ndjson", "csv")
+
+
+def rule_broken(code: str, message: str, **extra: Any) -> PydanticCustomError:
+    """A validation error that carries the API's problem code (its type), its detail and extra members. The
+    message travels in the context: pydantic would read the braces of a message like {"a": 1} as placeholders."""
+    return PydanticCustomError(code, "{message}", {"message": message, **extra})
+
+
+def refusal_as_rule(refusal: Refusal) -> PydanticCustomError:
+    return rule_broken(refusal.code, refusal.message, **refusal.extra)
+
+
+# ----------------------------------------------------------------------------------------------- value rules
+def _resource(value: object) -> Resource:
+    resource = parse_resource(value)
+    if resource is None:
+        allowed = [r.value for r in Resource]
+        raise rule_broken(
+            "invalid_resource", f"resource {value!r} is not supported: use one of {', '.join(allowed)}", allowed=allowed
+        )
+    return resource
+
+
+def _format(value: object) -> Format | None:
+    if value in (None, ""):
+        return None
+    fmt = parse_format(value)
+    if fmt is None:
+        raise rule_broken(
+            "invalid_format",
+            f"format {value!r} is not supported: use one of csv, ndjson, json (or leave it out to infer it)",
+            allowed=[f.value for f in Format],
+        )
+    return fmt
+
+
+def _page_limit(value: object) -> int:
+    if isinstance(value, str) and value.isdigit() and 1 <= int(value) <= MAX_PAGE:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PAGE:
+        return value
+    raise rule_broken("invalid_limit", f"limit must be a whole number from 1 to {MAX_PAGE}")
+
+
+def _idempotency_key(value: object) -> object:
+    if value is not None and not (isinstance(value, str) and valid_key(value)):
+        raise rule_broken("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters")
+    return value
+
+
+def _report_format(value: object) -> object:
+    if value not in ERROR_REPORT_FORMATS:
+        raise rule_broken(
+            "invalid_format",
+            f"error reports come as ndjson or csv, not {value!r}",
+            allowed=list(ERROR_REPORT_FORMATS),
+        )
+    return value
+
+
+ResourceName = Annotated[Resource, BeforeValidator(_resource)]
+FormatName = Annotated[Format | None, BeforeValidator(_format)]
+PageLimit = Annotated[int, BeforeValidator(_page_limit)]
+IdempotencyKey = Annotated[str | None, BeforeValidator(_idempotency_key)]
+ReportFormat = Annotated[Literal["ndjson", "csv"], BeforeValidator(_report_format)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    unknown_field_hint: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields_only(cls, data: Any) -> Any:
+        """Names every unknown field at once, with the fields this request takes (pydantic names one per error).
+        A missing required field goes to its own rule as None, which refuses it with the field's own code."""
+        if not isinstance(data, dict):
+            return data
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise rule_broken("unknown_field", f"unknown {cls.unknown_field_hint}{unknown}: send {cls._send()}")
+        missing = {name: None for name, field in cls.model_fields.items() if field.is_required() and name not in data}
+        return {**missing, **data}
+
+    @classmethod
+    def _send(cls) -> str:
+        return ", ".join(cls.model_fields)
+
+
+# ------------------------------------------------------------------------------------------------ requests
+class ImportFromJson(Request):
+    """POST /v1/imports with a JSON body: an import from a URL, or (without url) a presigned upload URL."""
+
+    unknown_field_hint = "fields "
+    resource: ResourceName
+    format: FormatName = Field(default=None, description="inferred from the file name or content when left out")
+    url: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "uri"},
+        description="import from this URL (https); without it the answer holds a presigned upload URL",
+    )
+
+
+class ImportUpload(Request):
+    """POST /v1/imports as multipart/form-data: the file itself, streamed to S3 while it is read."""
+
+    unknown_field_hint = "form fields "
+    resource: ResourceName
+    format: FormatName = None
+    file: bytes = Field(description="the data file (CSV, NDJSON or a JSON array; gzip allowed)")
+
+    @classmethod
+    def _send(cls) -> str:
+        return "file, resource, format"
+
+    @classmethod
+    def validate_fields(cls, fields: dict[str, str]) -> tuple[Resource, Format | None]:
+        """The form's text fields; the file part is checked by the multipart reader."""
+        checked = cls.model_validate({**fields, "file": b""})
+        return checked.resource, checked.format
+
+
+class ExportRequest(Request):
+    """POST /v1/exports. The export rules (filters per resource, fields, limits) live in bulkio.domain.exports:
+    this model documents the shape and runs them."""
+
+    resource: Resource
+    format: Literal["ndjson", "json", "csv"] = "ndjson"
+    filters: dict[str, Any] = Field(default_factory=dict, description="the filters of GET /v1/exports, by name")
+    fields: list[str] | None = Field(default=None, description="the fields to export; all when left out")
+    limit: int | None = Field(default=None, ge=1)
+    compression: Literal["gzip"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _export_rules(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        try:
+            query, fmt, compression = parse_export_request(data)
+        except Refusal as refusal:
+            raise refusal_as_rule(refusal) from None
+        return {
+            "resource": query.resource,
+            "format": fmt.value,
+            "filters": dict(data.get("filters") or {}),
+            "fields": list(query.fields),
+            "limit": query.limit,
+            "compression": compression,
+        }
+
+
+# ----------------------------------------------------------------------------------------------- responses
+class View(BaseModel):
+    """A response body: every member it may have, none it may not."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def left_out_when_none(description: str | None = None) -> Any:
+    """A member that is absent from the body, rather than null, when it has no value."""
+    return Field(default=None, exclude_if=_is_none, description=description)
+
+
+class ImportLinks(View):
+    self_: str = Field(alias="self")
+    errors: str
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class ExportLinks(View):
+    self_: str = Field(alias="self")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class Upload(View):
+    url: str
+    method: str
+    expires_at: str
+
+
+class ImportSubmitted(View):
+    job_id: str
+    status: str
+    resource: str
+    format: str | None
+    links: ImportLinks
+    upload: Upload | None = left_out_when_none("where to PUT the file, when neither a file nor a URL was sent")
+
+
+class Failure(View):
+    code: str
+    message: str
+
+
+class Source(View):
+    kind: str
+    filename: str | None
+
+
+class ImportCounters(View):
+    total: int | None
+    processed: int
+    succeeded: int
+    failed: int
+
+
+class Progress(View):
+    chunks_total: int | None
+    chunks_done: int
+    percent: float
+
+
+class ImportMetrics(View):
+    rows_per_second: float | None
+    error_rate: float | None
+    duration_seconds: float | None
+
+
+class ImportJobSummary(View):
+    job_id: str
+    status: str
+    resource: str
+    format: str | None
+    source: Source
+    counters: ImportCounters
+    progress: Progress
+    metrics: ImportMetrics
+    errors_by_code: dict[str, int]
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    errors_url: str
+    links: ImportLinks
+    failure: Failure | None = left_out_when_none("why the job failed")
+
+
+class ImportJobView(ImportJobSummary):
+    errors: list[dict[str, Any]] = Field(description="the first errors (line, field, code, message, value)")
+
+
+class ImportJobPage(View):
+    jobs: list[ImportJobSummary]
+    next: str | None = Field(description="pass it as `cursor` for the next page; null on the last page")
+
+
+class ExportSubmitted(View):
+    job_id: str
+    status: str
+    links: ExportLinks
+
+
+class ExportCounters(View):
+    rows: int
+
+
+class ExportMetrics(View):
+    rows_per_second: float | None
+    duration_seconds: float | None
+
+
+class ExportJobView(View):
+    job_id: str
+    status: str
+    resource: str
+    format: str
+    filters: dict[str, Any]
+    fields: list[str]
+    compression: str | None
+    counters: ExportCounters
+    bytes: int
+    metrics: ExportMetrics
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    links: ExportLinks
+    download_url: str | None = left_out_when_none("a presigned GET of the file, once the job completed")
+    expires_at: str | None = left_out_when_none()
+    failure: Failure | None = left_out_when_none("why the job failed")
+
+
+class Health(View):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, str]
+
+
+class ProblemBody(BaseModel):
+    """RFC 9457 problem details: `code` is stable; `detail` says what is wrong and how to fix it. Some problems
+    carry more members (allowed, limit_bytes, required_scope, reason)."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
