@@ -269,7 +269,7 @@ def _pinned(addresses: list[IPAddress]) -> Callable[..., socket.socket]:
     """Replaces socket.create_connection for one connection: ignores the host name, dials the vetted addresses."""
 
     def create_connection(
-        address: tuple[str, int], timeout: float | None, source_address: object = None
+        address: tuple[str, int], timeout: float | None, source_address: tuple[str, int] | None = None
     ) -> socket.socket:
         port = address[1]
         last: OSError | None = None
@@ -411,7 +411,7 @@ def open_url(
                 "source_too_large", f"{current} is {int(length)} bytes, over MAX_SOURCE_BYTES ({max_bytes}): split it"
             )
         body = _BoundedBody(response, connection, current, max_bytes, deadline, max_seconds)
-        return io.BufferedReader(body)  # type: ignore[return-value]
+        return io.BufferedReader(body)
     raise SourceUnavailable(
         "too_many_redirects",
         f"{url} redirected more than {max_redirects} times (MAX_URL_REDIRECTS): give the final URL",
