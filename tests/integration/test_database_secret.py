@@ -15,11 +15,11 @@ import boto3
 import orjson
 import psycopg2
 import pytest
+from bulkio import bootstrap
 from bulkio.adapters import aws
 from bulkio.adapters.secrets import SecretError
 from bulkio.domain.exports import ExportFormat, ExportQuery
 from bulkio.domain.resources import Resource
-from bulkio import bootstrap
 from bulkio.services import health
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn

@@ -12,9 +12,10 @@ from typing import Any
 
 import psycopg2
 import pytest
-from bulkio.adapters.postgres import FailedRecord, ImportStore, MergeOutcome, StagedRecord, connect
+from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.domain.errors import ErrorCode, RecordError
 from bulkio.domain.resources import COLUMNS, Resource
+from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord
 
 from tests.fixtures.postgres import query
 
@@ -98,7 +99,7 @@ def test_a_redelivered_chunk_is_staged_once(store: ImportStore, clean_db: str) -
     assert store.stage_chunk("job", Resource.USERS, 0, chunk, ()) is True
     assert store.stage_chunk("job", Resource.USERS, 0, chunk, ()) is False
 
-    assert store.chunks_staged("job") == 1
+    assert store.progress("job").chunks == 1
     assert query(clean_db, "SELECT count(*) FROM stage_users WHERE job_id = 'job'") == [(2,)]
     store.set_totals("job", 1, 2)
     assert store.try_merge("job") == MergeOutcome(2, 2, 0, {}, merged_now=True)
@@ -535,7 +536,7 @@ def test_a_dropped_connection_is_replaced_once(clean_db: str) -> None:
     assert terminated == [(True,)]
 
     assert store.stage_chunk("job", Resource.USERS, 0, [user(1, "a@example.com", "u1")], ()) is True
-    assert store.chunks_staged("job") == 1
+    assert store.progress("job").chunks == 1
     assert len(opened) == 2
     store.close()
 

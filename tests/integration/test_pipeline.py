@@ -24,14 +24,19 @@ import orjson
 import psycopg2
 import pytest
 from bulkio.adapters.jobs_repo import DynamoJobRepository
+from bulkio.adapters.metrics import Metrics
 from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.sqs import ChunkQueue
+from bulkio.bootstrap import url_opener
 from bulkio.config import Settings
+from bulkio.domain.chunks import ChunkMessage
 from bulkio.domain.jobs import ImportJob
 from bulkio.domain.records import ValidationRules
 from bulkio.domain.resources import Format, Resource
-from bulkio.services.imports import ImportService, NewImport, source_key
+from bulkio.services.imports.api import NewImport
+from bulkio.services.imports.common import source_key
+from bulkio.services.imports.wiring import ImportParts, wire_imports
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local.monitoring import start_monitoring
@@ -91,24 +96,28 @@ class Pipeline:
     database_url: str
     settings: Settings
 
-    def service(self) -> ImportService:
-        """A service with its own connections, as each Lambda instance has."""
-        return ImportService(
+    def service(self) -> ImportParts:
+        """The import service with its own connections, as each Lambda instance has."""
+        jobs = DynamoJobRepository(self.session.resource("dynamodb").Table(TABLE))
+        return wire_imports(
             settings=self.settings,
-            jobs=DynamoJobRepository(self.session.resource("dynamodb").Table(TABLE)),
+            jobs=jobs,
+            idempotency=jobs,
             objects=S3ObjectStore(self.session.client("s3"), BUCKET),
             queue=ChunkQueue(self.session.client("sqs"), _queue_url(self.session)),
             store=ImportStore(lambda: connect(self.database_url)),
             rules=ValidationRules(),
+            metrics=Metrics(self.settings.pushgateway_url, "imports"),
             launch_chunker=lambda job_id: None,
+            open_source_url=url_opener(self.settings),
         )
 
     def upload_and_chunk(self, resource: Resource, fmt: Format, data: bytes) -> tuple[str, list[dict[str, Any]]]:
         service = self.service()
-        created = service.submit(NewImport(resource=resource, format=fmt), idempotency_key=None, owner=OWNER)
+        created = service.api.submit(NewImport(resource=resource, format=fmt), idempotency_key=None, owner=OWNER)
         job_id = created.body["job_id"]
-        service.objects.put_bytes(source_key(job_id), data)
-        service.run_chunker(job_id)
+        service.api.objects.put_bytes(source_key(job_id), data)
+        service.chunker.run_chunker(job_id)
         return job_id, _drain(self.session)
 
 
@@ -145,12 +154,12 @@ def _run_writers(pipeline: Pipeline, messages: list[dict[str, Any]], workers: in
                     return
                 message = pending.pop()
             try:
-                service.process_chunk(message)
+                service.writer.process_chunk(ChunkMessage.model_validate(message))
             except BaseException as error:  # surfaced below: a thread must not swallow it
                 failures.append(error)
                 return
             finally:
-                service.metrics.push()  # as each Lambda invocation ends
+                service.writer.metrics.push()  # as each Lambda invocation ends
 
     threads = [threading.Thread(target=writer) for _ in range(workers)]
     for thread in threads:
@@ -177,7 +186,7 @@ def _import_users(pipeline: Pipeline, data: bytes, workers: int, order: Callable
     job_id, messages = pipeline.upload_and_chunk(Resource.USERS, Format.CSV, data)
     order(messages)
     _run_writers(pipeline, messages, workers)
-    job = pipeline.service().jobs.get(job_id)
+    job = pipeline.service().api.jobs.get(job_id)
     assert job is not None
     return {"job": job, "snapshot": _snapshot(pipeline.database_url, job_id)}
 
@@ -217,22 +226,23 @@ def test_a_redelivered_chunk_counts_once(pipeline: Pipeline) -> None:
     job_id, messages = pipeline.upload_and_chunk(Resource.USERS, Format.CSV, data)
     assert len(messages) == 3
     service = pipeline.service()
-    service.process_chunk(messages[0])
-    service.process_chunk(messages[0])  # at-least-once delivery: the same message again
-    in_progress = service.view(job_id, CALLER)
+    first = ChunkMessage.model_validate(messages[0])
+    service.writer.process_chunk(first)
+    service.writer.process_chunk(first)  # at-least-once delivery: the same message again
+    in_progress = service.api.view(job_id, CALLER)
     assert in_progress["status"] == "processing"
     assert in_progress["counters"]["processed"] == CHUNK_RECORDS
     assert in_progress["progress"]["chunks_done"] == 1
 
     for message in messages[1:] + messages:  # the rest, then everything again after the job ended
-        service.process_chunk(message)
-    job = service.jobs.get(job_id)
+        service.writer.process_chunk(ChunkMessage.model_validate(message))
+    job = service.api.jobs.get(job_id)
     assert job is not None
     assert job.is_final
     assert job.counters.total == 250
     assert job.counters.processed == 250
     assert job.counters.succeeded + job.counters.failed == 250
-    errors = service.store.first_errors(job_id, limit=1000)
+    errors = service.api.store.first_errors(job_id, limit=1000)
     assert len({(e["index"], e["code"], e["field"]) for e in errors}) == len(errors)
 
 
@@ -249,9 +259,9 @@ def _import_and_report(pipeline: Pipeline, fmt: Format, data: bytes) -> tuple[Im
     job_id, messages = pipeline.upload_and_chunk(Resource.USERS, fmt, data)
     _run_writers(pipeline, messages, workers=1)
     service = pipeline.service()
-    job = service.jobs.get(job_id)
+    job = service.api.jobs.get(job_id)
     assert job is not None
-    report = service.error_report(job_id, "ndjson", CALLER)
+    report = service.api.error_report(job_id, "ndjson", CALLER)
     assert report.body is not None
     return job, [orjson.loads(line) for line in report.body.splitlines()]
 
@@ -276,7 +286,7 @@ def test_error_report_names_source_lines(pipeline: Pipeline) -> None:
     duplicate = by_code["duplicate_in_file"]
     assert duplicate["line"] == 6 and duplicate["field"] == "email"
     assert "line 2" in duplicate["message"]
-    csv_report = pipeline.service().error_report(job.job_id, "csv", CALLER)
+    csv_report = pipeline.service().api.error_report(job.job_id, "csv", CALLER)
     assert csv_report.body is not None
     assert csv_report.body.decode().splitlines()[0] == "line,index,code,field,message,value,record"
 
@@ -284,7 +294,7 @@ def test_error_report_names_source_lines(pipeline: Pipeline) -> None:
 def test_unreadable_file_fails_the_job_with_the_reason(pipeline: Pipeline) -> None:
     job_id, messages = pipeline.upload_and_chunk(Resource.USERS, Format.JSON, b'{"not": "an array"}')
     assert messages == []
-    job = pipeline.service().jobs.get(job_id)
+    job = pipeline.service().api.jobs.get(job_id)
     assert job is not None
     assert job.status.value == "failed"
     assert job.failure is not None and job.failure.code == "not_a_json_array"
@@ -303,8 +313,8 @@ def test_articles_and_comments_check_references(pipeline: Pipeline) -> None:
     )
     _run_writers(pipeline, messages, workers=2)
     service = pipeline.service()
-    article = service.jobs.get(article_job)
-    comment = service.jobs.get(comment_job)
+    article = service.api.jobs.get(article_job)
+    comment = service.api.jobs.get(comment_job)
     assert article is not None and comment is not None
     assert article.counters.succeeded > articles * 0.8
     assert comment.counters.succeeded > comments * 0.8
@@ -324,7 +334,7 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_job(pipeline: Pip
             file=io.BytesIO(data),
             file_sha256="same-file",
         )
-        results.append(pipeline.service().submit(request, idempotency_key="concurrent-key", owner=OWNER))
+        results.append(pipeline.service().api.submit(request, idempotency_key="concurrent-key", owner=OWNER))
 
     threads = [threading.Thread(target=submit) for _ in range(5)]
     for thread in threads:
@@ -334,8 +344,8 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_job(pipeline: Pip
 
     assert len(results) == 5
     assert {result.body["job_id"] for result in results} == {results[0].body["job_id"]}
-    assert sum(result.headers.get("Idempotent-Replayed") != "true" for result in results) == 1
-    listed, _ = pipeline.service().jobs.list_jobs(50, None)
+    assert sum(not result.replayed for result in results) == 1
+    listed, _ = pipeline.service().api.jobs.list_jobs(50, None)
     assert [job.job_id for job in listed].count(results[0].body["job_id"]) == 1
 
 

@@ -22,12 +22,14 @@ from typing import Any
 import boto3
 import psycopg2
 import pytest
-from bulkio.adapters.jobs_repo import DynamoJobRepository, LeaseLost
-from bulkio.adapters.postgres import FailedRecord, ImportStore, MergeOutcome, StagedRecord, StagingLost, connect
-from bulkio.adapters.s3 import ObjectChanged, S3ObjectStore
-from bulkio.domain.jobs import Counters, ImportJob, JobSource, JobStatus, SourceKind, utc_now
+from bulkio.adapters.jobs_repo import DynamoJobRepository
+from bulkio.adapters.postgres import ImportStore, connect
+from bulkio.adapters.s3 import S3ObjectStore
+from bulkio.domain.jobs import Counters, ImportJob, JobSource, JobStatus, LeaseLost, SourceKind, utc_now
+from bulkio.domain.objects import ObjectChanged
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.resources import Format, Resource
+from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost
 from bulkio.domain.sweep import RunState
 from psycopg2.extensions import cursor as Cursor
 

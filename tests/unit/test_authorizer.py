@@ -10,9 +10,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from bulkio import bootstrap
 from bulkio.adapters.tokens import mint_token
 from bulkio.domain.auth import Principal
-from bulkio import bootstrap
 
 from tests.functions import LambdaContext, load_function_app
 

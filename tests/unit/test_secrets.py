@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import psycopg2
 import pytest
+from bulkio import bootstrap
 from bulkio.adapters.secrets import (
     SecretError,
     database_url_from_fields,
@@ -16,7 +17,6 @@ from bulkio.adapters.secrets import (
     redact,
 )
 from bulkio.config import Settings
-from bulkio import bootstrap
 from bulkio.services import health
 from psycopg2.extensions import parse_dsn
 

@@ -22,12 +22,12 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from bulkio import bootstrap
 from bulkio.adapters import http_source
 from bulkio.adapters.http_source import Allowlist, SourceUnavailable, check_url, open_url, resolve_vetted
 from bulkio.config import Settings
 from bulkio.domain.jobs import JobStatus
 from bulkio.domain.resources import Resource
-from bulkio import bootstrap
 from bulkio.services.imports.api import NewImport
 
 from infra.local import denied_ports
