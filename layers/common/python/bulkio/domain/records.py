@@ -76,7 +76,8 @@ def validate_record(resource: Resource, data: Mapping[str, Any], rules: Validati
     return _VALIDATORS[resource](_Check(data), rules)
 
 
-def _json_type_name(value: Any) -> str:
+def _json_type_with_article(value: Any) -> str:
+    """The JSON type of `value` as a message says it: "a string", "an array"."""
     if isinstance(value, str):
         return "a string"
     if isinstance(value, bool):
@@ -159,7 +160,7 @@ class _Check:
         self.fail(
             ErrorCode.INVALID_TYPE,
             name,
-            f"{name} must be {expected}, got {_json_type_name(value)}: write it as {expected}",
+            f"{name} must be {expected}, got {_json_type_with_article(value)}: write it as {expected}",
             value,
         )
         return None
@@ -301,7 +302,7 @@ class _Check:
             self.fail(
                 ErrorCode.INVALID_TYPE,
                 "tags",
-                f"tags must be an array of strings, got {_json_type_name(value)}: "
+                f"tags must be an array of strings, got {_json_type_with_article(value)}: "
                 'write ["news", "tech"] (in CSV: news|tech)',
                 value,
             )
@@ -315,7 +316,7 @@ class _Check:
                 if self.storable("tags", tag):
                     tags.append(tag.strip())
                 continue
-            what = _quoted(tag) if isinstance(tag, str) else _json_type_name(tag)
+            what = _quoted(tag) if isinstance(tag, str) else _json_type_with_article(tag)
             self.fail(
                 ErrorCode.INVALID_TAGS,
                 "tags",
