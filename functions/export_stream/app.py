@@ -12,9 +12,11 @@ import orjson
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from bulkio.bootstrap import export_service, pushing_metrics, token_verifier
+from bulkio.domain.errors import Refusal
 from bulkio.problems import PROBLEM_CONTENT_TYPE, Problem
 from bulkio.web.auth import caller_from_header, require_scope
 from bulkio.web.openapi import DECLARED_SCOPES, STREAMED_EXPORT
+from bulkio.web.problems import problem_from_refusal
 
 logger = Logger()
 
@@ -39,8 +41,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         caller = caller_from_header(token_verifier(), (event.get("headers") or {}).get("authorization"))
         require_scope(caller, DECLARED_SCOPES[STREAMED_EXPORT])
         export = export_service().stream(event.get("queryStringParameters") or {})
-    except Problem as problem:
+    except Problem as problem:  # the token check's 401 and 403
         return _problem(problem, path)
+    except Refusal as refusal:  # a bad export request: the status the API would give it
+        return _problem(problem_from_refusal(refusal), path)
     logger.info("streamed export started", extra={"file": export.filename, "subject": caller.subject})
     return {
         "statusCode": 200,

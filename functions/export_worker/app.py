@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from bulkio.bootstrap import export_service, pushing_metrics
+from bulkio.domain.export_messages import ExportExecutionInput, ExportFailedInput
 
 logger = Logger()
 
@@ -14,13 +15,15 @@ logger = Logger()
 @pushing_metrics
 @logger.inject_lambda_context(clear_state=True)
 def run_export(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    logger.append_keys(job_id=event["job_id"])
-    return export_service().run(event["job_id"])
+    execution = ExportExecutionInput.model_validate(event)
+    logger.append_keys(job_id=execution.job_id)
+    return export_service().run(execution.job_id)
 
 
 @pushing_metrics
 @logger.inject_lambda_context(clear_state=True)
 def mark_failed(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    logger.append_keys(job_id=event["job_id"])
-    export_service().mark_failed(event["job_id"], event.get("error") or {})
-    return {"job_id": event["job_id"], "status": "failed"}
+    failed = ExportFailedInput.model_validate(event)
+    logger.append_keys(job_id=failed.job_id)
+    export_service().mark_failed(failed.job_id, failed.error)
+    return {"job_id": failed.job_id, "status": "failed"}

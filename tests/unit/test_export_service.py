@@ -7,14 +7,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
 import pytest
+from bulkio import bootstrap
+from bulkio.adapters.metrics import Metrics
+from bulkio.adapters.tokens import mint_token
+from bulkio.domain.errors import InvalidRequest, NotFound, Unprocessable
 from bulkio.domain.export_jobs import ExportJob, ExportStatus
+from bulkio.domain.export_messages import TaskError
 from bulkio.domain.exports import ExportFormat, ExportQuery
 from bulkio.domain.jobs import JobFailure, utc_now
-from bulkio.problems import Problem
 from bulkio.services.exports import ExportService
+from pydantic import ValidationError
 
 from tests.fakes import CALLER, OWNER, FakeJobRepository, FakeObjectStore, make_settings
+from tests.functions import LambdaContext, load_function_app
 
 
 class FakeExportJobs:
@@ -100,17 +107,18 @@ class World:
 
 @pytest.fixture
 def world() -> World:
-    jobs, objects, store, started = FakeExportJobs(), FakeObjectStore("export-bucket"), FakeExportStore(), []
-    service = ExportService(make_settings(), jobs, FakeJobRepository(), objects, store, started.append)  # type: ignore[arg-type]
+    jobs, objects, store = FakeExportJobs(), FakeObjectStore("export-bucket"), FakeExportStore()
+    started: list[str] = []
+    metrics = Metrics("", "exports")  # no Pushgateway: nothing is pushed
+    service = ExportService(make_settings(), jobs, FakeJobRepository(), objects, store, started.append, metrics)
     return World(service, jobs, objects, store, started)
 
 
 def test_submitting_creates_a_queued_job_and_starts_the_state_machine(world: World) -> None:
     result = world.service.submit({"resource": "users", "format": "csv", "filters": {"role": "admin"}}, None, OWNER)
 
-    assert result.status == 202
-    job_id = result.body["job_id"]
-    assert result.body == {"job_id": job_id, "status": "queued", "links": {"self": f"/v1/exports/{job_id}"}}
+    job_id = result.job_id
+    assert (result.body, result.replayed) == ({"job_id": job_id, "status": "queued"}, False)
     assert world.started == [job_id]
     view = world.service.view(job_id, CALLER)
     assert (view["status"], view["resource"], view["format"], view["filters"]) == (
@@ -126,17 +134,17 @@ def test_the_same_idempotency_key_makes_one_export(world: World) -> None:
     body = {"resource": "articles", "format": "ndjson"}
     first = world.service.submit(body, "key-1", OWNER)
     again = world.service.submit(body, "key-1", OWNER)
-    assert again.body == first.body and again.headers["Idempotent-Replayed"] == "true"
+    assert again.body == first.body and (again.job_id, again.replayed) == (first.job_id, True)
     assert len(world.started) == 1
-    with pytest.raises(Problem) as raised:
+    with pytest.raises(Unprocessable) as raised:
         world.service.submit({"resource": "users", "format": "ndjson"}, "key-1", OWNER)
     assert raised.value.code == "idempotency_key_reused"
 
 
-def test_a_bad_request_is_a_problem_naming_what_is_allowed(world: World) -> None:
-    with pytest.raises(Problem) as raised:
+def test_a_bad_request_is_refused_naming_what_is_allowed(world: World) -> None:
+    with pytest.raises(InvalidRequest) as raised:
         world.service.submit({"resource": "users", "filters": {"colour": "red"}}, None, OWNER)
-    assert (raised.value.status, raised.value.code) == (400, "unknown_filter")
+    assert raised.value.code == "unknown_filter"
     assert "role" in raised.value.extra["allowed"]
     assert world.started == []
 
@@ -144,7 +152,7 @@ def test_a_bad_request_is_a_problem_naming_what_is_allowed(world: World) -> None
 @pytest.mark.parametrize("compression", [None, "gzip"])
 def test_the_worker_writes_the_file_and_completes_the_job(world: World, compression: str | None) -> None:
     body: dict[str, Any] = {"resource": "users", "format": "ndjson", "fields": ["id"], "compression": compression}
-    job_id = world.service.submit(body, None, OWNER).body["job_id"]
+    job_id = world.service.submit(body, None, OWNER).job_id
 
     result = world.service.run(job_id)
 
@@ -161,16 +169,16 @@ def test_the_worker_writes_the_file_and_completes_the_job(world: World, compress
 
 
 def test_a_finished_export_does_not_run_again(world: World) -> None:
-    job_id = world.service.submit({"resource": "users"}, None, OWNER).body["job_id"]
+    job_id = world.service.submit({"resource": "users"}, None, OWNER).job_id
     world.service.run(job_id)
     with pytest.raises(RuntimeError):
         world.service.run(job_id)
 
 
 def test_the_catch_branch_records_why_the_export_failed(world: World) -> None:
-    job_id = world.service.submit({"resource": "users"}, None, OWNER).body["job_id"]
+    job_id = world.service.submit({"resource": "users"}, None, OWNER).job_id
 
-    world.service.mark_failed(job_id, {"Error": "ValueError", "Cause": '{"errorMessage": "disk full"}'})
+    world.service.mark_failed(job_id, TaskError(Error="ValueError", Cause='{"errorMessage": "disk full"}'))
 
     view = world.service.view(job_id, CALLER)
     assert view["status"] == "failed"
@@ -179,11 +187,84 @@ def test_the_catch_branch_records_why_the_export_failed(world: World) -> None:
 
 
 def test_streaming_rejects_an_unknown_format_or_filter(world: World) -> None:
-    with pytest.raises(Problem) as bad_format:
+    with pytest.raises(InvalidRequest) as bad_format:
         world.service.stream({"resource": "users", "format": "xml"})
     assert (bad_format.value.code, bad_format.value.extra["allowed"]) == ("invalid_format", ["ndjson", "json", "csv"])
-    with pytest.raises(Problem) as bad_filter:
+    with pytest.raises(InvalidRequest) as bad_filter:
         world.service.stream({"resource": "users", "colour": "red"})
     assert bad_filter.value.code == "unknown_filter"
     export = world.service.stream({"resource": "comments", "format": "csv"})
     assert (export.content_type.split(";")[0], export.filename) == ("text/csv", "comments.csv")
+
+
+def test_an_unknown_job_or_another_callers_job_is_not_found(world: World) -> None:
+    with pytest.raises(NotFound) as unknown:
+        world.service.view("no-such-job", CALLER)
+    assert (unknown.value.code, unknown.value.message) == (
+        "job_not_found",
+        "no export job no-such-job: check the id returned by POST /v1/exports",
+    )
+    job_id = world.service.submit({"resource": "users"}, None, "someone-else").job_id
+    with pytest.raises(NotFound):
+        world.service.view(job_id, CALLER)
+
+
+# ================================================================================= the functions around it
+
+SECRET = "a-test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+@pytest.fixture
+def wired(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """The export functions' bootstrap answers the world's service; tokens are HS256 with SECRET."""
+    monkeypatch.setenv("AUTH_JWT_SECRET", SECRET)
+    for variable in ("AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE", "PUSHGATEWAY_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(bootstrap, "wiring", bootstrap.Wiring(export_service=world.service))
+    yield world
+    bootstrap.reset()
+
+
+def stream_event(query: dict[str, str], scopes: list[str]) -> dict[str, Any]:
+    return {
+        "rawPath": "/v1/exports",
+        "requestContext": {"http": {"method": "GET"}},
+        "headers": {"authorization": f"Bearer {mint_token(SECRET, OWNER, scopes)}"},
+        "queryStringParameters": query,
+    }
+
+
+def test_the_streamed_export_maps_a_bad_request_as_the_api_does(wired: World) -> None:
+    handler = load_function_app("export_stream").handler
+
+    bad = handler(stream_event({"resource": "users", "format": "xml"}, ["exports:read"]), LambdaContext())
+    assert (bad["statusCode"], bad["headers"]["Content-Type"]) == (400, "application/problem+json")
+    problem = orjson.loads(bad["body"])
+    assert (problem["code"], problem["title"], problem["allowed"]) == (
+        "invalid_format",
+        "Bad request",
+        ["ndjson", "json", "csv"],
+    )
+    assert problem["instance"] == "/v1/exports"
+
+    forbidden = handler(stream_event({"resource": "users"}, ["imports:read"]), LambdaContext())
+    assert (forbidden["statusCode"], orjson.loads(forbidden["body"])["code"]) == (403, "insufficient_scope")
+
+    streamed = handler(stream_event({"resource": "users", "format": "csv"}, ["exports:read"]), LambdaContext())
+    assert streamed["statusCode"] == 200 and b"".join(streamed["body"]) == b'{"id":"a"}\n{"id":"b"}\n'
+
+
+def test_the_worker_tasks_read_the_state_machines_payloads(wired: World) -> None:
+    worker = load_function_app("export_worker")
+    job_id = wired.service.submit({"resource": "users"}, None, OWNER).job_id
+    assert worker.run_export({"job_id": job_id}, LambdaContext())["rows"] == 2
+
+    other = wired.service.submit({"resource": "users"}, None, OWNER).job_id
+    caught = {"Error": "States.TaskFailed", "Cause": "worker crashed"}
+    assert worker.mark_failed({"job_id": other, "error": caught}, LambdaContext()) == {
+        "job_id": other,
+        "status": "failed",
+    }
+    assert wired.service.view(other, CALLER)["failure"]["message"] == "the export failed: worker crashed"
+    with pytest.raises(ValidationError):
+        worker.run_export({}, LambdaContext())

@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
-from bulkio.web.links import import_links, with_import_links
+from datetime import UTC, datetime
+
+from bulkio.domain.export_jobs import ExportJob, ExportStatus, export_view
+from bulkio.domain.jobs import JobFailure
+from bulkio.web.links import export_links, import_links, with_export_links, with_import_links
+
+# ============================================================================================== exports
+
+
+def test_the_202_of_an_export_gets_its_self_link() -> None:
+    body = with_export_links({"job_id": "job-1", "status": "queued"})
+    assert body == {"job_id": "job-1", "status": "queued", "links": {"self": "/v1/exports/job-1"}}
+    assert list(body) == ["job_id", "status", "links"]
+
+
+def test_a_replayed_202_stored_with_its_links_keeps_them_once() -> None:
+    stored = {"job_id": "job-1", "status": "queued", "links": {"self": "/v1/exports/job-1"}}
+    assert with_export_links(stored) == stored and list(with_export_links(stored)) == list(stored)
+
+
+def test_an_export_view_gets_its_links_after_finished_at_as_it_always_did() -> None:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    job = ExportJob("job-1", "users", "csv", {}, None, None, ExportStatus.FAILED, created, failure=JobFailure("x", "y"))
+    view = with_export_links(export_view(job, created, ("https://download", created)))
+    assert view["links"] == export_links("job-1") == {"self": "/v1/exports/job-1"}
+    keys = list(view)
+    assert keys[keys.index("finished_at") + 1 :] == ["links", "download_url", "expires_at", "failure"]
+
 
 # ============================================================================================== imports
 

@@ -29,6 +29,7 @@ from bulkio.adapters.secrets import read_database_url
 from bulkio.adapters.sqs import ChunkQueue
 from bulkio.adapters.tokens import TokenVerifier
 from bulkio.config import Settings
+from bulkio.domain.export_messages import ExportExecutionInput
 from bulkio.services.exports import ExportService
 from bulkio.services.imports.api import ImportApi
 from bulkio.services.imports.chunking import Chunker
@@ -98,7 +99,7 @@ class Wiring:
             aws.client("stepfunctions").start_execution(
                 stateMachineArn=settings.state_machine_arn,
                 name=job_id,
-                input=orjson.dumps({"job_id": job_id}).decode(),
+                input=ExportExecutionInput(job_id=job_id).model_dump_json(),
             )
 
         table = aws.dynamodb_table(settings.jobs_table)

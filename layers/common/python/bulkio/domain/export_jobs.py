@@ -1,4 +1,4 @@
-"""Asynchronous export jobs: statuses and the view the API shows. Pure."""
+"""Asynchronous export jobs: statuses and the view the API shows (the web layer adds its links). Pure."""
 
 from __future__ import annotations
 
@@ -37,10 +37,6 @@ class ExportJob:
     owner: str | None = None  # the subject of the token that asked for it
 
 
-def export_links(job_id: str) -> dict[str, str]:
-    return {"self": f"/v1/exports/{job_id}"}
-
-
 def export_object_key(job: ExportJob) -> str:
     suffix = ".gz" if job.compression == "gzip" else ""
     return f"exports/{job.job_id}/{job.resource}.{job.format}{suffix}"
@@ -67,7 +63,6 @@ def export_view(job: ExportJob, now: datetime, download: tuple[str, datetime] | 
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
-        "links": export_links(job.job_id),
     }
     if download is not None:
         view["download_url"], expires_at = download[0], download[1]

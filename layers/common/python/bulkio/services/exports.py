@@ -4,29 +4,32 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from bulkio.adapters.export_jobs import DynamoExportJobRepository
-from bulkio.adapters.export_store import ExportStore, ExportStream
-from bulkio.adapters.metrics import JobSummary, Metrics
-from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.config import Settings
 from bulkio.domain.auth import Principal
-from bulkio.domain.export_jobs import ExportJob, ExportStatus, export_links, export_object_key, export_view
-from bulkio.domain.exports import (
-    CONTENT_TYPES,
-    InvalidExportRequest,
-    parse_export_format,
-    parse_export_query,
-    parse_export_request,
-)
+from bulkio.domain.errors import NotFound
+from bulkio.domain.export_jobs import ExportJob, ExportStatus, export_object_key, export_view
+from bulkio.domain.export_messages import TaskError
+from bulkio.domain.exports import CONTENT_TYPES, parse_export_format, parse_export_query, parse_export_request
 from bulkio.domain.jobs import utc_now
-from bulkio.problems import Problem, bad_request, not_found
-from bulkio.services.idempotency import ApiResult, IdempotencyRecords, idempotency_scope, submit_once
+from bulkio.domain.metrics import JobSummary
+from bulkio.domain.submissions import Submitted
+from bulkio.services.idempotency import idempotency_scope, submit_once
+from bulkio.services.ports import (
+    ExportExecutionStarter,
+    ExportJobRepository,
+    ExportStore,
+    ExportStream,
+    IdempotencyRecords,
+    MetricsSink,
+    ObjectStore,
+)
 
 logger = Logger(child=True)
 
@@ -34,33 +37,31 @@ IDEMPOTENCY_SCOPE = "exports"
 DOWNLOAD_TTL_SECONDS = 900
 
 
-def _problem(error: InvalidExportRequest) -> Problem:
-    extra = {"allowed": error.allowed} if error.allowed else {}
-    return bad_request(error.code, error.message, **extra)
-
-
+@dataclass(frozen=True, slots=True)
 class StreamedExport:
     """A streamed export's body with what the response needs to say about it."""
 
-    def __init__(self, content_type: str, filename: str, body: Iterator[bytes]) -> None:
-        self.content_type = content_type
-        self.filename = filename
-        self.body = body
+    content_type: str
+    filename: str
+    body: Iterator[bytes]
 
 
 class ExportService:
+    """Refuses bad requests with InvalidRequest (InvalidExportRequest) and unknown or hidden jobs with NotFound;
+    answers plain data: the web layer adds the links and decides the statuses."""
+
     def __init__(
         self,
         settings: Settings,
-        jobs: DynamoExportJobRepository,
+        jobs: ExportJobRepository,
         idempotency: IdempotencyRecords,
-        objects: S3ObjectStore,
+        objects: ObjectStore,
         store: ExportStore,
-        start_execution: Callable[[str], None],
-        metrics: Metrics | None = None,
+        start_execution: ExportExecutionStarter,
+        metrics: MetricsSink,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics or Metrics(settings.pushgateway_url, "exports")
+        self.metrics = metrics
         self.jobs = jobs
         self.idempotency = idempotency
         self.objects = objects
@@ -70,11 +71,8 @@ class ExportService:
     # ================================================================ streamed
     def stream(self, params: Mapping[str, str]) -> StreamedExport:
         """GET /v1/exports: rows leave as PostgreSQL produces them; nothing is held whole."""
-        try:
-            fmt = parse_export_format(params.get("format"))
-            query = parse_export_query(params.get("resource"), params)
-        except InvalidExportRequest as error:
-            raise _problem(error) from error
+        fmt = parse_export_format(params.get("format"))
+        query = parse_export_query(params.get("resource"), params)
         filename = f"{query.resource.value}.{fmt.value}"
         body = self._counted(self.store.stream(query, fmt), query.resource.value, fmt.value)
         return StreamedExport(CONTENT_TYPES[fmt], filename, body)
@@ -93,11 +91,9 @@ class ExportService:
         self.metrics.push()
 
     # ================================================================ jobs: API side
-    def submit(self, body: Mapping[str, Any], idempotency_key: str | None, owner: str) -> ApiResult:
-        try:
-            query, fmt, compression = parse_export_request(body)
-        except InvalidExportRequest as error:
-            raise _problem(error) from error
+    def submit(self, body: Mapping[str, Any], idempotency_key: str | None, owner: str) -> Submitted:
+        """POST /v1/exports: the job, queued and its execution started, once per Idempotency-Key."""
+        query, fmt, compression = parse_export_request(body)
         request = {
             "resource": query.resource.value,
             "format": fmt.value,
@@ -113,10 +109,9 @@ class ExportService:
             request,
             self.settings.idempotency_ttl_seconds,
             lambda job_id: self._create(job_id, request, owner),
-            lambda job_id: export_links(job_id)["self"],
         )
 
-    def _create(self, job_id: str, request: dict[str, Any], owner: str) -> ApiResult:
+    def _create(self, job_id: str, request: dict[str, Any], owner: str) -> dict[str, Any]:
         job = ExportJob(
             job_id=job_id,
             resource=request["resource"],
@@ -136,8 +131,7 @@ class ExportService:
             self.jobs.fail(job_id, "submission_failed", f"the export could not be started: {error}; submit it again")
             raise
         logger.info("export job created", extra={"job_id": job_id, "resource": job.resource})
-        body = {"job_id": job_id, "status": job.status.value, "links": export_links(job_id)}
-        return ApiResult(202, body, {"Location": export_links(job_id)["self"]})
+        return {"job_id": job_id, "status": job.status.value}
 
     def view(self, job_id: str, caller: Principal) -> dict[str, Any]:
         job = self._job(job_id)
@@ -157,8 +151,8 @@ class ExportService:
         return job
 
     @staticmethod
-    def _not_found(job_id: str) -> Problem:
-        return not_found("job_not_found", f"no export job {job_id}: check the id returned by POST /v1/exports")
+    def _not_found(job_id: str) -> NotFound:
+        return NotFound("job_not_found", f"no export job {job_id}: check the id returned by POST /v1/exports")
 
     # ================================================================ jobs: Step Functions tasks
     def run(self, job_id: str) -> dict[str, Any]:
@@ -199,8 +193,9 @@ class ExportService:
         )
         return {"job_id": job_id, "rows": rows, "bytes": size}
 
-    def mark_failed(self, job_id: str, error: Mapping[str, Any]) -> None:
+    def mark_failed(self, job_id: str, error: TaskError | None) -> None:
         """The state machine's Catch: the worker failed (after its retries); record why."""
-        cause = str(error.get("Cause") or error.get("Error") or "unknown error")
+        caught = error or TaskError()
+        cause = caught.cause or caught.error or "unknown error"
         if self.jobs.fail(job_id, "export_failed", f"the export failed: {cause[:1000]}"):
-            logger.warning("export job failed", extra={"job_id": job_id, "error": error.get("Error")})
+            logger.warning("export job failed", extra={"job_id": job_id, "error": caught.error})
