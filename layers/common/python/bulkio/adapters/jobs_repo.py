@@ -120,7 +120,7 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         started_at=parse_iso(item.get("started_at")),
         finished_at=parse_iso(item.get("finished_at")),
         chunks_total=_int(item.get("chunks_total")),
-        # Progress of unfinished jobs is read from PostgreSQL (ImportService.view); a completed job did them all.
+        # Progress of unfinished jobs is read from PostgreSQL (ImportApi.view); a completed job did them all.
         chunks_done=(_int(item.get("chunks_total")) or 0) if item.get("status") in COMPLETED_VALUES else 0,
         counters=Counters(
             total=_int(item.get("records_total")),
