@@ -20,7 +20,6 @@ from bulkio.adapters import aws
 from bulkio.adapters.secrets import SecretError
 from bulkio.domain.exports import ExportFormat, ExportQuery
 from bulkio.domain.resources import Resource
-from bulkio.services import health
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
@@ -174,7 +173,7 @@ def test_health_connects_through_the_secret(
 ) -> None:
     monkeypatch.setenv("DATABASE_SECRET_ARN", _create_secret(secretsmanager, _rotation_secret(database_url)))
 
-    assert health.check_health()["checks"]["database"] == "ok"
+    assert bootstrap.health_report()["checks"]["database"] == "ok"
 
 
 def test_a_missing_secret_is_a_clear_error_and_is_not_cached(
@@ -185,7 +184,7 @@ def test_a_missing_secret_is_a_clear_error_and_is_not_cached(
 
     with pytest.raises(SecretError, match=f"could not read the database secret {name}: .*ResourceNotFound"):
         bootstrap.database_url()
-    assert health.check_health()["checks"]["database"].startswith("unavailable: SecretError: could not read")
+    assert bootstrap.health_report()["checks"]["database"].startswith("unavailable: SecretError: could not read")
 
     secretsmanager.create_secret(Name=name, SecretString=_rotation_secret(database_url))
     assert _whoami(bootstrap.database_url())[1] == parse_dsn(database_url)["dbname"]
@@ -197,7 +196,7 @@ def test_an_unusable_secret_never_shows_its_password(secretsmanager: Any, monkey
 
     with pytest.raises(SecretError) as raised:
         bootstrap.database_url()
-    report = health.check_health()["checks"]["database"]
+    report = bootstrap.health_report()["checks"]["database"]
 
     for text in (str(raised.value), report):
         assert "lacks host" in text

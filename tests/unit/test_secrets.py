@@ -17,7 +17,6 @@ from bulkio.adapters.secrets import (
     redact,
 )
 from bulkio.config import Settings
-from bulkio.services import health
 from psycopg2.extensions import parse_dsn
 
 from tests.fakes import make_settings
@@ -330,9 +329,9 @@ def test_with_database_url_a_failed_connection_reads_nothing(cold_start: pytest.
 def test_health_reports_a_bad_database_url_without_its_password(cold_start: pytest.MonkeyPatch) -> None:
     # libpq quotes a badly encoded token in its error: here, the password.
     cold_start.setenv("DATABASE_URL", "postgresql://app:s3cr%zz@127.0.0.1:1/db")
-    cold_start.setattr(health.aws, "client", lambda service: FakeAws())
+    cold_start.setattr(bootstrap.aws, "client", lambda service: FakeAws())
 
-    report = health.check_health(make_settings())
+    report = bootstrap.health_report(make_settings())
 
     assert report["status"] == "degraded"
     assert report["checks"]["database"].startswith("unavailable: ProgrammingError: invalid dsn")
@@ -342,9 +341,9 @@ def test_health_reports_a_bad_database_url_without_its_password(cold_start: pyte
 
 def test_health_reports_an_unusable_secret_without_its_password(cold_start: pytest.MonkeyPatch) -> None:
     client = FakeSecrets({"SecretString": _secret(host=...)})
-    cold_start.setattr(health.aws, "client", _clients(client))
+    cold_start.setattr(bootstrap.aws, "client", _clients(client))
 
-    checks = health.check_health(make_settings())["checks"]
+    checks = bootstrap.health_report(make_settings())["checks"]
 
     assert checks["database"].startswith(f"unavailable: SecretError: the database secret {SECRET_ID} lacks host")
     assert PASSWORD not in checks["database"]

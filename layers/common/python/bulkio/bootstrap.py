@@ -25,12 +25,13 @@ from bulkio.adapters.jobs_repo import DynamoJobRepository
 from bulkio.adapters.metrics import Metrics
 from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.adapters.s3 import S3ObjectStore
-from bulkio.adapters.secrets import read_database_url
+from bulkio.adapters.secrets import read_database_url, redact
 from bulkio.adapters.sqs import ChunkQueue
 from bulkio.adapters.tokens import TokenVerifier
 from bulkio.config import Settings
 from bulkio.domain.export_messages import ExportExecutionInput
 from bulkio.services.exports import ExportService
+from bulkio.services.health import check_health
 from bulkio.services.imports.api import ImportApi
 from bulkio.services.imports.chunking import Chunker
 from bulkio.services.imports.sweeping import DeadLetters, Sweeper
@@ -171,6 +172,31 @@ def dead_letters() -> DeadLetters:
 
 def export_service() -> ExportService:
     return wiring.export_service
+
+
+def health_report(settings: Settings | None = None) -> dict[str, Any]:
+    """Probes PostgreSQL (through database_url(): DATABASE_URL or the secret), DynamoDB, S3 and SQS."""
+    settings = settings or wiring.settings
+
+    def database() -> None:
+        # Resolved inside the probe: a secret that can't be read makes the database unavailable.
+        with connect_database() as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM import_runs LIMIT 1")
+        connection.close()
+
+    def without_password(text: str) -> str:
+        # libpq may quote the connection string in its errors, and this report is a response.
+        return redact(text, resolved_database_url())
+
+    probes = {
+        "database": database,
+        "jobs_table": lambda: aws.client("dynamodb").describe_table(TableName=settings.jobs_table),
+        "bucket": lambda: aws.client("s3").head_bucket(Bucket=settings.import_bucket),
+        "chunk_queue": lambda: aws.client("sqs").get_queue_attributes(
+            QueueUrl=settings.chunk_queue_url, AttributeNames=["QueueArn"]
+        ),
+    }
+    return check_health(probes, without_password)
 
 
 def pushing_metrics(handler: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:

@@ -24,14 +24,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from bulkio.adapters.http_source import check_url
-from bulkio.bootstrap import export_service, import_api
+from bulkio.bootstrap import export_service, health_report, import_api
 from bulkio.domain.auth import Principal, Scope
 from bulkio.domain.errors import Refusal
 from bulkio.domain.parsing import detect_format
 from bulkio.domain.resources import Format
 from bulkio.domain.submissions import Submitted
 from bulkio.problems import PROBLEM_CONTENT_TYPE, Problem, bad_request, payload_too_large, unsupported_media_type
-from bulkio.services.health import check_health
 from bulkio.services.imports.api import NewImport
 from bulkio.web import openapi
 from bulkio.web.auth import caller_from_authorizer, require_scope
@@ -184,7 +183,7 @@ def swagger_ui() -> Response[Any]:
 
 @route("GET", "/v1/health", None, "Health of the service and its database", responses=openapi.health_responses(Health))
 def health() -> Response[Health]:
-    report = check_health()
+    report = health_report()
     return Response(200 if report["status"] == "ok" else 503, "application/json", Health.model_validate(report))
 
 
