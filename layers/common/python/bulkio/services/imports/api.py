@@ -76,22 +76,14 @@ class ErrorReport:
     redirect_url: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
 class ImportApi:
-    def __init__(
-        self,
-        settings: Settings,
-        jobs: ImportJobRepository,
-        idempotency: IdempotencyRecords,
-        objects: ObjectStore,
-        store: ImportStore,
-        launch_chunker: ChunkerLauncher,
-    ) -> None:
-        self.settings = settings
-        self.jobs = jobs
-        self.idempotency = idempotency
-        self.objects = objects
-        self.store = store
-        self.launch_chunker = launch_chunker
+    settings: Settings
+    jobs: ImportJobRepository
+    idempotency: IdempotencyRecords
+    objects: ObjectStore
+    store: ImportStore
+    launch_chunker: ChunkerLauncher
 
     def submit(self, request: NewImport, idempotency_key: str | None, owner: str) -> Submitted:
         """`owner` is the caller's subject: their Idempotency-Keys are theirs alone, and so is the job."""

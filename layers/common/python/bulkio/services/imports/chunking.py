@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from contextlib import closing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import BinaryIO, cast
 
 from aws_lambda_powertools import Logger
@@ -32,24 +32,15 @@ SQS_BATCH = 10
 FETCH_PIECE_BYTES = 1024 * 1024
 
 
+@dataclass(frozen=True, slots=True)
 class Chunker:
-    def __init__(
-        self,
-        settings: Settings,
-        jobs: ImportJobRepository,
-        objects: ObjectStore,
-        queue: ChunkQueue,
-        store: ImportStore,
-        ending: JobEnding,
-        open_source_url: SourceOpener,
-    ) -> None:
-        self.settings = settings
-        self.jobs = jobs
-        self.objects = objects
-        self.queue = queue
-        self.store = store
-        self.ending = ending
-        self._open_url = open_source_url
+    settings: Settings
+    jobs: ImportJobRepository
+    objects: ObjectStore
+    queue: ChunkQueue
+    store: ImportStore
+    ending: JobEnding
+    open_source_url: SourceOpener
 
     def on_object_created(self, bucket: str, key: str, etag: str) -> None:
         if key.endswith("/"):
@@ -159,7 +150,7 @@ class Chunker:
         source = job.source
         if source.kind is SourceKind.URL and source.url:
             key = fetched_key(job.job_id)
-            with closing(self._open_url(source.url)) as remote, self.objects.writer(key) as copy:
+            with closing(self.open_source_url(source.url)) as remote, self.objects.writer(key) as copy:
                 while piece := remote.read(FETCH_PIECE_BYTES):
                     copy.write(piece)
                     lease.keep_alive()

@@ -4,6 +4,7 @@ merged and finishes the job instead, and a merge whose staged rows keep vanishin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from aws_lambda_powertools import Logger
@@ -24,20 +25,13 @@ REPORT_FORMATS: tuple[tuple[Literal["ndjson", "csv"], str], ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
 class JobEnding:
-    def __init__(
-        self,
-        jobs: ImportJobRepository,
-        objects: ObjectStore,
-        queue: ChunkQueue,
-        store: ImportStore,
-        metrics: MetricsSink,
-    ) -> None:
-        self.jobs = jobs
-        self.objects = objects
-        self.queue = queue
-        self.store = store
-        self.metrics = metrics
+    jobs: ImportJobRepository
+    objects: ObjectStore
+    queue: ChunkQueue
+    store: ImportStore
+    metrics: MetricsSink
 
     def finish_if_complete(self, job_id: str, wait: bool = True) -> None:
         """Merges and ends the job once every chunk is staged. wait=False leaves a job whose merge is under way

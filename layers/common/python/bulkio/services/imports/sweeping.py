@@ -4,6 +4,7 @@ and the dead-letter consumer fails the jobs of chunks and chunker events that ke
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -31,26 +32,16 @@ logger = Logger(child=True)
 UPLOAD_GRACE_SECONDS = 300
 
 
+@dataclass(frozen=True, slots=True)
 class Sweeper:
-    def __init__(
-        self,
-        settings: Settings,
-        jobs: ImportJobRepository,
-        objects: ObjectStore,
-        queue: ChunkQueue,
-        store: ImportStore,
-        metrics: MetricsSink,
-        ending: JobEnding,
-        launch_chunker: ChunkerLauncher,
-    ) -> None:
-        self.settings = settings
-        self.jobs = jobs
-        self.objects = objects
-        self.queue = queue
-        self.store = store
-        self.metrics = metrics
-        self.ending = ending
-        self.launch_chunker = launch_chunker
+    settings: Settings
+    jobs: ImportJobRepository
+    objects: ObjectStore
+    queue: ChunkQueue
+    store: ImportStore
+    metrics: MetricsSink
+    ending: JobEnding
+    launch_chunker: ChunkerLauncher
 
     def sweep(self) -> dict[str, int]:
         """Looks at every unfinished job once and does what it needs to end (bulkio/domain/sweep.py). One job's
@@ -109,20 +100,13 @@ class Sweeper:
         return decision.action.value
 
 
+@dataclass(frozen=True, slots=True)
 class DeadLetters:
-    def __init__(
-        self,
-        settings: Settings,
-        jobs: ImportJobRepository,
-        store: ImportStore,
-        metrics: MetricsSink,
-        ending: JobEnding,
-    ) -> None:
-        self.settings = settings
-        self.jobs = jobs
-        self.store = store
-        self.metrics = metrics
-        self.ending = ending
+    settings: Settings
+    jobs: ImportJobRepository
+    store: ImportStore
+    metrics: MetricsSink
+    ending: JobEnding
 
     def on_failed_invocation(self, failure: FailedChunkerRun) -> None:
         """The chunker failed on an event after all its retries."""

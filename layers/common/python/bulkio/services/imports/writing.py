@@ -4,6 +4,7 @@ chunk merges the job. A chunk that fails comes back after a backoff."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
@@ -20,26 +21,16 @@ from bulkio.services.ports import ChunkQueue, ImportJobRepository, ImportStore, 
 logger = Logger(child=True)
 
 
+@dataclass(frozen=True, slots=True)
 class ChunkWriter:
-    def __init__(
-        self,
-        settings: Settings,
-        jobs: ImportJobRepository,
-        objects: ObjectStore,
-        queue: ChunkQueue,
-        store: ImportStore,
-        rules: ValidationRules,
-        metrics: MetricsSink,
-        ending: JobEnding,
-    ) -> None:
-        self.settings = settings
-        self.jobs = jobs
-        self.objects = objects
-        self.queue = queue
-        self.store = store
-        self.rules = rules
-        self.metrics = metrics
-        self.ending = ending
+    settings: Settings
+    jobs: ImportJobRepository
+    objects: ObjectStore
+    queue: ChunkQueue
+    store: ImportStore
+    rules: ValidationRules
+    metrics: MetricsSink
+    ending: JobEnding
 
     def process_chunk(self, message: ChunkMessage) -> None:
         job_id, chunk_no = message.job_id, message.chunk
