@@ -326,9 +326,9 @@ def test_the_job_fails_with_url_not_allowed(own_service: Served, connects: Conne
     world: FakeWorld = build_world(settings)
     # The API lets it through (the port is only denied in the chunker's settings here), as it would a name.
     request = NewImport(resource=Resource.USERS, format=None, url=f"http://localhost:{own_service.port}/users.csv")
-    job_id = world.service.submit(request, None, OWNER).body["job_id"]
+    job_id = world.api.submit(request, None, OWNER).body["job_id"]
 
-    world.service.run_chunker(job_id)
+    world.chunker.run_chunker(job_id)
 
     job = world.jobs.get(job_id)
     assert job is not None and job.failure is not None
