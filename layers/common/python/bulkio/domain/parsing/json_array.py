@@ -32,6 +32,17 @@ _QUOTE, _BACKSLASH, _COMMA = ord('"'), ord("\\"), ord(",")
 _OPEN_BRACKET, _CLOSE_BRACKET, _OPEN_BRACE, _CLOSE_BRACE = ord("["), ord("]"), ord("{"), ord("}")
 
 
+# Where the framer stands in the text. Between elements (the states below _IN_ELEMENT) it skips whitespace and
+# looks at the next byte; inside an element it runs to the next byte that opens or closes a string or container.
+_BEFORE_ARRAY = 0  # only whitespace so far: '[' must come
+_AFTER_OPENING = 1  # after '[': ']' closes the (empty) array, anything else starts an element
+_AFTER_COMMA = 2  # after a top-level ',': anything starts an element (']' an empty one, an error)
+_AFTER_ARRAY = 3  # after the closing ']': only whitespace may follow
+_IN_ELEMENT = 4  # inside an element, outside its strings
+_IN_STRING = 5  # inside a string of an element
+_AFTER_BACKSLASH = 6  # inside a string, after a backslash that ended the last chunk: the next byte is escaped
+
+
 def _frame_json_array(
     chunks: Iterator[bytes], max_record_bytes: int
 ) -> Iterator[tuple[int, bytes, bool, dict[str, Any] | None]]:
@@ -41,53 +52,39 @@ def _frame_json_array(
     of an oversized element are its first RAW_TEXT_LIMIT bytes.
     Fast path: an object is usually followed by its own '}' and a separator, and if orjson accepts the text
     up to such a '}' as a whole value then that '}' is the element's end (JSON is read left to right), so
-    most elements are found and parsed without the byte-level scan below.
+    most elements are found and parsed without the byte-level scan of the _IN_ELEMENT states.
     """
+    state = _BEFORE_ARRAY
     line = 1  # line number at offset `counted` of the current chunk
-    array_opened = array_closed = False
-    in_element = in_string = escaped = oversized = False
-    element_expected = False  # after a comma, ']' would close an empty element
-    depth = 0  # nesting inside the current element
-    element_line = 0
-    carried = bytearray()  # the current element's bytes from earlier chunks
+    # The element the byte-level scan is in (states from _IN_ELEMENT on):
+    element_line = 0  # the line where it starts
+    depth = 0  # how deep inside it the scan is, in its objects and arrays
+    carried = bytearray()  # its bytes from earlier chunks
+    oversized = False  # it is over max_record_bytes: `carried` keeps only its first RAW_TEXT_LIMIT bytes
     for chunk in chunks:
         size = len(chunk)
         position = counted = element_start = 0
         while position < size:
-            if in_string:
-                if escaped:
-                    escaped = False
-                    position += 1
-                    continue
-                end = _TO_STRING_END.match(chunk, position).end()
-                if end == size:
-                    break
-                if chunk[end] == _BACKSLASH:
-                    escaped = True
-                    break
-                in_string = False
-                position = end + 1
-                continue
-            if not in_element:
+            if state < _IN_ELEMENT:
                 position = _SKIP_WHITESPACE.match(chunk, position).end()
                 if position == size:
                     break
                 byte = chunk[position]
-                if array_closed:
+                if state == _AFTER_ARRAY:
                     raise UnreadableFile(
                         FileErrorCode.TRAILING_DATA,
                         "there is data after the closing ']' of the array: put all records inside one array",
                     )
-                if not array_opened:
+                if state == _BEFORE_ARRAY:
                     if byte != _OPEN_BRACKET:
                         raise _not_an_array()
-                    array_opened = True
+                    state = _AFTER_OPENING
                     position += 1
                     continue
                 line += chunk.count(b"\n", counted, position)
                 counted = position
-                if byte == _CLOSE_BRACKET and not element_expected:
-                    array_closed = True
+                if byte == _CLOSE_BRACKET and state == _AFTER_OPENING:
+                    state = _AFTER_ARRAY
                     position += 1
                     continue
                 if byte == _OPEN_BRACE:
@@ -101,45 +98,56 @@ def _frame_json_array(
                         else:
                             yield line, candidate, False, value
                             position = candidate_end.end()
-                            element_expected = chunk[position - 1] == _COMMA
-                            array_closed = not element_expected
+                            state = _AFTER_COMMA if chunk[position - 1] == _COMMA else _AFTER_ARRAY
                             continue
-                in_element = True
+                state = _IN_ELEMENT
                 element_line = line
                 element_start = position
-            pattern = _TO_STRUCTURE_IN_CONTAINER if depth else _TO_STRUCTURE_AT_TOP
-            end = pattern.match(chunk, position).end()
-            if end == size:
-                break
-            byte = chunk[end]
-            position = end + 1
-            if byte == _QUOTE:
-                in_string = True
-            elif byte in (_OPEN_BRACE, _OPEN_BRACKET):
-                depth += 1
-            elif depth:
-                depth -= 1
-            elif byte != _CLOSE_BRACE:  # a top-level ',' or ']' ends the element; a stray '}' stays in it
-                if oversized or len(carried) + end - element_start > max_record_bytes:
-                    element = bytes((carried + chunk[element_start:end])[:RAW_TEXT_LIMIT])
-                    yield element_line, element, True, None
-                elif carried:
-                    yield element_line, bytes(carried + chunk[element_start:end]), False, None
-                else:
-                    yield element_line, chunk[element_start:end], False, None
-                in_element = oversized = False
-                carried = bytearray()
-                element_expected = byte == _COMMA
-                array_closed = byte == _CLOSE_BRACKET
-        if in_element and not oversized:
+            elif state == _IN_ELEMENT:
+                pattern = _TO_STRUCTURE_IN_CONTAINER if depth else _TO_STRUCTURE_AT_TOP
+                end = pattern.match(chunk, position).end()
+                if end == size:
+                    break
+                byte = chunk[end]
+                position = end + 1
+                if byte == _QUOTE:
+                    state = _IN_STRING
+                elif byte in (_OPEN_BRACE, _OPEN_BRACKET):
+                    depth += 1
+                elif depth:
+                    depth -= 1
+                elif byte != _CLOSE_BRACE:  # a top-level ',' or ']' ends the element; a stray '}' stays in it
+                    if oversized or len(carried) + end - element_start > max_record_bytes:
+                        element = bytes((carried + chunk[element_start:end])[:RAW_TEXT_LIMIT])
+                        yield element_line, element, True, None
+                    elif carried:
+                        yield element_line, bytes(carried + chunk[element_start:end]), False, None
+                    else:
+                        yield element_line, chunk[element_start:end], False, None
+                    carried = bytearray()
+                    oversized = False
+                    state = _AFTER_COMMA if byte == _COMMA else _AFTER_ARRAY
+            elif state == _IN_STRING:
+                end = _TO_STRING_END.match(chunk, position).end()
+                if end == size:
+                    break
+                if chunk[end] == _BACKSLASH:  # the match stops at a backslash only when it ends the chunk
+                    state = _AFTER_BACKSLASH
+                    break
+                state = _IN_ELEMENT
+                position = end + 1
+            else:  # _AFTER_BACKSLASH
+                state = _IN_STRING
+                position += 1
+        if state >= _IN_ELEMENT and not oversized:
             carried += memoryview(chunk)[element_start:]
             if len(carried) > max_record_bytes:
                 oversized = True
                 del carried[RAW_TEXT_LIMIT:]
         line += chunk.count(b"\n", counted)
-    if not array_opened:
+    if state == _BEFORE_ARRAY:
         raise _not_an_array()
-    if not array_closed:
+    if state != _AFTER_ARRAY:
         raise UnreadableFile(
             FileErrorCode.UNTERMINATED_JSON_ARRAY,
             "the file ends before the closing ']' of the array (truncated upload?): upload the complete file",
