@@ -1,6 +1,5 @@
-"""The decompression guard: gzip content is expanded in bounded pieces and checked against the limits on its
-decompressed size and compression ratio before any of it is used, so that a decompression bomb fails after little
-work and little memory."""
+"""The decompression guard: gzip files are expanded within limits on their decompressed size and their
+compression ratio."""
 
 from __future__ import annotations
 
@@ -70,3 +69,10 @@ def _invalid_gzip(problem: str) -> UnreadableFile:
         FileErrorCode.INVALID_GZIP, f"the file starts like gzip but {problem}: upload a complete .gz file"
     )
 
+
+def _gunzip_head(head: bytes) -> bytes | None:
+    """What the first bytes of a gzip file expand to (at most READ_SIZE bytes), None if they are not gzip."""
+    try:
+        return zlib.decompressobj(GZIP_WBITS).decompress(head, READ_SIZE)
+    except zlib.error:
+        return None

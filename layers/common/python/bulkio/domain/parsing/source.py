@@ -7,14 +7,13 @@ single oversized record costs at most about `max_record_bytes`.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from itertools import chain
 from typing import BinaryIO
 
 from bulkio.domain.parsing.common import READ_SIZE, FileErrorCode, SourceRecord, UnreadableFile
 from bulkio.domain.parsing.csv import _csv_records
-from bulkio.domain.parsing.gzip import GZIP_MAGIC, GZIP_WBITS, _gunzip
+from bulkio.domain.parsing.gzip import GZIP_MAGIC, _gunzip, _gunzip_head
 from bulkio.domain.parsing.json_array import _json_array_records
 from bulkio.domain.parsing.ndjson import _ndjson_records
 from bulkio.domain.resources import Format, Resource
@@ -41,10 +40,10 @@ def detect_format(filename: str | None, head: bytes) -> Format | None:
         if dot and extension in FORMAT_BY_EXTENSION:
             return FORMAT_BY_EXTENSION[extension]
     if head.startswith(GZIP_MAGIC):
-        try:
-            head = zlib.decompressobj(GZIP_WBITS).decompress(head, READ_SIZE)
-        except zlib.error:
+        expanded = _gunzip_head(head)
+        if expanded is None:
             return None
+        head = expanded
     text = head.removeprefix(UTF8_BOM)
     # UTF-16 and binary formats are full of NUL bytes; UTF-8 text never has them.
     if b"\x00" in text[:1024]:
@@ -135,7 +134,6 @@ def _peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:
         if taken_size >= size:
             break
     return b"".join(taken), chunks
-
 
 
 def _text_chunks(
