@@ -64,18 +64,13 @@ def route(method: str, path: str, scope: Scope | None, summary: str, **details: 
     """Registers a route with Powertools and records its scope; the document lists the scope as its security."""
     ROUTE_SCOPES[(method, openapi.template_of(path))] = scope
     security = [{openapi.BEARER: [scope.value]}] if scope is not None else None
-    register = app.route(path, method, summary=summary, security=security, **details)
-    return register
+    return app.route(path, method, summary=summary, security=security, **details)
 
 
 # --------------------------------------------------------------------------------------------- answers
-def _problem_response(problem: Problem) -> Response[Any]:
-    return Response(
-        problem.status,
-        PROBLEM_CONTENT_TYPE,
-        orjson.dumps(problem.to_dict(app.current_event.path)).decode(),
-        problem.headers,
-    )
+def _problem_response(problem: Problem, path: str | None = None) -> Response[Any]:
+    body = orjson.dumps(problem.to_dict(path or app.current_event.path)).decode()
+    return Response(problem.status, PROBLEM_CONTENT_TYPE, body, problem.headers)
 
 
 @app.exception_handler(Problem)
@@ -139,9 +134,7 @@ def resolve(event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         check_scope(event)
     except Problem as problem:
         proxy = APIGatewayProxyEvent(dict(event))
-        body = orjson.dumps(problem.to_dict(proxy.path)).decode()
-        answer = Response(problem.status, PROBLEM_CONTENT_TYPE, body, problem.headers)
-        return ResponseBuilder[APIGatewayProxyEvent](answer).build(proxy)
+        return ResponseBuilder[APIGatewayProxyEvent](_problem_response(problem, proxy.path)).build(proxy)
     return app.resolve(event, context)
 
 
