@@ -31,7 +31,7 @@ class FakePushgateway:
                 self.end_headers()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         self.url = f"127.0.0.1:{self.server.server_address[1]}"
 
     def total(self, sample_name: str, **labels: str) -> float:

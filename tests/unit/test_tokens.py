@@ -456,7 +456,7 @@ def jwks_url(rsa_private_key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_private_key.public_key()))
     handler = type("PublishedJwks", (JwksHandler,), {"jwks": json.dumps({"keys": [{**jwk, "kid": KEY_ID}]}).encode()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
