@@ -56,11 +56,11 @@ migrate: $(STAMP) ## apply the SQL migrations to DATABASE_URL
 data: $(STAMP) ## generate sample files in the reference shape: make data ROWS=10000 SEED=42
 	$(PY) -m infra.tools.datagen all --rows $(ROWS) --seed $(SEED) --out-dir sample-data
 
-bench-import: $(STAMP) ## import ROWS users (default 1,000,000) through the embedded stack; prints rows/s, COPY ratio, memory
-	$(PY) -m infra.bench.import_bench --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),1000000)
+bench-import: $(STAMP) ## import ROWS users and articles (default 1,000,000), RUNS times (3); table + bench-results/import.json; BENCH_ARGS=--skip-100k-memory-run
+	$(PY) -m infra.bench.import_bench --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),1000000) --runs $(if $(filter command line,$(origin RUNS)),$(RUNS),3) $(BENCH_ARGS)
 
-bench-export: $(STAMP) ## stream ROWS users and articles (default 1,000,000 each) through the local stack vs a bare COPY
-	$(PY) -m infra.bench.export_bench --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),1000000)
+bench-export: $(STAMP) ## stream ROWS users and articles (default 1,000,000 each) vs a bare COPY, RUNS times (3); table + bench-results/export.json
+	$(PY) -m infra.bench.export_bench --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),1000000) --runs $(if $(filter command line,$(origin RUNS)),$(RUNS),3) $(BENCH_ARGS)
 
 chaos: $(STAMP) ## fault drills (issue 8) on fresh stacks vs a clean run: ROWS (default 200,000), SCENARIOS=a,c,e, CHAOS_ARGS=--keep-state
 	$(PY) -m infra.chaos --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),200000) $(if $(SCENARIOS),--scenarios $(SCENARIOS)) $(CHAOS_ARGS)
