@@ -270,6 +270,13 @@ def test_a_job_is_shown(api: ModuleType, world: FakeWorld) -> None:
     view = response.json()
     assert (view["job_id"], view["status"], view["resource"]) == (job_id, "awaiting_upload", "users")
     assert view["links"]["errors"] == f"/v1/imports/{job_id}/errors"
+    # Members in the order they have always come (a job that has not failed has no `failure`).
+    assert list(view) == [
+        *("job_id", "status", "resource", "format", "source", "counters", "progress", "metrics", "errors_by_code"),
+        *("created_at", "started_at", "finished_at", "errors", "errors_url", "links"),
+    ]
+    listed = get(api, "/v1/imports").json()["jobs"][0]
+    assert list(listed) == [key for key in view if key != "errors"]
 
 
 def test_an_unknown_job_is_not_found(api: ModuleType, world: FakeWorld) -> None:

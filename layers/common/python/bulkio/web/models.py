@@ -244,7 +244,9 @@ class ImportMetrics(View):
     duration_seconds: float | None
 
 
-class ImportJobSummary(View):
+class _ImportJob(View):
+    """What a job view and a job summary share, in the order they are served."""
+
     job_id: str
     status: str
     resource: str
@@ -257,13 +259,19 @@ class ImportJobSummary(View):
     created_at: str | None
     started_at: str | None
     finished_at: str | None
+
+
+class ImportJobSummary(_ImportJob):
     errors_url: str
     links: ImportLinks
     failure: Failure | None = left_out_when_none("why the job failed")
 
 
-class ImportJobView(ImportJobSummary):
+class ImportJobView(_ImportJob):
     errors: list[dict[str, Any]] = Field(description="the first errors (line, field, code, message, value)")
+    errors_url: str
+    links: ImportLinks
+    failure: Failure | None = left_out_when_none("why the job failed")
 
 
 class ImportJobPage(View):
