@@ -17,6 +17,7 @@ cannot be pickled, so the data is dumped explicitly):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import json
@@ -263,6 +264,30 @@ def make_sqs_receive_linear() -> None:
     SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period  # type: ignore[method-assign]
 
 
+DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
+
+
+def make_dynamodb_writes_atomic() -> None:
+    """DynamoDB applies a conditional write atomically. moto's server checks the condition and then writes, on
+    whichever request thread: two concurrent conditional updates could both succeed (a job "finished" twice by two
+    writers, its metrics counted twice). One lock around moto's DynamoDB writes gives the guarantee back. Applying
+    it twice changes nothing."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in DYNAMODB_WRITES:
+        write = getattr(DynamoDBBackend, name)
+        if getattr(write, "atomic", False):
+            continue
+
+        def atomic(self: DynamoDBBackend, *args: Any, _write: Any = write, **kwargs: Any) -> Any:
+            with lock:
+                return _write(self, *args, **kwargs)
+
+        atomic.atomic = True  # type: ignore[attr-defined]  # marks the wrapper, so that it is applied once
+        setattr(DynamoDBBackend, name, functools.wraps(write)(atomic))
+
+
 def main() -> None:
     port = int(os.environ.get("LOCAL_AWS_PORT", "4566"))
     invoke_port = int(os.environ.get("LOCAL_INVOKE_PORT", "4567"))
@@ -282,6 +307,7 @@ def main() -> None:
 
     enable_step_functions_execution()
     make_sqs_receive_linear()
+    make_dynamodb_writes_atomic()
     # One console line per AWS call drowns the functions' own logs.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     router = LambdaInvokeRouter(DomainDispatcherApplication(create_backend_app), invoke_port)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -621,3 +623,21 @@ def test_the_sweeper_leaves_a_merge_under_way_alone(store: ImportStore, clean_db
         merging.rollback()
         merging.close()
     assert isinstance(store.try_merge("job", wait=False), MergeOutcome)
+
+
+def test_of_writers_finishing_one_job_at_once_exactly_one_finishes_it(jobs: DynamoJobRepository) -> None:
+    """The conditional write that ends a job succeeds once, however many writers race for it (DynamoDB's
+    guarantee; the local endpoint's moto keeps it with infra.local.aws_endpoint.make_dynamodb_writes_atomic)."""
+    racers = 8
+    for round_no in range(25):
+        job_id = f"race-{round_no}-{uuid.uuid4().hex[:6]}"
+        jobs.create(new_job(job_id, JobStatus.PROCESSING))
+        start = threading.Barrier(racers)
+
+        def finish(_: int, job_id: str = job_id, start: threading.Barrier = start) -> bool:
+            start.wait()
+            return jobs.finish(job_id, Counters(total=10, processed=10, succeeded=9, failed=1), {"invalid_email": 1})
+
+        with ThreadPoolExecutor(racers) as pool:
+            finished = list(pool.map(finish, range(racers)))
+        assert finished.count(True) == 1, (round_no, finished)
