@@ -22,6 +22,7 @@ from psycopg2.extensions import make_dsn, parse_dsn
 from infra.local.postgres import session_cluster
 from infra.local.stack import REPOSITORY_ROOT, LocalStack
 from infra.migrate import apply_migrations
+from infra.tools.machine import cpu_model
 
 
 @contextmanager
@@ -153,14 +154,7 @@ def database_name(dsn: str) -> str:
 
 def machine(dsn: str) -> dict[str, Any]:
     """What the figures were measured on, as infra/chaos prints it; the PostgreSQL version is the server's own."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     connection = psycopg2.connect(dsn)
     try:
         with connection.cursor() as cursor:

@@ -157,6 +157,19 @@ class Imported:
     job: dict[str, Any]
 
 
+def imported_figures(last: Imported, timed: list[tuple[Imported, float]]) -> dict[str, Any]:
+    """One resource's figures over the runs: each import with its bare COPY's seconds; medians, last status."""
+    return {
+        "job_status": last.job["status"],
+        "records_succeeded": last.job["counters"]["succeeded"],
+        "records_failed": last.job["counters"]["failed"],
+        "pipeline_seconds": round(median([imported.seconds for imported, _ in timed]), 2),
+        "processing_seconds": round(median([imported.processing_seconds for imported, _ in timed]), 2),
+        "copy_seconds": round(median([copy for _, copy in timed]), 2),
+        "ratio_to_copy": rounded(median_of_ratios((copy, imported.seconds) for imported, copy in timed)),
+    }
+
+
 def import_and_wait(api: Api, resource: str, path: Path) -> Imported:
     """POST /v1/imports, then the clock runs from the presigned PUT to the first poll that sees the job ended
     (polls every half second): the POST is left out as before, it may pay the API function's cold start."""
@@ -250,13 +263,7 @@ def summary(
         "clean": arguments.clean,
         "writers": arguments.workers,
         "file_bytes": generated_file("users", rows, arguments.seed, arguments.clean).stat().st_size,
-        "job_status": last.users.job["status"],
-        "records_succeeded": last.users.job["counters"]["succeeded"],
-        "records_failed": last.users.job["counters"]["failed"],
-        "pipeline_seconds": round(median([run.users.seconds for run in runs]), 2),
-        "processing_seconds": round(median([run.users.processing_seconds for run in runs]), 2),
-        "copy_seconds": round(median([run.users_copy_seconds for run in runs]), 2),
-        "ratio_to_copy": rounded(median_of_ratios((run.users_copy_seconds, run.users.seconds) for run in runs)),
+        **imported_figures(last.users, [(run.users, run.users_copy_seconds) for run in runs]),
         "ratio_basis": RATIO_BASIS,
         "ratio_to_copy_processing": rounded(
             median_of_ratios((run.users_copy_seconds, run.users.processing_seconds) for run in runs)
@@ -276,15 +283,7 @@ def summary(
             "rows": rows,
             "format": "csv",
             "file_bytes": generated_file("articles", rows, arguments.seed, arguments.clean).stat().st_size,
-            "job_status": last.articles.job["status"],
-            "records_succeeded": last.articles.job["counters"]["succeeded"],
-            "records_failed": last.articles.job["counters"]["failed"],
-            "pipeline_seconds": round(median([run.articles.seconds for run in runs]), 2),
-            "processing_seconds": round(median([run.articles.processing_seconds for run in runs]), 2),
-            "copy_seconds": round(median([run.articles_copy_seconds for run in runs]), 2),
-            "ratio_to_copy": rounded(
-                median_of_ratios((run.articles_copy_seconds, run.articles.seconds) for run in runs)
-            ),
+            **imported_figures(last.articles, [(run.articles, run.articles_copy_seconds) for run in runs]),
         },
         "per_run": [
             {

@@ -41,6 +41,7 @@ from infra.chaos.scenarios import ALL_KEYS, Drill, DrillSettings, ScenarioResult
 from infra.local.postgres import find_bin_dir
 from infra.local.stack import REPOSITORY_ROOT
 from infra.tools import datagen
+from infra.tools.machine import cpu_model
 
 
 def table(results: Sequence[ScenarioResult]) -> str:
@@ -58,14 +59,7 @@ def table(results: Sequence[ScenarioResult]) -> str:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         postgres = subprocess.run(
             [str(find_bin_dir() / "postgres"), "--version"], capture_output=True, text=True, check=False
