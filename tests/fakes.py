@@ -328,6 +328,15 @@ class FakeObjectStore:
     def keys(self, prefix: str = "") -> list[str]:
         return sorted(key for bucket, key in self.objects if bucket == self.bucket and key.startswith(prefix))
 
+    def purge(self, prefix: str) -> int:
+        versions = [entry for entry in self.versions if entry[0] == self.bucket and entry[1].startswith(prefix)]
+        for entry in versions:
+            del self.versions[entry]
+        for bucket, key in [entry for entry in self.objects if entry[0] == self.bucket and entry[1].startswith(prefix)]:
+            del self.objects[(bucket, key)]
+            self.version_ids.pop((bucket, key), None)
+        return len(versions)
+
 
 # =============================================================================================== queue
 
@@ -366,6 +375,7 @@ class FakeRun:
     records_total: int | None = None
     staged_chunks: dict[int, tuple[int, int]] = field(default_factory=dict)  # chunk -> (records, failed)
     staged: list[StagedRecord] = field(default_factory=list)
+    merged: list[StagedRecord] = field(default_factory=list)  # what the merge took from staged (then emptied)
     failed: list[FailedRecord] = field(default_factory=list)
     outcome: MergeOutcome | None = None
     failed_run: bool = False
@@ -461,7 +471,7 @@ class FakeImportStore:
             errors_by_code=errors_by_code,
             merged_now=True,
         )
-        run.staged = []
+        run.merged, run.staged = run.staged, []
         self.merges += 1
         return run.outcome
 

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 import orjson
 import pytest
 from bulkio import bootstrap, faults
-from bulkio.domain.chunks import ChunkMessage, chunk_key, decode_chunk
+from bulkio.domain.chunks import ChunkMessage, chunk_key
 from bulkio.domain.jobs import ImportJob, JobSource, JobStatus, LeaseLost, SourceKind, utc_now
 from bulkio.domain.resources import Format, Resource
 from bulkio.domain.staging import MergeOutcome, StagingLost
@@ -191,11 +191,8 @@ def clean_run(content: bytes) -> Result:
 
 
 def chunked_emails(world: FakeWorld, job_id: str) -> list[str]:
-    """The emails in the job's chunk objects, in record order."""
-    emails: list[str] = []
-    for key in world.objects.keys(f"chunks/{job_id}/"):
-        emails += [entry.record["email"] for entry in decode_chunk(world.objects.read_bytes(key)) if entry.record]
-    return emails
+    """The emails of the records the job merged, in record order (its chunk objects are gone once it ended)."""
+    return [record.row["email"] for record in sorted(world.store.runs[job_id].merged, key=lambda r: r.index)]
 
 
 # =============================================================================================== the chunker

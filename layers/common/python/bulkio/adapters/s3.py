@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 from bulkio.domain.objects import ObjectChanged, ObjectInfo, PresignedUpload
 
 PART_SIZE = 8 * 1024 * 1024  # above S3's 5 MiB minimum part size
+DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 
 
 def _error_code(error: Exception) -> str:
@@ -57,7 +58,26 @@ class S3ObjectStore:
             raise
 
     def read_bytes(self, key: str) -> bytes:
-        return self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        with self.open(key) as body:
+            return body.read()
+
+    def purge(self, prefix: str) -> int:
+        purged = 0
+        pages = self._s3.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": DELETE_BATCH}
+        )
+        for page in pages:
+            versions = [
+                {"Key": entry["Key"], "VersionId": entry["VersionId"]}
+                for entry in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            ]
+            if versions:
+                answer = self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": versions, "Quiet": True})
+                if answer.get("Errors"):
+                    first = answer["Errors"][0]
+                    raise RuntimeError(f"could not delete s3://{self.bucket}/{first['Key']}: {first['Message']}")
+                purged += len(versions)
+        return purged
 
     def info(self, key: str, bucket: str | None = None) -> ObjectInfo | None:
         try:

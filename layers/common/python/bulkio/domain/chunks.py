@@ -17,8 +17,12 @@ from bulkio.domain.parsing import SourceRecord
 from bulkio.domain.resources import Resource
 
 
+def chunk_prefix(job_id: str) -> str:
+    return f"chunks/{job_id}/"
+
+
 def chunk_key(job_id: str, chunk_no: int) -> str:
-    return f"chunks/{job_id}/{chunk_no:06d}.ndjson"
+    return f"{chunk_prefix(job_id)}{chunk_no:06d}.ndjson"
 
 
 class ChunkMessage(BaseModel):

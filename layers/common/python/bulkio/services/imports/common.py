@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from aws_lambda_powertools import Logger
+
 from bulkio import faults
-from bulkio.domain.chunks import ChunkMessage
-from bulkio.services.ports import ChunkQueue
+from bulkio.domain.chunks import ChunkMessage, chunk_prefix
+from bulkio.services.ports import ChunkQueue, ObjectStore
+
+logger = Logger(child=True)
 
 IDEMPOTENCY_SCOPE = "imports"
 # How often a job's staged rows may vanish (a PostgreSQL crash recovery each time) before it fails.
@@ -18,7 +22,11 @@ def source_key(job_id: str) -> str:
 
 def fetched_key(job_id: str) -> str:
     """Where a URL import keeps the bytes it downloaded: outside uploads/ and drop/, so no S3 event fires."""
-    return f"fetched/{job_id}/source"
+    return f"{fetched_prefix(job_id)}source"
+
+
+def fetched_prefix(job_id: str) -> str:
+    return f"fetched/{job_id}/"
 
 
 def report_key(job_id: str, fmt: str) -> str:
@@ -28,3 +36,17 @@ def report_key(job_id: str, fmt: str) -> str:
 def announce(queue: ChunkQueue, messages: list[ChunkMessage]) -> None:
     # A drill may ask for every message twice: SQS delivers at least once, and twice must change nothing.
     queue.send(messages * 2 if faults.switched_on(faults.DUPLICATE_CHUNK_MESSAGES) else messages)
+
+
+def discard_scratch(objects: ObjectStore, job_id: str) -> None:
+    """Deletes what an ended job no longer needs: its chunk objects (a restage after a database crash reads them
+    only before the merge) and the copy of a URL import's download. Called once the job has ended; a failure
+    here ends nothing, and the bucket's lifecycle rules remove what was left behind."""
+    try:
+        purged = sum(objects.purge(prefix) for prefix in (chunk_prefix(job_id), fetched_prefix(job_id)))
+    except Exception:
+        logger.exception(
+            "could not delete an ended job's chunk objects: the bucket's lifecycle rules will", extra={"job_id": job_id}
+        )
+        return
+    logger.debug("ended job's chunk objects deleted", extra={"job_id": job_id, "objects": purged})

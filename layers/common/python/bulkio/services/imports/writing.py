@@ -11,7 +11,7 @@ from aws_lambda_powertools import Logger
 from bulkio import faults
 from bulkio.config import Settings
 from bulkio.domain.chunks import ChunkMessage, decode_chunk
-from bulkio.domain.jobs import ImportJob, JobStatus
+from bulkio.domain.jobs import ImportJob
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.staging import FailedRecord, StagedRecord
 from bulkio.domain.sweep import retry_delay_seconds
@@ -35,13 +35,21 @@ class ChunkWriter:
     def process_chunk(self, message: ChunkMessage) -> None:
         job_id, chunk_no = message.job_id, message.chunk
         job = self.jobs.get(job_id)
-        if job is None or job.status in {JobStatus.FAILED, JobStatus.CANCELLED}:
+        if job is None or job.is_final:
+            # An ended job stages nothing more (a merged one's chunk is a redelivery), and its chunk objects go.
             logger.info("chunk of an ended job skipped", extra={"job_id": job_id, "chunk": chunk_no})
             return
         started = time.monotonic()
         faults.crash_at(faults.WRITER_BEFORE_STAGE)
         try:
             staged_now = self._validate_and_stage(job, chunk_no, message.key)
+        except FileNotFoundError:
+            ended = self.jobs.get(job_id)
+            if ended is not None and ended.is_final:  # it ended while this chunk was on its way
+                logger.info("chunk of an ended job skipped", extra={"job_id": job_id, "chunk": chunk_no})
+                return
+            self.store.record_chunk_failure(job_id, chunk_no, f"chunk object {message.key} is missing")
+            raise
         except Exception as error:
             # Kept for the dead-letter consumer, which reports it if the chunk never succeeds.
             self.store.record_chunk_failure(job_id, chunk_no, f"{type(error).__name__}: {error}")
