@@ -22,6 +22,7 @@ class Scope(StrEnum):
 
 ALL_SCOPES = tuple(scope.value for scope in Scope)
 
+
 def scopes_from_claims(claims: Mapping[str, Any], prefix: str = "") -> frozenset[str]:
     """OAuth 2 puts scopes in `scope` (space-separated); some issuers use `scp` (a list). With `prefix` (Cognito
     names custom scopes `<resource server>/<scope>`), only scopes carrying exactly that prefix count, so another

@@ -196,4 +196,3 @@ def _continues_quoted_cell(line: bytes | _OversizedLine) -> bool:
     if isinstance(line, _OversizedLine):
         return line.state_from_quoted == _QUOTED
     return _STAYS_QUOTED.fullmatch(line) is not None or _csv_quote_state(line, _QUOTED) == _QUOTED
-
