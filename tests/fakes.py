@@ -268,10 +268,12 @@ class FakeObjectStore:
         # Every version ever written, by (bucket, key, version id), as in a versioned bucket.
         self.versions: dict[tuple[str, str, str], StoredObject] = {}
         self.version_ids: dict[tuple[str, str], str] = {}
+        self.versions_written = 0
 
     def _put(self, bucket: str, key: str, stored: StoredObject) -> None:
         self.objects[(bucket, key)] = stored
-        version_id = f"v{len(self.versions) + 1}"
+        self.versions_written += 1  # a count, not len(versions): a purge must not make an id come round again
+        version_id = f"v{self.versions_written}"
         self.versions[(bucket, key, version_id)] = stored
         self.version_ids[(bucket, key)] = version_id
 

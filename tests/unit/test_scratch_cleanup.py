@@ -451,14 +451,9 @@ def test_a_purge_that_fails_still_cancels_and_fails_jobs(world: FakeWorld, monke
     assert failed.failure is not None and failed.failure.code == "chunker_failed"
 
 
-# ================================================================================================ known gaps
+# ================================================================================ stragglers and versions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cancel purges the chunks written so far, but a chunker still running goes on writing chunk objects "
-    "(it notices the end only when it renews its lease, every third of it) and nothing purges those",
-)
 def test_a_job_cancelled_while_its_chunker_runs_leaves_no_chunk_object(
     world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -480,11 +475,6 @@ def test_a_job_cancelled_while_its_chunker_runs_leaves_no_chunk_object(
     assert scratch_of(world, job_id) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FakeObjectStore numbers a version len(versions) + 1: once purge removed versions, the numbers come "
-    "again, and a new version of a key overwrites an older version of that key with the same number",
-)
 def test_a_version_kept_before_another_jobs_purge_still_reads_as_it_was(world: FakeWorld) -> None:
     key = "uploads/job-b/source"
     world.objects.put_bytes(key, b"first")

@@ -62,22 +62,22 @@ class S3ObjectStore:
             return body.read()
 
     def purge(self, prefix: str) -> int:
+        # Each round lists from the start again: a listing resumed from the markers of versions just deleted
+        # ends early on some S3 implementations (moto's), which would leave the rest behind without a word.
         purged = 0
-        pages = self._s3.get_paginator("list_object_versions").paginate(
-            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": DELETE_BATCH}
-        )
-        for page in pages:
+        while True:
+            page = self._s3.list_object_versions(Bucket=self.bucket, Prefix=prefix, MaxKeys=DELETE_BATCH)
             versions = [
                 {"Key": entry["Key"], "VersionId": entry["VersionId"]}
                 for entry in page.get("Versions", []) + page.get("DeleteMarkers", [])
             ]
-            if versions:
-                answer = self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": versions, "Quiet": True})
-                if answer.get("Errors"):
-                    first = answer["Errors"][0]
-                    raise RuntimeError(f"could not delete s3://{self.bucket}/{first['Key']}: {first['Message']}")
-                purged += len(versions)
-        return purged
+            if not versions:
+                return purged
+            answer = self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": versions, "Quiet": True})
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise RuntimeError(f"could not delete s3://{self.bucket}/{first['Key']}: {first['Message']}")
+            purged += len(versions)
 
     def info(self, key: str, bucket: str | None = None) -> ObjectInfo | None:
         try:

@@ -28,7 +28,7 @@ from bulkio.domain.jobs import (
 from bulkio.domain.resources import Format, Resource
 from bulkio.domain.submissions import Submitted
 from bulkio.services.idempotency import idempotency_scope, submit_once
-from bulkio.services.imports.common import IDEMPOTENCY_SCOPE, discard_scratch, report_key, source_key
+from bulkio.services.imports.common import IDEMPOTENCY_SCOPE, discard, report_key, scratch_prefixes, source_key
 from bulkio.services.ports import ChunkerLauncher, IdempotencyRecords, ImportJobRepository, ImportStore, ObjectStore
 
 logger = Logger(child=True)
@@ -183,7 +183,7 @@ class ImportApi:
         if not self.jobs.cancel(job_id):
             ended = self._job(job_id, caller).status.value
             raise Conflict("job_already_ended", f"job {job_id} already ended ({ended}): there is nothing to cancel")
-        discard_scratch(self.objects, job_id)
+        discard(self.objects, job_id, scratch_prefixes(job_id))
         logger.info("import job cancelled", extra={"job_id": job_id})
         return self.view(job_id, caller)
 

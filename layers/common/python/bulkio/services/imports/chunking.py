@@ -21,7 +21,7 @@ from bulkio.domain.objects import ObjectChanged
 from bulkio.domain.parsing import SourceRecord, UnreadableFile, detect_format, iter_source_records
 from bulkio.domain.resources import Format, Resource, parse_resource
 from bulkio.domain.sources import SourceUnavailable
-from bulkio.services.imports.common import announce, fetched_key, source_key
+from bulkio.services.imports.common import announce, discard, fetched_key, scratch_prefixes, source_key
 from bulkio.services.imports.ending import JobEnding
 from bulkio.services.ports import ChunkQueue, ImportJobRepository, ImportStore, ObjectStore, SourceOpener
 
@@ -104,6 +104,12 @@ class Chunker:
                 )
                 chunks_total, records_total = self._write_chunks(job, records, lease)
         except LeaseLost:
+            ended = self.jobs.get(job_id)
+            if ended is not None and ended.is_final:
+                # Cancelled or failed while this run read: what it wrote since the job's end was purged is not.
+                logger.info("job ended while it was being chunked: this run stops", extra={"job_id": job_id})
+                discard(self.objects, job_id, scratch_prefixes(job_id))
+                return
             logger.warning("another chunker run took the job over: this one stops", extra={"job_id": job_id})
             return
         except (UnreadableFile, SourceUnavailable) as problem:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aws_lambda_powertools import Logger
 
 from bulkio import faults
@@ -38,12 +40,17 @@ def announce(queue: ChunkQueue, messages: list[ChunkMessage]) -> None:
     queue.send(messages * 2 if faults.switched_on(faults.DUPLICATE_CHUNK_MESSAGES) else messages)
 
 
-def discard_scratch(objects: ObjectStore, job_id: str) -> None:
-    """Deletes what an ended job no longer needs: its chunk objects (a restage after a database crash reads them
-    only before the merge) and the copy of a URL import's download. Called once the job has ended; a failure
-    here ends nothing, and the bucket's lifecycle rules remove what was left behind."""
+def scratch_prefixes(job_id: str) -> tuple[str, ...]:
+    """What an ended job no longer needs: its chunk objects (a restage after a database crash reads them only
+    before the merge) and the copy of a URL import's download."""
+    return chunk_prefix(job_id), fetched_prefix(job_id)
+
+
+def discard(objects: ObjectStore, job_id: str, prefixes: Iterable[str]) -> None:
+    """Deletes every version of the objects under `prefixes`, once their job has ended. A failure here ends
+    nothing: the bucket's lifecycle rules remove what was left behind."""
     try:
-        purged = sum(objects.purge(prefix) for prefix in (chunk_prefix(job_id), fetched_prefix(job_id)))
+        purged = sum(objects.purge(prefix) for prefix in prefixes)
     except Exception:
         logger.exception(
             "could not delete an ended job's chunk objects: the bucket's lifecycle rules will", extra={"job_id": job_id}

@@ -14,7 +14,7 @@ from bulkio.domain.chunks import ChunkMessage
 from bulkio.domain.jobs import Counters, ImportJob, job_metrics, utc_now
 from bulkio.domain.metrics import JobSummary
 from bulkio.domain.staging import StagingLost
-from bulkio.services.imports.common import MAX_RESTAGES, announce, discard_scratch, report_key
+from bulkio.services.imports.common import MAX_RESTAGES, announce, discard, report_key, scratch_prefixes
 from bulkio.services.ports import ChunkQueue, ImportJobRepository, ImportStore, MetricsSink, ObjectStore
 
 logger = Logger(child=True)
@@ -54,7 +54,7 @@ class JobEnding:
             failed=outcome.failed,
         )
         if self.jobs.finish(job_id, counters, outcome.errors_by_code):
-            discard_scratch(self.objects, job_id)
+            discard(self.objects, job_id, scratch_prefixes(job_id))
             finished = self.jobs.get(job_id) or job
             metrics = job_metrics(finished, utc_now())
             self._count_finished(finished, outcome.errors_by_code, metrics.duration_seconds or 0.0)
@@ -79,7 +79,7 @@ class JobEnding:
             self.finish_if_complete(job_id)
             return
         if self.jobs.fail(job_id, code, message):
-            discard_scratch(self.objects, job_id)
+            discard(self.objects, job_id, scratch_prefixes(job_id))
             # The reason may quote the data (a database error names the value it refused): it goes to the job,
             # which only its owner reads, and to the logs at DEBUG only.
             logger.warning(

@@ -15,6 +15,7 @@ from bulkio.domain.jobs import ImportJob
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.staging import FailedRecord, StagedRecord
 from bulkio.domain.sweep import retry_delay_seconds
+from bulkio.services.imports.common import discard
 from bulkio.services.imports.ending import JobEnding
 from bulkio.services.ports import ChunkQueue, ImportJobRepository, ImportStore, MetricsSink, ObjectStore
 
@@ -36,8 +37,11 @@ class ChunkWriter:
         job_id, chunk_no = message.job_id, message.chunk
         job = self.jobs.get(job_id)
         if job is None or job.is_final:
-            # An ended job stages nothing more (a merged one's chunk is a redelivery), and its chunk objects go.
+            # An ended job stages nothing more (a merged one's chunk is a redelivery). Its chunk objects were
+            # purged when it ended, but a chunker still running then may have written this one since.
             logger.info("chunk of an ended job skipped", extra={"job_id": job_id, "chunk": chunk_no})
+            if job is not None:
+                discard(self.objects, job_id, [message.key])  # no other key starts with it
             return
         started = time.monotonic()
         faults.crash_at(faults.WRITER_BEFORE_STAGE)
