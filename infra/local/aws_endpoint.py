@@ -17,6 +17,7 @@ cannot be pickled, so the data is dumped explicitly):
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import http.client
@@ -37,21 +38,28 @@ from boto3.s3.transfer import TransferConfig
 from werkzeug.serving import make_server
 
 from infra.local.provision import local_client
+from infra.local.s3_streaming import StreamedObjects
 from infra.local.stop_signal import StopSignal
 from infra.local.template_model import ACCOUNT_ID, REGION
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/[^/]+/invocations$")
 READY_PATH = "/_local/ready"
+OBJECT_MEMORY_BYTES = 64 * 1024  # an object body above this lives in a file
+# mallopt's parameters (glibc malloc.h)
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+MMAP_THRESHOLD_BYTES = 128 * 1024
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length"}
 
 
 class LambdaInvokeRouter:
     """WSGI middleware: the Lambda Invoke API goes to the functions host, everything else to moto."""
 
-    def __init__(self, moto_app: Any, invoke_port: int):
+    def __init__(self, moto_app: Any, invoke_port: int, streamed_objects: StreamedObjects | None = None):
         self.moto_app = moto_app
         self.invoke_port = invoke_port
+        self.streamed_objects = streamed_objects
         self.ready = threading.Event()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -62,6 +70,10 @@ class LambdaInvokeRouter:
             return [status.encode()]
         if environ["REQUEST_METHOD"] == "POST" and INVOKE_PATH.match(path):
             return self._forward(environ, start_response)
+        if self.streamed_objects is not None:
+            streamed = self.streamed_objects.answer(environ, start_response)
+            if streamed is not None:
+                return streamed
         return self.moto_app(environ, start_response)
 
     def _forward(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -288,16 +300,33 @@ def make_dynamodb_writes_atomic() -> None:
         setattr(DynamoDBBackend, name, functools.wraps(write)(atomic))
 
 
+def return_freed_buffers_to_the_system() -> None:
+    """glibc serves an allocation above its mmap threshold from a mapping of its own, returned to the system when
+    freed; but it raises that threshold to the size of each such block freed (up to 32 MB), after which a
+    request's megabyte-sized bodies come from the heaps of the server's many threads and stay there: the endpoint
+    grew by hundreds of MB over an import. A fixed threshold and two heaps keep it at its working size."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    libc.mallopt(M_ARENA_MAX, 2)
+
+
 def main() -> None:
+    return_freed_buffers_to_the_system()
     port = int(os.environ.get("LOCAL_AWS_PORT", "4566"))
     invoke_port = int(os.environ.get("LOCAL_INVOKE_PORT", "4567"))
     state_dir = Path(os.environ.get("LOCAL_STATE_DIR", REPOSITORY_ROOT / ".state")).resolve()
     aws_state = state_dir / "aws"
     spool = state_dir / "tmp"
     spool.mkdir(parents=True, exist_ok=True)
-    # moto spools object bodies above ~5 MB to temporary files: keep them on disk, in the state folder.
+    # Object bodies live in temporary files in the state folder, not in memory: moto spools a body to a file once
+    # it outgrows this buffer (5 MB by default, which kept every chunk object of a job in memory), and large
+    # bodies stream to and from such files (s3_streaming).
     os.environ["TMPDIR"] = str(spool)
     tempfile.tempdir = str(spool)
+    os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(OBJECT_MEMORY_BYTES))
     # moto's Step Functions Lambda tasks call http://localhost:$MOTO_PORT, i.e. this endpoint.
     os.environ["MOTO_PORT"] = str(port)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -310,7 +339,9 @@ def main() -> None:
     make_dynamodb_writes_atomic()
     # One console line per AWS call drowns the functions' own logs.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    router = LambdaInvokeRouter(DomainDispatcherApplication(create_backend_app), invoke_port)
+    router = LambdaInvokeRouter(
+        DomainDispatcherApplication(create_backend_app), invoke_port, StreamedObjects(spool_dir=str(spool))
+    )
     server = make_server("127.0.0.1", port, router, threaded=True, request_handler=MotoRequestHandler)
     serving = threading.Thread(target=server.serve_forever, name="aws-endpoint", daemon=True)
     serving.start()

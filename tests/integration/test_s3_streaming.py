@@ -218,11 +218,6 @@ def test_a_big_presigned_put_is_streamed_and_reads_back(endpoint: Endpoint) -> N
     assert [(item["Key"], item["Size"], item["ETag"]) for item in listed] == [(key, len(body), quoted_md5(body))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="s3_streaming writes the body through a buffered TemporaryFile and never flushes it: a last piece "
-    "under io.DEFAULT_BUFFER_SIZE stays in Python's buffer while the GET reads the descriptor with os.pread",
-)
 def test_a_body_with_a_short_last_piece_reads_back_whole(endpoint: Endpoint) -> None:
     """2 MiB and 7 bytes: the body arrives in 1 MiB pieces, and a last one of 7 bytes."""
     s3 = endpoint.reader()
@@ -425,10 +420,6 @@ def test_a_big_put_to_a_missing_bucket_is_moto_s_no_such_bucket(endpoint: Endpoi
     assert not endpoint.spy.saw("PUT", bucket, "lost.bin")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="boto3's GetObject sends x-amz-checksum-mode: ENABLED by default, which s3_streaming leaves to moto",
-)
 def test_the_service_s_own_get_object_is_streamed(endpoint: Endpoint) -> None:
     """S3ObjectStore reads (the chunker's read of an upload) with a client of botocore's default checksum
     settings: that read is the one the streamed path exists for."""
@@ -507,23 +498,13 @@ def test_a_copy_of_a_streamed_object(endpoint: Endpoint) -> None:
     assert s3.head_object(Bucket=bucket, Key="copy.bin")["ETag"] == quoted_md5(body)
 
 
-DOUBLE_DECODED = pytest.mark.xfail(
-    strict=True,
-    reason="s3_streaming._object_path unquotes PATH_INFO, which werkzeug has already percent-decoded",
-)
-NOT_UTF8_DECODED = pytest.mark.xfail(
-    strict=True,
-    reason="s3_streaming._object_path keeps PEP 3333's latin-1 PATH_INFO: UTF-8 keys come out mis-decoded",
-)
-
-
 @pytest.mark.parametrize(
     "key",
     [
         "odd/a b+c=d&e.bin",
         "odd/100%.bin",
-        pytest.param("odd/c%41.bin", marks=DOUBLE_DECODED),
-        pytest.param("odd/caf\u00e9.bin", marks=NOT_UTF8_DECODED),
+        "odd/c%41.bin",
+        "odd/caf\u00e9.bin",
     ],
 )
 def test_a_streamed_key_is_stored_under_its_own_name(endpoint: Endpoint, key: str) -> None:

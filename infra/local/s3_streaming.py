@@ -1,0 +1,249 @@
+"""Large S3 object bodies streamed to and from disk, in front of moto.
+
+moto reads a whole request body into memory and serves a GET from a full in-memory copy of the object: a
+900 MB upload, then the chunker's read of it, made the local AWS endpoint the largest process of the stack,
+growing with the file. This WSGI layer takes over the two requests that carry large bodies, a plain PutObject
+and a plain GetObject (optionally of a version, of one byte range, or on an If-Match), and leaves everything
+else to moto: the objects themselves stay in moto's backend (listing, HEAD, versions, deletes, events), only
+their bytes live in a file that is never read into memory whole.
+
+Anything unusual (a copy, server-side encryption, checksums, conditional headers other than If-Match, response
+header overrides, a missing bucket or key, a delete marker) goes to moto as before, so its answers and errors
+stay moto's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qs
+
+from infra.local.template_model import ACCOUNT_ID
+
+# Bodies above this go through here; below it moto's in-memory path is as fast and bounded.
+STREAMED_BODY_BYTES = 8 * 1024 * 1024
+PIECE_BYTES = 1024 * 1024
+PARTITION = "aws"
+# Query parameters of a presigned URL: they authenticate the request and change nothing else.
+PRESIGN_PARAMETERS = re.compile(r"^X-Amz-(Algorithm|Credential|Date|Expires|SignedHeaders|Signature|Security-Token)$")
+# Request headers that ask for more than storing or reading bytes: moto answers those.
+PUT_HEADERS_FOR_MOTO = (
+    "HTTP_X_AMZ_COPY_SOURCE",
+    "HTTP_CONTENT_MD5",
+    "HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION",
+    "HTTP_IF_MATCH",
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_X_AMZ_SDK_CHECKSUM_ALGORITHM",
+)
+GET_HEADERS_FOR_MOTO = (
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_UNMODIFIED_SINCE",
+    "HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_CUSTOMER_ALGORITHM",
+)
+SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+StartResponse = Callable[..., Any]
+
+
+def _object_path(environ: dict[str, Any]) -> tuple[str, str] | None:
+    """(bucket, key) of a path-style object URL, the style the endpoint's clients use."""
+    # PATH_INFO is already percent-decoded, and carries the UTF-8 bytes of the key as Latin-1 (PEP 3333).
+    try:
+        path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return None  # moto answers
+    parts = path.lstrip("/").split("/", 1)
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        return None
+    return parts[0], parts[1]
+
+
+def _query(environ: dict[str, Any], allowed: set[str]) -> dict[str, str] | None:
+    """The query's parameters when all of them are presign parameters or `allowed`; None otherwise."""
+    found: dict[str, str] = {}
+    for name, values in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items():
+        if PRESIGN_PARAMETERS.match(name):
+            continue
+        if name not in allowed or len(values) != 1:
+            return None
+        found[name] = values[0]
+    return found
+
+
+def _s3_backend() -> Any:
+    from moto.s3.models import s3_backends
+
+    return s3_backends[ACCOUNT_ID][PARTITION]
+
+
+class StreamedObjects:
+    """The WSGI layer: `answer` returns a response for the requests it takes, None for moto's."""
+
+    def __init__(self, spool_dir: str | None = None, threshold: int = STREAMED_BODY_BYTES) -> None:
+        self.spool_dir = spool_dir
+        self.threshold = threshold
+
+    def answer(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes] | None:
+        method = environ["REQUEST_METHOD"]
+        if method == "PUT":
+            return self._put(environ, start_response)
+        if method == "GET":
+            return self._get(environ, start_response)
+        return None
+
+    # ------------------------------------------------------------------------------------------------ PUT
+    def _put(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes] | None:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        target = _object_path(environ)
+        if (
+            length <= self.threshold
+            or target is None
+            or _query(environ, set()) is None
+            or any(header in environ for header in PUT_HEADERS_FOR_MOTO)
+            or any(header.startswith("HTTP_X_AMZ_CHECKSUM_") for header in environ)
+            or environ.get("HTTP_CONTENT_ENCODING") == "aws-chunked"
+            or environ.get("HTTP_X_AMZ_CONTENT_SHA256", "").startswith("STREAMING-")
+        ):
+            return None
+        bucket_name, key_name = target
+        backend = _s3_backend()
+        if bucket_name not in backend.buckets:
+            return None  # moto answers NoSuchBucket
+        # Not closed here: the file becomes the object's storage, owned by moto's key from then on.
+        body = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115
+        md5 = hashlib.md5()
+        remaining = length
+        source = environ["wsgi.input"]
+        while remaining:
+            piece = source.read(min(PIECE_BYTES, remaining))
+            if not piece:
+                break
+            md5.update(piece)
+            body.write(piece)
+            remaining -= len(piece)
+        if remaining:
+            body.close()
+            start_response("400 Bad Request", [("Content-Type", "application/xml")])
+            return [_error_xml("IncompleteBody", "You did not provide the number of bytes specified by Content-Length")]
+        body.flush()  # the reads go to the file itself (pread), past this object's buffer
+        key = self._store(backend, bucket_name, key_name, body, length, md5.hexdigest(), environ)
+        headers = [("ETag", key.etag), ("Content-Length", "0")]
+        if key.version_id != "null" and backend.get_bucket(bucket_name).is_versioned:
+            headers.append(("x-amz-version-id", str(key.version_id)))
+        start_response("200 OK", headers)
+        return [b""]
+
+    @staticmethod
+    def _store(
+        backend: Any, bucket_name: str, key_name: str, body: Any, size: int, etag: str, environ: dict[str, Any]
+    ) -> Any:
+        """The object in moto's backend with `body` as its bytes; its S3 event is sent once the bytes are in."""
+        from moto.s3 import notifications
+        from moto.s3.utils import metadata_from_headers
+
+        key = backend.put_object(bucket_name, key_name, b"", disable_notification=True)
+        with key.lock:
+            key._value_buffer.close()
+            key._value_buffer = body
+            key.contentsize = size
+            key._etag = etag
+        headers = {
+            name[5:].replace("_", "-").lower(): value for name, value in environ.items() if name.startswith("HTTP_")
+        }
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        key.set_metadata(metadata_from_headers(headers))
+        notifications.send_event(
+            ACCOUNT_ID, notifications.S3NotificationEvent.OBJECT_CREATED_PUT_EVENT, backend.get_bucket(bucket_name), key
+        )
+        return key
+
+    # ------------------------------------------------------------------------------------------------ GET
+    def _get(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes] | None:
+        target = _object_path(environ)
+        query = _query(environ, {"versionId"}) if target is not None else None
+        if target is None or query is None or any(header in environ for header in GET_HEADERS_FOR_MOTO):
+            return None
+        from moto.s3.models import FakeKey
+
+        bucket_name, key_name = target
+        backend = _s3_backend()
+        if bucket_name not in backend.buckets:
+            return None
+        key = backend.get_object(bucket_name, key_name, version_id=query.get("versionId"))
+        if not isinstance(key, FakeKey) or key.size <= self.threshold or key.encryption is not None:
+            return None
+        if environ.get("HTTP_X_AMZ_CHECKSUM_MODE") == "ENABLED" and key.checksum_algorithm is not None:
+            return None  # moto answers with the stored checksum (botocore asks on every GET; most have none)
+        if_match = environ.get("HTTP_IF_MATCH")
+        if if_match is not None and if_match.strip('"') != key.etag.strip('"'):
+            return None  # moto answers 412 PreconditionFailed
+        span = _byte_range(environ.get("HTTP_RANGE"), key.size)
+        if span is None:
+            return None  # moto answers an unsatisfiable or multiple range
+        headers = {**key.response_dict, **key.metadata, "Accept-Ranges": "bytes"}
+        if key.version_id != "null":
+            headers["x-amz-version-id"] = str(key.version_id)
+        first, last = span
+        headers["content-length"] = str(last - first + 1)
+        status = "200 OK"
+        if environ.get("HTTP_RANGE"):
+            status = "206 Partial Content"
+            headers["content-range"] = f"bytes {first}-{last}/{key.size}"
+        with key.lock:
+            descriptor = os.dup(key._value_buffer.fileno())
+        start_response(status, list(headers.items()))
+        return _FileSpan(descriptor, first, last + 1)
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The first and last byte of a single `Range: bytes=` span (the whole object without one); None when the
+    header is anything else."""
+    if not header:
+        return 0, size - 1
+    match = SINGLE_RANGE.match(header.strip())
+    if match is None:
+        return None
+    start, end = match.groups()
+    if not start and not end:
+        return None
+    if not start:  # the last `end` bytes
+        return max(size - int(end), 0), size - 1
+    first = int(start)
+    last = min(int(end), size - 1) if end else size - 1
+    if first >= size or first > last:
+        return None
+    return first, last
+
+
+class _FileSpan:
+    """A WSGI body: bytes [start, stop) of a file descriptor, read in pieces; the descriptor is closed after."""
+
+    def __init__(self, descriptor: int, start: int, stop: int) -> None:
+        self._descriptor = descriptor
+        self._position = start
+        self._stop = stop
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self._position < self._stop:
+            piece = os.pread(self._descriptor, min(PIECE_BYTES, self._stop - self._position), self._position)
+            if not piece:
+                return
+            self._position += len(piece)
+            yield piece
+
+    def close(self) -> None:
+        if self._descriptor >= 0:
+            os.close(self._descriptor)
+            self._descriptor = -1
+
+
+def _error_xml(code: str, message: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    ).encode()
