@@ -351,6 +351,8 @@ def test_reimporting_unchanged_rows_writes_nothing(importer: Importer, clean_db:
 
     assert outcome.succeeded == 20
     assert query(clean_db, "SELECT array_agg(xmin::text ORDER BY id) FROM users") == [(xmin_before,)]
+    # Not even locked: an upsert that found them unchanged only after locking them writes each row's page.
+    assert query(clean_db, "SELECT count(*) FROM users WHERE xmax <> '0'::xid") == [(0,)]
 
 
 # =========================================================== 5. NUL characters in reported text fail nothing

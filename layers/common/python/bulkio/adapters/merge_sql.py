@@ -225,6 +225,10 @@ def _merge_sql(spec: _MergeSpec) -> str:
         f"ROW({', '.join(f'm.v_{column}' for column in merged_columns)}) IS DISTINCT FROM "
         f"ROW({', '.join(f'm.e_{column}' for column in merged_columns)})"
     )
+    rewritten = (
+        f"ROW({', '.join(f'f.v_{column}' for column in data_columns)}) IS DISTINCT FROM "
+        f"ROW({', '.join(f'f.e_{column}' for column in data_columns)})"
+    )
     stored_row = ", ".join(f"{table}.{column}" for column in data_columns)
     excluded_row = ", ".join(f"excluded.{column}" for column in data_columns)
     accepted = "c.target_id IS NOT NULL AND c.standing AND (s.state IS NULL OR s.state = 'a')"
@@ -238,6 +242,9 @@ WITH RECURSIVE checked AS MATERIALIZED (
     -- expressions of the level above.)
     SELECT f.*,
         f.has_target AND NOT ({standing}) AS standing,
+        -- Whether the row it makes differs from the stored one (the upsert skips the others: locking an unchanged
+        -- row to find that out costs a write per row of a re-import).
+        NOT f.row_exists OR {rewritten} AS rewrites,
         coalesce(f.known_target,
             CASE WHEN f.generated_id IS NULL THEN NULL
                  -- The derived id belongs to another row (its key's first holder was renamed), or an explicit
@@ -327,12 +334,16 @@ key_holders AS (
     LEFT JOIN settled s ON s.idx = c.idx
     WHERE {accepted} AND c.natural_key IN (SELECT k.natural_key FROM checked k WHERE {key_taken})
 ),
+rejected AS MATERIALIZED (
+    -- The few records that fail, picked before the joins that only their errors need.
+    SELECT c.* FROM checked c LEFT JOIN settled s ON s.idx = c.idx WHERE NOT ({accepted})
+),
 errors AS (
     INSERT INTO import_errors (job_id, idx, line, code, field, message, value_json, record_json)
     SELECT %(job_id)s, c.idx, c.line, e.code, e.field, e.message, e.value_json,
         -- Looked up per error (few), not joined: the original record is the widest column of all.
         (SELECT st.raw FROM {stage} st WHERE st.job_id = %(job_id)s AND st.idx = c.idx)
-    FROM checked c
+    FROM rejected c
     LEFT JOIN settled s ON s.idx = c.idx
     LEFT JOIN key_holders h ON h.natural_key = c.natural_key AND h.idx < c.idx
     CROSS JOIN LATERAL (VALUES
@@ -347,7 +358,7 @@ upserted AS (
     SELECT c.target_id, {", ".join(f"c.v_{column}" for column in data_columns)}
     FROM checked c
     LEFT JOIN settled s ON s.idx = c.idx
-    WHERE {accepted}
+    WHERE {accepted} AND c.rewrites
     ON CONFLICT (id) DO UPDATE SET {", ".join(f"{column} = excluded.{column}" for column in data_columns)}
     -- A re-imported row that nothing changes is not written again.
     WHERE ROW({stored_row}) IS DISTINCT FROM ROW({excluded_row})
