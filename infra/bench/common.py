@@ -57,6 +57,7 @@ def http_json(method: str, url: str, token: str, payload: dict[str, Any] | None 
 
 
 AWS_ENDPOINT = "aws endpoint (moto)"
+STEP_FUNCTIONS = "step functions (moto)"
 FUNCTIONS_HOST = "functions host"
 POSTGRESQL_BACKENDS = "postgresql backends"
 
@@ -117,6 +118,8 @@ def _part(process: _Process) -> str:
         return names[0]
     if "infra.local.aws_endpoint" in process.cmdline:
         return AWS_ENDPOINT
+    if "infra.local.step_functions_endpoint" in process.cmdline:
+        return STEP_FUNCTIONS
     if "infra.local.functions_host" in process.cmdline:
         return FUNCTIONS_HOST
     return f"other: {process.cmdline[:40].strip()}"

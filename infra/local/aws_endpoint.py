@@ -27,9 +27,12 @@ import os
 import pickle
 import re
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
-import uuid
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -38,13 +41,16 @@ from boto3.s3.transfer import TransferConfig
 from werkzeug.serving import make_server
 
 from infra.local.provision import local_client
-from infra.local.s3_streaming import StreamedObjects
+from infra.local.s3_streaming import StreamedObjects, join_multipart_uploads_on_disk
+from infra.local.stack import free_port
 from infra.local.stop_signal import StopSignal
 from infra.local.template_model import ACCOUNT_ID, REGION
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/[^/]+/invocations$")
 READY_PATH = "/_local/ready"
+STEP_FUNCTIONS_TARGET = "AWSStepFunctions."  # the X-Amz-Target of every Step Functions API call
+STEP_FUNCTIONS_START_SECONDS = 60
 OBJECT_MEMORY_BYTES = 64 * 1024  # an object body above this lives in a file
 # mallopt's parameters (glibc malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -54,12 +60,20 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
 
 
 class LambdaInvokeRouter:
-    """WSGI middleware: the Lambda Invoke API goes to the functions host, everything else to moto."""
+    """WSGI middleware: the Lambda Invoke API goes to the functions host, the Step Functions API to its own moto
+    server (when there is one), large S3 object bodies to files, everything else to moto."""
 
-    def __init__(self, moto_app: Any, invoke_port: int, streamed_objects: StreamedObjects | None = None):
+    def __init__(
+        self,
+        moto_app: Any,
+        invoke_port: int,
+        streamed_objects: StreamedObjects | None = None,
+        step_functions_port: int | None = None,
+    ):
         self.moto_app = moto_app
         self.invoke_port = invoke_port
         self.streamed_objects = streamed_objects
+        self.step_functions_port = step_functions_port
         self.ready = threading.Event()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -69,28 +83,32 @@ class LambdaInvokeRouter:
             start_response(status, [("Content-Type", "text/plain")])
             return [status.encode()]
         if environ["REQUEST_METHOD"] == "POST" and INVOKE_PATH.match(path):
-            return self._forward(environ, start_response)
+            return self._forward(environ, start_response, self.invoke_port, "functions host")
+        if self.step_functions_port is not None and environ.get("HTTP_X_AMZ_TARGET", "").startswith(
+            STEP_FUNCTIONS_TARGET
+        ):
+            return self._forward(environ, start_response, self.step_functions_port, "Step Functions server")
         if self.streamed_objects is not None:
             streamed = self.streamed_objects.answer(environ, start_response)
             if streamed is not None:
                 return streamed
         return self.moto_app(environ, start_response)
 
-    def _forward(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    def _forward(self, environ: dict[str, Any], start_response: Any, port: int, name: str) -> Iterable[bytes]:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length else b""
         headers = {
             key[5:].replace("_", "-").title(): value for key, value in environ.items() if key.startswith("HTTP_")
         }
         headers["Content-Type"] = environ.get("CONTENT_TYPE", "application/json")
-        connection = http.client.HTTPConnection("127.0.0.1", self.invoke_port, timeout=960)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=960)
         target = environ["PATH_INFO"] + (f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else "")
         try:
             connection.request("POST", target, body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read()
         except OSError as error:
-            message = json.dumps({"message": f"functions host unreachable on port {self.invoke_port}: {error}"})
+            message = json.dumps({"message": f"{name} unreachable on port {port}: {error}"})
             start_response(
                 "502 Bad Gateway", [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ServiceException")]
             )
@@ -239,28 +257,6 @@ def restore_state(endpoint: str, aws_state: Path) -> None:
             sqs.send_message(**arguments)
 
 
-def enable_step_functions_execution() -> None:
-    """Make moto run state machines for real; their Lambda tasks then call our Invoke API route (each request
-    gets a thread of its own, so an execution calling back into this server never waits for a free one)."""
-    from moto.core.config import default_user_config
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_lambda
-    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
-
-    default_user_config["stepfunctions"]["execute_state_machine"] = True
-    # moto 5.2 drops InvocationType from lambda:invoke tasks, so an "Event" task would run synchronously.
-    state_task_service_lambda._SUPPORTED_API_PARAM_BINDINGS["invoke"].add("InvocationType")
-
-    # moto 5.2 names an execution started without a name "None": the second one would already exist.
-    start_execution = StepFunctionsParserBackend.start_execution
-
-    def start_named_execution(
-        self: StepFunctionsParserBackend, state_machine_arn: str, name: str | None = None, *args: Any, **kwargs: Any
-    ) -> Any:
-        return start_execution(self, state_machine_arn, name or str(uuid.uuid4()), *args, **kwargs)
-
-    StepFunctionsParserBackend.start_execution = start_named_execution  # type: ignore[method-assign]
-
-
 def make_sqs_receive_linear() -> None:
     """moto 5.2 checks each message's retention period by building all the queue's attributes, several of
     which count every message: a receive costs O(depth²), and an import's 1,000 queued chunks made the endpoint
@@ -327,25 +323,29 @@ def main() -> None:
     os.environ["TMPDIR"] = str(spool)
     tempfile.tempdir = str(spool)
     os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(OBJECT_MEMORY_BYTES))
-    # moto's Step Functions Lambda tasks call http://localhost:$MOTO_PORT, i.e. this endpoint.
-    os.environ["MOTO_PORT"] = str(port)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    step_functions_port = free_port()
+    step_functions = start_step_functions(step_functions_port, port)
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
-    enable_step_functions_execution()
     make_sqs_receive_linear()
     make_dynamodb_writes_atomic()
+    join_multipart_uploads_on_disk(str(spool))
     # One console line per AWS call drowns the functions' own logs.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     router = LambdaInvokeRouter(
-        DomainDispatcherApplication(create_backend_app), invoke_port, StreamedObjects(spool_dir=str(spool))
+        DomainDispatcherApplication(create_backend_app),
+        invoke_port,
+        StreamedObjects(spool_dir=str(spool)),
+        step_functions_port,
     )
     server = make_server("127.0.0.1", port, router, threaded=True, request_handler=MotoRequestHandler)
     serving = threading.Thread(target=server.serve_forever, name="aws-endpoint", daemon=True)
     serving.start()
     endpoint = f"http://127.0.0.1:{port}"
+    wait_for_port(step_functions_port, step_functions)
     restore_state(endpoint, aws_state)
     router.ready.set()
     print(f"[aws] local AWS endpoint ready on {endpoint} (state in {aws_state})", flush=True)
@@ -356,6 +356,31 @@ def main() -> None:
         print(f"[aws] state saved to {aws_state}", flush=True)
     finally:
         server.shutdown()
+        step_functions.terminate()
+        step_functions.wait()
+
+
+def start_step_functions(port: int, endpoint_port: int) -> subprocess.Popen[bytes]:
+    """The Step Functions server, a child of this process; its executions' Lambda tasks call this endpoint
+    (moto's tasks call http://localhost:$MOTO_PORT)."""
+    environment = {**os.environ, "LOCAL_STEP_FUNCTIONS_PORT": str(port), "MOTO_PORT": str(endpoint_port)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "infra.local.step_functions_endpoint"], cwd=REPOSITORY_ROOT, env=environment
+    )
+
+
+def wait_for_port(port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STEP_FUNCTIONS_START_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the Step Functions server exited with {server.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"the Step Functions server did not listen on port {port} within {STEP_FUNCTIONS_START_SECONDS} s"
+    )
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import json
 import os
 import socket
 import threading
 import time
+import tracemalloc
 import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator
@@ -29,7 +31,7 @@ from botocore.exceptions import ClientError
 from werkzeug.serving import make_server
 
 from infra.local.aws_endpoint import OBJECT_MEMORY_BYTES, LambdaInvokeRouter
-from infra.local.s3_streaming import StreamedObjects
+from infra.local.s3_streaming import StreamedObjects, join_multipart_uploads_on_disk
 from infra.local.stack import free_port
 from infra.local.template_model import ACCOUNT_ID, REGION
 
@@ -105,6 +107,11 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     with pytest.MonkeyPatch.context() as patch:
         # As main() does: moto keeps object bodies above 64 KiB in files.
         patch.setenv("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(OBJECT_MEMORY_BYTES))
+        # As main() does too, undone at the end (moto's backends are this process's for every test).
+        from moto.s3.models import S3Backend
+
+        patch.setattr(S3Backend, "complete_multipart_upload", S3Backend.complete_multipart_upload)
+        join_multipart_uploads_on_disk(str(spool_dir))
         spy = SpiedStreamedObjects(spool_dir=str(spool_dir), threshold=THRESHOLD)
         router = LambdaInvokeRouter(
             DomainDispatcherApplication(create_backend_app), invoke_port=free_port(), streamed_objects=spy
@@ -613,3 +620,134 @@ def test_a_body_shorter_than_its_content_length_is_refused(endpoint: Endpoint) -
         s3.head_object(Bucket=bucket, Key=key)
     assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+
+# ============================================================================ multipart uploads joined on disk
+
+PART = 5 * 1024 * 1024  # S3's smallest part
+
+
+def multipart_etag(body: bytes, part_size: int) -> str:
+    digests = b"".join(hashlib.md5(body[at : at + part_size]).digest() for at in range(0, len(body), part_size))
+    return f'"{hashlib.md5(digests).hexdigest()}-{-(-len(body) // part_size)}"'
+
+
+def test_a_multipart_upload_is_joined_whole_with_s3_s_etag_metadata_and_event(endpoint: Endpoint) -> None:
+    s3 = endpoint.reader()
+    sqs = endpoint.client("sqs")
+    bucket = endpoint.bucket(versioned=True)
+    queue_url = sqs.create_queue(QueueName=f"events-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+    body = os.urandom(7 * PART + 4321)  # seven whole parts and a short last one
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="reports/r.ndjson", ContentType="application/x-ndjson")
+    parts = []
+    for number, at in enumerate(range(0, len(body), PART), start=1):
+        answer = s3.upload_part(
+            Bucket=bucket,
+            Key="reports/r.ndjson",
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=body[at : at + PART],
+        )
+        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+    tracemalloc.start()
+    try:
+        completed = s3.complete_multipart_upload(
+            Bucket=bucket, Key="reports/r.ndjson", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+        )
+        _, peak = tracemalloc.get_traced_memory()  # the server's threads are this process's
+    finally:
+        tracemalloc.stop()
+
+    # Joined piece by piece: a part or two at a time at most (moto's own join holds the whole object twice).
+    assert peak < len(body) // 2
+    assert completed["ETag"] == multipart_etag(body, PART)
+    got = s3.get_object(Bucket=bucket, Key="reports/r.ndjson")
+    assert got["Body"].read() == body
+    assert (got["ETag"], got["ContentType"], got["VersionId"]) == (
+        multipart_etag(body, PART),
+        "application/x-ndjson",
+        completed["VersionId"],
+    )
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    records = [
+        record
+        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2).get(
+            "Messages", []
+        )
+        for record in json.loads(message["Body"]).get("Records", [])
+    ]
+    # Event keys are URL-encoded, as S3 sends them.
+    assert [
+        (r["eventName"], urllib.parse.unquote_plus(r["s3"]["object"]["key"]), r["s3"]["object"]["size"])
+        for r in records
+    ] == [("ObjectCreated:CompleteMultipartUpload", "reports/r.ndjson", len(body))]
+
+
+def test_boto3_s_managed_upload_round_trips(endpoint: Endpoint) -> None:
+    s3 = endpoint.reader()
+    bucket = endpoint.bucket()
+    body = os.urandom(2 * PART + 17)
+    s3.upload_fileobj(
+        io.BytesIO(body),
+        bucket,
+        "exports/e.csv",
+        Config=TransferConfig(multipart_threshold=PART, multipart_chunksize=PART),
+    )
+    assert s3.get_object(Bucket=bucket, Key="exports/e.csv")["Body"].read() == body
+
+
+def test_a_multipart_upload_naming_a_wrong_part_or_a_small_part_is_refused_as_moto_does(endpoint: Endpoint) -> None:
+    s3 = endpoint.reader()
+    bucket = endpoint.bucket()
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="k")
+    first = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload["UploadId"], PartNumber=1, Body=b"small")
+    second = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload["UploadId"], PartNumber=2, Body=b"last")
+
+    with pytest.raises(ClientError) as wrong:
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key="k",
+            UploadId=upload["UploadId"],
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"0123456789abcdef0123456789abcdef"'}]},
+        )
+    with pytest.raises(ClientError) as small:
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key="k",
+            UploadId=upload["UploadId"],
+            MultipartUpload={
+                "Parts": [{"PartNumber": 1, "ETag": first["ETag"]}, {"PartNumber": 2, "ETag": second["ETag"]}]
+            },
+        )
+
+    assert wrong.value.response["Error"]["Code"] == "InvalidPart"
+    assert small.value.response["Error"]["Code"] == "EntityTooSmall"
+    with pytest.raises(ClientError):
+        s3.head_object(Bucket=bucket, Key="k")  # nothing was stored
+
+
+def test_a_multipart_upload_with_checksums_keeps_moto_s_completion(endpoint: Endpoint) -> None:
+    s3 = endpoint.reader()
+    bucket = endpoint.bucket()
+    body = os.urandom(PART + 10)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="c", ChecksumAlgorithm="SHA256")
+    parts = []
+    for number, at in enumerate(range(0, len(body), PART), start=1):
+        answer = s3.upload_part(
+            Bucket=bucket,
+            Key="c",
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=body[at : at + PART],
+            ChecksumAlgorithm="SHA256",
+        )
+        parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": answer["ChecksumSHA256"]})
+    s3.complete_multipart_upload(Bucket=bucket, Key="c", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts})
+
+    assert s3.get_object(Bucket=bucket, Key="c")["Body"].read() == body
