@@ -41,7 +41,7 @@ from boto3.s3.transfer import TransferConfig
 from werkzeug.serving import make_server
 
 from infra.local.provision import local_client
-from infra.local.s3_streaming import StreamedObjects, join_multipart_uploads_on_disk
+from infra.local.s3_streaming import StreamedObjects, compute_etags_in_pieces, join_multipart_uploads_on_disk
 from infra.local.stack import free_port
 from infra.local.stop_signal import StopSignal
 from infra.local.template_model import ACCOUNT_ID, REGION
@@ -333,6 +333,7 @@ def main() -> None:
     make_sqs_receive_linear()
     make_dynamodb_writes_atomic()
     join_multipart_uploads_on_disk(str(spool))
+    compute_etags_in_pieces()
     # One console line per AWS call drowns the functions' own logs.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     router = LambdaInvokeRouter(

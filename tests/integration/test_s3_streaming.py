@@ -31,7 +31,7 @@ from botocore.exceptions import ClientError
 from werkzeug.serving import make_server
 
 from infra.local.aws_endpoint import OBJECT_MEMORY_BYTES, LambdaInvokeRouter
-from infra.local.s3_streaming import StreamedObjects, join_multipart_uploads_on_disk
+from infra.local.s3_streaming import StreamedObjects, compute_etags_in_pieces, join_multipart_uploads_on_disk
 from infra.local.stack import free_port
 from infra.local.template_model import ACCOUNT_ID, REGION
 
@@ -108,10 +108,12 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
         # As main() does: moto keeps object bodies above 64 KiB in files.
         patch.setenv("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(OBJECT_MEMORY_BYTES))
         # As main() does too, undone at the end (moto's backends are this process's for every test).
-        from moto.s3.models import S3Backend
+        from moto.s3.models import FakeKey, S3Backend
 
         patch.setattr(S3Backend, "complete_multipart_upload", S3Backend.complete_multipart_upload)
         join_multipart_uploads_on_disk(str(spool_dir))
+        patch.setattr(FakeKey, "etag", FakeKey.etag)
+        compute_etags_in_pieces()
         spy = SpiedStreamedObjects(spool_dir=str(spool_dir), threshold=THRESHOLD)
         router = LambdaInvokeRouter(
             DomainDispatcherApplication(create_backend_app), invoke_port=free_port(), streamed_objects=spy
@@ -751,3 +753,20 @@ def test_a_multipart_upload_with_checksums_keeps_moto_s_completion(endpoint: End
     s3.complete_multipart_upload(Bucket=bucket, Key="c", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts})
 
     assert s3.get_object(Bucket=bucket, Key="c")["Body"].read() == body
+
+
+def test_the_etag_of_a_small_object_in_a_file_is_computed_without_a_large_read(endpoint: Endpoint) -> None:
+    """moto read 16 MB at a time to hash an object; from a file each read allocated all 16 MB (a 200 KB chunk
+    object: 16 MB), and the writers' concurrent PUTs added up to hundreds of MB."""
+    s3 = endpoint.reader()
+    bucket = endpoint.bucket()
+    body = os.urandom(200_000)  # above the 64 KiB kept in memory: the body lives in a file
+    tracemalloc.start()
+    try:
+        answer = s3.put_object(Bucket=bucket, Key="chunks/j/000001.ndjson", Body=body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert answer["ETag"] == quoted_md5(body)
+    assert peak < 8 * 1024 * 1024
