@@ -27,7 +27,7 @@ from bulkio.adapters.postgres import OneConnection
 from bulkio.domain.exports import ExportFormat, ExportQuery, Filter, FilterOperator
 from bulkio.domain.resources import COLUMNS
 
-DEFAULT_CHUNK_BYTES = 65536
+DEFAULT_CHUNK_BYTES = 512 * 1024
 # Chunks waiting between the COPY thread and the consumer: enough to keep both busy, small enough that memory
 # stays a few chunks whatever the export size.
 QUEUED_CHUNKS = 4
