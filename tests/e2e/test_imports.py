@@ -185,4 +185,4 @@ def test_a_chunk_that_keeps_failing_fails_its_job(api: Api, local_stack: Running
     assert job["status"] == "failed"
     assert job["failure"]["code"] == "chunk_failed"
     assert "dead-letter queue" in job["failure"]["message"]
-    assert "NoSuchKey" in job["failure"]["message"]
+    assert f"chunk object chunks/{job_id}/000001.ndjson is missing" in job["failure"]["message"]
