@@ -682,3 +682,24 @@ _QUEUE: ports.ChunkQueue = FakeChunkQueue()
 _STORE: ports.ImportStore = FakeImportStore()
 _LAUNCHES: ports.ChunkerLauncher = ChunkerLaunches()
 _METRICS: ports.MetricsSink = Metrics("", "fakes")
+
+
+class FakeClock:
+    """Epoch seconds for the job repository and the service (`time`), and a monotonic clock for the lease."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+        self.ticks = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.ticks
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.ticks += seconds

@@ -629,6 +629,23 @@ def test_a_body_shorter_than_its_content_length_is_refused(endpoint: Endpoint) -
 PART = 5 * 1024 * 1024  # S3's smallest part
 
 
+def upload_parts(
+    s3: Any, bucket: str, key: str, upload_id: str, body: bytes, checksum: str | None = None
+) -> list[dict[str, Any]]:
+    """The body uploaded in PART-sized parts; the parts list that completes the upload."""
+    parts = []
+    extra = {"ChecksumAlgorithm": checksum} if checksum else {}
+    for number, at in enumerate(range(0, len(body), PART), start=1):
+        answer = s3.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body[at : at + PART], **extra
+        )
+        part = {"PartNumber": number, "ETag": answer["ETag"]}
+        if checksum:
+            part[f"Checksum{checksum}"] = answer[f"Checksum{checksum}"]
+        parts.append(part)
+    return parts
+
+
 def multipart_etag(body: bytes, part_size: int) -> str:
     digests = b"".join(hashlib.md5(body[at : at + part_size]).digest() for at in range(0, len(body), part_size))
     return f'"{hashlib.md5(digests).hexdigest()}-{-(-len(body) // part_size)}"'
@@ -646,16 +663,7 @@ def test_a_multipart_upload_is_joined_whole_with_s3_s_etag_metadata_and_event(en
     )
     body = os.urandom(7 * PART + 4321)  # seven whole parts and a short last one
     upload = s3.create_multipart_upload(Bucket=bucket, Key="reports/r.ndjson", ContentType="application/x-ndjson")
-    parts = []
-    for number, at in enumerate(range(0, len(body), PART), start=1):
-        answer = s3.upload_part(
-            Bucket=bucket,
-            Key="reports/r.ndjson",
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=body[at : at + PART],
-        )
-        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+    parts = upload_parts(s3, bucket, "reports/r.ndjson", upload["UploadId"], body)
 
     tracemalloc.start()
     try:
@@ -739,17 +747,7 @@ def test_a_multipart_upload_with_checksums_keeps_moto_s_completion(endpoint: End
     bucket = endpoint.bucket()
     body = os.urandom(PART + 10)
     upload = s3.create_multipart_upload(Bucket=bucket, Key="c", ChecksumAlgorithm="SHA256")
-    parts = []
-    for number, at in enumerate(range(0, len(body), PART), start=1):
-        answer = s3.upload_part(
-            Bucket=bucket,
-            Key="c",
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=body[at : at + PART],
-            ChecksumAlgorithm="SHA256",
-        )
-        parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": answer["ChecksumSHA256"]})
+    parts = upload_parts(s3, bucket, "c", upload["UploadId"], body, checksum="SHA256")
     s3.complete_multipart_upload(Bucket=bucket, Key="c", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts})
 
     assert s3.get_object(Bucket=bucket, Key="c")["Body"].read() == body

@@ -8,7 +8,6 @@ the service runs after it, as nothing runs after a kill -9.
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -19,56 +18,21 @@ from bulkio.domain.chunks import ChunkMessage, chunk_key
 from bulkio.domain.jobs import ImportJob, JobSource, JobStatus, LeaseLost, SourceKind, utc_now
 from bulkio.domain.resources import Format, Resource
 from bulkio.domain.staging import MergeOutcome, StagingLost
-from bulkio.services.imports import chunking, sweeping, writing
 from bulkio.services.imports.api import NewImport
 from bulkio.services.imports.chunking import ChunkerLease
 from bulkio.services.imports.common import MAX_RESTAGES, fetched_key, report_key, source_key
 
-from tests.fakes import OWNER, FakeJobRepository, FakeWorld, build_world, make_settings
+from tests.fakes import OWNER, FakeClock, FakeJobRepository, FakeWorld, build_world, make_settings
 from tests.functions import LambdaContext, load_function_app
+from tests.unit.conftest import CHUNK_RECORDS
 
 BUCKET = "import-bucket"
-CHUNK_RECORDS = 2
 LEASE = 60  # Settings.chunker_lease_seconds' default
 STALL = 180  # Settings.sweep_stall_seconds' default
 
 
 class Killed(BaseException):
     """A process killed at a fault point: no handler of the service runs after it."""
-
-
-class FakeClock:
-    """Epoch seconds for the job repository and the service (`time`), and a monotonic clock for the lease."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-        self.ticks = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.ticks
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self.ticks += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    for part in (chunking, writing, sweeping):  # the service's time.time() and time.monotonic()
-        monkeypatch.setattr(part, "time", fake)
-    return fake
-
-
-@pytest.fixture
-def world(clock: FakeClock) -> FakeWorld:
-    return build_world(make_settings(chunk_records=CHUNK_RECORDS), clock=clock)
 
 
 def crash_at(monkeypatch: pytest.MonkeyPatch, point: str, nth: int = 1, every_time: bool = False) -> None:

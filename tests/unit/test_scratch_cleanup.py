@@ -14,14 +14,14 @@ from bulkio import faults
 from bulkio.domain.chunks import ChunkMessage, chunk_key, chunk_prefix
 from bulkio.domain.jobs import JobStatus
 from bulkio.domain.resources import Format, Resource
-from bulkio.services.imports import chunking, sweeping, writing
 from bulkio.services.imports.api import NewImport
 from bulkio.services.imports.common import fetched_key, fetched_prefix, report_key, source_key
 
-from tests.fakes import CALLER, OWNER, FakeWorld, build_world, make_settings
+from tests.fakes import CALLER, OWNER, FakeClock, FakeWorld, build_world, make_settings
+from tests.unit.conftest import CHUNK_RECORDS
 from tests.unit.test_import_recovery import (
+    LEASE,
     ChangingUrl,
-    FakeClock,
     Killed,
     crash_at,
     deliver,
@@ -33,22 +33,7 @@ from tests.unit.test_import_recovery import (
     users_file,
 )
 
-LEASE = 60  # Settings.chunker_lease_seconds' default
-CHUNK_RECORDS = 2
 URL = "https://example.com/users.ndjson"
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    for part in (chunking, writing, sweeping):  # the service's time.time() and time.monotonic()
-        monkeypatch.setattr(part, "time", fake)
-    return fake
-
-
-@pytest.fixture
-def world(clock: FakeClock) -> FakeWorld:
-    return build_world(make_settings(chunk_records=CHUNK_RECORDS), clock=clock)
 
 
 def keys_under(world: FakeWorld, prefix: str) -> list[str]:
@@ -212,16 +197,22 @@ def test_a_job_that_fails_mid_file_leaves_no_chunk_object(clock: FakeClock, monk
     assert world.objects.read_bytes(source_key(job_id)) == content
 
 
-def test_a_job_failed_after_its_chunker_died_mid_file_leaves_no_chunk_object(
-    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    content = users_file(9, bad=())
+def chunker_died_after_three_chunks(world: FakeWorld, content: bytes, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An upload whose chunker was killed after writing three of its chunk objects."""
     job_id = submit_upload(world, content)
     crash_at(monkeypatch, faults.CHUNKER_AFTER_CHUNK, nth=3)
     with pytest.raises(Killed):
         upload_event(world, job_id)
     disarm(monkeypatch)
     assert keys_under(world, chunk_prefix(job_id)) == chunk_keys(job_id, 3)
+    return job_id
+
+
+def test_a_job_failed_after_its_chunker_died_mid_file_leaves_no_chunk_object(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = users_file(9, bad=())
+    job_id = chunker_died_after_three_chunks(world, content, monkeypatch)
 
     world.ending.fail(job_id, "chunker_failed", "reading the source failed 3 times")
 
@@ -232,8 +223,9 @@ def test_a_job_failed_after_its_chunker_died_mid_file_leaves_no_chunk_object(
     assert world.objects.read_bytes(source_key(job_id)) == content
 
 
-def test_a_url_import_failed_mid_file_leaves_neither_chunks_nor_its_downloaded_copy(
-    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("end", ["fail", "cancel"])
+def test_a_url_import_ended_mid_file_leaves_neither_chunks_nor_its_downloaded_copy(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch, end: str
 ) -> None:
     world = build_world(
         make_settings(chunk_records=CHUNK_RECORDS), open_source_url=ChangingUrl(users_file(9, bad=())), clock=clock
@@ -246,9 +238,12 @@ def test_a_url_import_failed_mid_file_leaves_neither_chunks_nor_its_downloaded_c
     assert keys_under(world, chunk_prefix(job_id)) == chunk_keys(job_id, 2)
     assert keys_under(world, fetched_prefix(job_id)) == [fetched_key(job_id)]
 
-    world.ending.fail(job_id, "chunker_failed", "reading the source failed 3 times")
+    if end == "fail":
+        world.ending.fail(job_id, "chunker_failed", "reading the source failed 3 times")
+    else:
+        world.api.cancel(job_id, CALLER)
 
-    assert job_of(world, job_id).status is JobStatus.FAILED
+    assert job_of(world, job_id).status is (JobStatus.FAILED if end == "fail" else JobStatus.CANCELLED)
     assert scratch_of(world, job_id) == []
 
 
@@ -256,12 +251,7 @@ def test_a_job_cancelled_after_its_chunker_died_mid_file_leaves_no_chunk_object(
     world: FakeWorld, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     content = users_file(9, bad=())
-    job_id = submit_upload(world, content)
-    crash_at(monkeypatch, faults.CHUNKER_AFTER_CHUNK, nth=3)
-    with pytest.raises(Killed):
-        upload_event(world, job_id)
-    disarm(monkeypatch)
-    assert keys_under(world, chunk_prefix(job_id)) == chunk_keys(job_id, 3)
+    job_id = chunker_died_after_three_chunks(world, content, monkeypatch)
 
     view = world.api.cancel(job_id, CALLER)
 
@@ -271,24 +261,6 @@ def test_a_job_cancelled_after_its_chunker_died_mid_file_leaves_no_chunk_object(
     clock.advance(LEASE + 1)  # the dead run's lease runs out: no chunker is launched for an ended job
     world.sweeper.sweep()
     assert world.launches.job_ids == []
-    assert scratch_of(world, job_id) == []
-
-
-def test_a_url_import_cancelled_mid_file_leaves_neither_chunks_nor_its_downloaded_copy(
-    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    world = build_world(
-        make_settings(chunk_records=CHUNK_RECORDS), open_source_url=ChangingUrl(users_file(9, bad=())), clock=clock
-    )
-    job_id = submit_url(world)
-    crash_at(monkeypatch, faults.CHUNKER_AFTER_CHUNK, nth=2)
-    with pytest.raises(Killed):
-        world.chunker.run_chunker(job_id)
-    disarm(monkeypatch)
-    assert keys_under(world, fetched_prefix(job_id)) == [fetched_key(job_id)]
-
-    assert world.api.cancel(job_id, CALLER)["status"] == "cancelled"
-
     assert scratch_of(world, job_id) == []
 
 
