@@ -41,7 +41,12 @@ from boto3.s3.transfer import TransferConfig
 from werkzeug.serving import make_server
 
 from infra.local.provision import local_client
-from infra.local.s3_streaming import StreamedObjects, compute_etags_in_pieces, join_multipart_uploads_on_disk
+from infra.local.s3_streaming import (
+    STREAMED_BODY_BYTES,
+    StreamedObjects,
+    compute_etags_in_pieces,
+    join_multipart_uploads_on_disk,
+)
 from infra.local.stack import free_port
 from infra.local.stop_signal import StopSignal
 from infra.local.template_model import ACCOUNT_ID, REGION
@@ -51,7 +56,6 @@ INVOKE_PATH = re.compile(r"^/2015-03-31/functions/[^/]+/invocations$")
 READY_PATH = "/_local/ready"
 STEP_FUNCTIONS_TARGET = "AWSStepFunctions."  # the X-Amz-Target of every Step Functions API call
 STEP_FUNCTIONS_START_SECONDS = 60
-OBJECT_MEMORY_BYTES = 64 * 1024  # an object body above this lives in a file
 # mallopt's parameters (glibc malloc.h)
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
@@ -296,6 +300,17 @@ def make_dynamodb_writes_atomic() -> None:
         setattr(DynamoDBBackend, name, functools.wraps(write)(atomic))
 
 
+def list_moto_modules_once() -> None:
+    """moto's dispatcher lists its own package folder (a listdir and 150 isdir calls) for every request that
+    names no service in its Host header, which is every request to this endpoint: a seventh of the endpoint's
+    CPU during an import. The folder does not change while the server runs."""
+    from moto import backends
+
+    if hasattr(backends.list_of_moto_modules, "cache_info"):  # applied already
+        return
+    backends.list_of_moto_modules = functools.cache(lambda listed=backends.list_of_moto_modules: tuple(listed()))
+
+
 def return_freed_buffers_to_the_system() -> None:
     """glibc serves an allocation above its mmap threshold from a mapping of its own, returned to the system when
     freed; but it raises that threshold to the size of each such block freed (up to 32 MB), after which a
@@ -322,7 +337,7 @@ def main() -> None:
     # bodies stream to and from such files (s3_streaming).
     os.environ["TMPDIR"] = str(spool)
     tempfile.tempdir = str(spool)
-    os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(OBJECT_MEMORY_BYTES))
+    os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(STREAMED_BODY_BYTES))
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     step_functions_port = free_port()
@@ -332,6 +347,7 @@ def main() -> None:
 
     make_sqs_receive_linear()
     make_dynamodb_writes_atomic()
+    list_moto_modules_once()
     join_multipart_uploads_on_disk(str(spool))
     compute_etags_in_pieces()
     # One console line per AWS call drowns the functions' own logs.

@@ -7,6 +7,7 @@ anything unusual, stay moto's.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import io
@@ -18,6 +19,7 @@ import time
 import tracemalloc
 import urllib.parse
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +32,13 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from werkzeug.serving import make_server
 
-from infra.local.aws_endpoint import OBJECT_MEMORY_BYTES, LambdaInvokeRouter
-from infra.local.s3_streaming import StreamedObjects, compute_etags_in_pieces, join_multipart_uploads_on_disk
+from infra.local.aws_endpoint import LambdaInvokeRouter
+from infra.local.s3_streaming import (
+    STREAMED_BODY_BYTES,
+    StreamedObjects,
+    compute_etags_in_pieces,
+    join_multipart_uploads_on_disk,
+)
 from infra.local.stack import free_port
 from infra.local.template_model import ACCOUNT_ID, REGION
 
@@ -106,7 +113,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     spool_dir = tmp_path_factory.mktemp("s3-spool")
     with pytest.MonkeyPatch.context() as patch:
         # As main() does: moto keeps object bodies above 64 KiB in files.
-        patch.setenv("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(OBJECT_MEMORY_BYTES))
+        patch.setenv("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(STREAMED_BODY_BYTES))
         # As main() does too, undone at the end (moto's backends are this process's for every test).
         from moto.s3.models import FakeKey, S3Backend
 
@@ -457,21 +464,55 @@ def test_a_sigv2_presigned_put_still_round_trips(endpoint: Endpoint) -> None:
     assert (got["Body"].read(), got["ContentType"]) == (body, "text/csv")
 
 
-def test_a_big_object_moto_stored_is_read_back_streamed(endpoint: Endpoint) -> None:
-    """boto3's own put_object sends a checksum header: moto stores it; the read is streamed all the same."""
-    s3 = endpoint.reader()
+def test_boto3_s_put_object_with_its_crc32_is_streamed_and_the_checksum_comes_back(endpoint: Endpoint) -> None:
+    """boto3's put_object sends a CRC32 (botocore's default flexible checksum), as the chunker's writes do: it
+    is verified and kept, and a GET that asks for checksums gets it back (botocore then checks the body)."""
+    s3 = endpoint.client("s3")
     bucket = endpoint.bucket()
     key = "by-boto3.bin"
     body = random_body()
-    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-test", Metadata={"origin": "sdk"})
-    assert not endpoint.spy.saw("PUT", bucket, key)
+    put = s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-test", Metadata={"origin": "sdk"})
+    assert endpoint.spy.saw("PUT", bucket, key)
+    assert put["ChecksumCRC32"] == base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
 
-    got = s3.get_object(Bucket=bucket, Key=key)
+    got = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     assert got["Body"].read() == body
+    assert got["ChecksumCRC32"] == put["ChecksumCRC32"]
     assert got["ETag"] == quoted_md5(body)
     assert got["ContentType"] == "application/x-test"
     assert got["Metadata"] == {"origin": "sdk"}
     assert endpoint.spy.saw("GET", bucket, key)
+
+    ranged = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-99", ChecksumMode="ENABLED")
+    assert ranged["Body"].read() == body[:100]
+    assert "ChecksumCRC32" not in ranged  # S3 sends no whole-object checksum with a range
+
+
+def test_a_put_whose_crc32_does_not_match_is_refused_and_stores_nothing(endpoint: Endpoint) -> None:
+    s3 = endpoint.client("s3")
+    bucket = endpoint.bucket()
+    body = random_body()
+    wrong = base64.b64encode((zlib.crc32(body) ^ 1).to_bytes(4, "big")).decode()
+
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket=bucket, Key="corrupt.bin", Body=body, ChecksumCRC32=wrong)
+
+    assert refused.value.response["Error"]["Code"] == "BadDigest"
+    assert endpoint.spy.saw("PUT", bucket, "corrupt.bin")
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_a_put_with_another_checksum_algorithm_stays_with_moto(endpoint: Endpoint) -> None:
+    s3 = endpoint.client("s3")
+    bucket = endpoint.bucket()
+    body = random_body()
+    s3.put_object(Bucket=bucket, Key="sha.bin", Body=body, ChecksumAlgorithm="SHA256")
+    assert not endpoint.spy.saw("PUT", bucket, "sha.bin")
+
+    got = s3.get_object(Bucket=bucket, Key="sha.bin", ChecksumMode="ENABLED")
+    assert got["Body"].read() == body
+    assert got["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
+    assert not endpoint.spy.saw("GET", bucket, "sha.bin")  # moto answers with its stored SHA-256
 
 
 def test_user_metadata_of_a_streamed_put(endpoint: Endpoint) -> None:
