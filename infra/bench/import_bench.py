@@ -21,7 +21,6 @@ Prints one table and writes bench-results/import.json.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from infra.bench.common import (
 )
 from infra.bench.results import median, median_of_ratios, mib, peak_over_runs, rounded, write_results
 from infra.chaos.api import CONTENT_TYPES, UPLOAD_TIMEOUT_SECONDS, Api, ApiError, http
+from infra.local.functions_host import DEFAULT_SQS_CONCURRENCY
 from infra.local.stack import REPOSITORY_ROOT, LocalStack, StackPorts
 from infra.tools import datagen
 from infra.tools.token import local_token
@@ -390,7 +390,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="users, and as many articles")
     parser.add_argument("--runs", type=int, default=3, help="runs, each on a fresh stack; ratios are their median")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="parallel writer processes")
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_SQS_CONCURRENCY, help="parallel writer processes (LOCAL_SQS_CONCURRENCY)"
+    )
     parser.add_argument("--clean", action="store_true", help="only valid records")
     parser.add_argument(
         "--skip-100k-memory-run",

@@ -46,6 +46,7 @@ from infra.local.s3_streaming import (
     StreamedObjects,
     compute_etags_in_pieces,
     join_multipart_uploads_on_disk,
+    list_versions_without_reading_bodies,
 )
 from infra.local.stack import free_port
 from infra.local.stop_signal import StopSignal
@@ -311,6 +312,19 @@ def list_moto_modules_once() -> None:
     backends.list_of_moto_modules = functools.cache(lambda listed=backends.list_of_moto_modules: tuple(listed()))
 
 
+def stop_tracking_model_instances() -> None:
+    """moto keeps every model object it ever creates (each version of each S3 key and each copy of one, each SQS
+    message, each DynamoDB item) in a list per class, for its dashboard and its reset, neither of which this
+    endpoint serves: a long-running endpoint held them all, deleted ones included. New objects are not listed
+    there any more. Applying it twice changes nothing."""
+    from moto.core.common_models import BaseModel
+
+    def untracked(cls: type[BaseModel], *args: Any, **kwargs: Any) -> BaseModel:
+        return object.__new__(cls)
+
+    BaseModel.__new__ = staticmethod(untracked)  # type: ignore[method-assign]
+
+
 def return_freed_buffers_to_the_system() -> None:
     """glibc serves an allocation above its mmap threshold from a mapping of its own, returned to the system when
     freed; but it raises that threshold to the size of each such block freed (up to 32 MB), after which a
@@ -348,8 +362,10 @@ def main() -> None:
     make_sqs_receive_linear()
     make_dynamodb_writes_atomic()
     list_moto_modules_once()
+    stop_tracking_model_instances()
     join_multipart_uploads_on_disk(str(spool))
     compute_etags_in_pieces()
+    list_versions_without_reading_bodies()
     # One console line per AWS call drowns the functions' own logs.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     router = LambdaInvokeRouter(

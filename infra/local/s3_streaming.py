@@ -15,10 +15,13 @@ as before, so its answers and errors stay moto's.
 from __future__ import annotations
 
 import base64
+import copy
+import functools
 import hashlib
 import os
 import re
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -259,6 +262,47 @@ def compute_etags_in_pieces() -> None:
 
     etag.in_pieces = True  # type: ignore[attr-defined]
     FakeKey.etag = property(etag)  # type: ignore[assignment,method-assign]
+
+
+_listing_versions = threading.local()
+
+
+def list_versions_without_reading_bodies() -> None:
+    """moto lists a bucket's versions from deep copies of every version of every key in the bucket, and a deep
+    copy of a key reads its whole body and writes it to a new buffer: each purge of a job's chunk objects read
+    the whole bucket, uploads included (the endpoint's bursts of 150-300 MiB at each job's end, and seconds of
+    CPU and disk). The listing needs each version's metadata and a flag of its own (is_latest), not its bytes:
+    while it runs, a key's copy gets an empty body. Applying it twice changes nothing."""
+    from moto.s3.models import FakeKey, S3Backend
+
+    list_with_bodies = S3Backend.list_object_versions
+    if getattr(list_with_bodies, "without_bodies", False):
+        return
+
+    def list_object_versions(self: S3Backend, *args: Any, **kwargs: Any) -> Any:
+        _listing_versions.active = True
+        try:
+            return list_with_bodies(self, *args, **kwargs)
+        finally:
+            _listing_versions.active = False
+
+    def deep_copy(self: FakeKey, memo: dict[int, Any]) -> FakeKey:
+        copied = object.__new__(FakeKey)  # untracked (see aws_endpoint.stop_tracking_model_instances)
+        if not getattr(_listing_versions, "active", False):  # what copy.deepcopy does without this method
+            copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+            return copied
+        _ = self.etag  # computed on the original, which has the bytes, and kept in the copy
+        listed = copied
+        listed.__dict__.update(self.__dict__)
+        # Its own buffer and no multipart: disposing of the copy must not close the original's body.
+        listed._value_buffer = tempfile.SpooledTemporaryFile()  # noqa: SIM115  # closed by dispose
+        listed.multipart = None
+        listed.lock = threading.Lock()
+        return listed
+
+    list_object_versions.without_bodies = True  # type: ignore[attr-defined]
+    S3Backend.list_object_versions = functools.wraps(list_with_bodies)(list_object_versions)  # type: ignore[method-assign]
+    FakeKey.__deepcopy__ = deep_copy  # type: ignore[attr-defined]
 
 
 def join_multipart_uploads_on_disk(spool_dir: str | None = None) -> None:

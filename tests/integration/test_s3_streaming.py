@@ -8,6 +8,8 @@ anything unusual, stay moto's.
 from __future__ import annotations
 
 import base64
+import copy
+import gc
 import hashlib
 import http.client
 import io
@@ -32,12 +34,13 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from werkzeug.serving import make_server
 
-from infra.local.aws_endpoint import LambdaInvokeRouter
+from infra.local.aws_endpoint import LambdaInvokeRouter, stop_tracking_model_instances
 from infra.local.s3_streaming import (
     STREAMED_BODY_BYTES,
     StreamedObjects,
     compute_etags_in_pieces,
     join_multipart_uploads_on_disk,
+    list_versions_without_reading_bodies,
 )
 from infra.local.stack import free_port
 from infra.local.template_model import ACCOUNT_ID, REGION
@@ -115,12 +118,18 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
         # As main() does: moto keeps object bodies above 64 KiB in files.
         patch.setenv("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(STREAMED_BODY_BYTES))
         # As main() does too, undone at the end (moto's backends are this process's for every test).
+        from moto.core.common_models import BaseModel
         from moto.s3.models import FakeKey, S3Backend
 
         patch.setattr(S3Backend, "complete_multipart_upload", S3Backend.complete_multipart_upload)
         join_multipart_uploads_on_disk(str(spool_dir))
         patch.setattr(FakeKey, "etag", FakeKey.etag)
         compute_etags_in_pieces()
+        patch.setattr(S3Backend, "list_object_versions", S3Backend.list_object_versions)
+        patch.setattr(FakeKey, "__deepcopy__", None, raising=False)  # undone: FakeKey has no such method
+        list_versions_without_reading_bodies()
+        patch.setattr(BaseModel, "__new__", BaseModel.__new__)
+        stop_tracking_model_instances()
         spy = SpiedStreamedObjects(spool_dir=str(spool_dir), threshold=THRESHOLD)
         router = LambdaInvokeRouter(
             DomainDispatcherApplication(create_backend_app), invoke_port=free_port(), streamed_objects=spy
@@ -811,3 +820,61 @@ def test_the_etag_of_a_small_object_in_a_file_is_computed_without_a_large_read(e
 
     assert etag == quoted_md5(body)
     assert peak < 4 * 1024 * 1024
+
+
+# ------------------------------------------------------------------------------------------------------ listings
+def test_listing_versions_reads_no_body_and_keeps_every_object_whole(endpoint: Endpoint) -> None:
+    """moto lists versions from deep copies of every key in the bucket, each of which read the key's whole body;
+    a purge of a job's chunks read the whole bucket, uploads included."""
+    s3 = endpoint.client("s3")
+    bucket = endpoint.bucket(versioned=True)
+    bodies = [random_body() for _ in range(4)]
+    versions = [
+        s3.put_object(Bucket=bucket, Key=f"chunks/{index % 2}.ndjson", Body=body) for index, body in enumerate(bodies)
+    ]
+    s3.put_object(Bucket=bucket, Key="uploads/source.csv", Body=random_body())  # outside the prefix: not read either
+
+    tracemalloc.start()
+    try:
+        listed = s3.list_object_versions(Bucket=bucket, Prefix="chunks/")
+        _, peak = tracemalloc.get_traced_memory()  # the server's threads are this process's
+    finally:
+        tracemalloc.stop()
+
+    assert peak < len(bodies[0]) // 2  # the bodies add up to 5 times this
+    newest_first = sorted(listed["Versions"], key=lambda v: (v["Key"], not v["IsLatest"]))
+    assert [(v["Key"], v["VersionId"], v["IsLatest"], v["Size"], v["ETag"]) for v in newest_first] == [
+        ("chunks/0.ndjson", versions[2]["VersionId"], True, len(bodies[2]), quoted_md5(bodies[2])),
+        ("chunks/0.ndjson", versions[0]["VersionId"], False, len(bodies[0]), quoted_md5(bodies[0])),
+        ("chunks/1.ndjson", versions[3]["VersionId"], True, len(bodies[3]), quoted_md5(bodies[3])),
+        ("chunks/1.ndjson", versions[1]["VersionId"], False, len(bodies[1]), quoted_md5(bodies[1])),
+    ]
+    gc.collect()  # the listing's copies are gone: their end must leave the keys' bodies alone
+    for version, body in zip(versions, bodies, strict=True):
+        key = f"chunks/{bodies.index(body) % 2}.ndjson"
+        assert s3.get_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])["Body"].read() == body
+
+
+def test_a_deep_copy_of_a_key_outside_a_listing_still_copies_its_body() -> None:
+    from moto.s3.models import FakeKey
+
+    original = FakeKey("copied.bin", b"x" * 100_000, account_id=ACCOUNT_ID, region_name=REGION)
+    try:
+        copied = copy.deepcopy(original)
+        assert copied.value == original.value
+        copied.dispose()
+        assert original.value == b"x" * 100_000  # each has its own buffer
+    finally:
+        original.dispose()
+
+
+def test_the_endpoint_keeps_no_list_of_every_object_it_made(endpoint: Endpoint) -> None:
+    from moto.s3.models import FakeKey
+
+    tracked = len(FakeKey.instances_tracked)  # type: ignore[attr-defined]
+    s3 = endpoint.client("s3")
+    bucket = endpoint.bucket()
+    for index in range(5):
+        s3.put_object(Bucket=bucket, Key=f"k{index}", Body=b"small")
+        s3.delete_object(Bucket=bucket, Key=f"k{index}")
+    assert len(FakeKey.instances_tracked) == tracked  # type: ignore[attr-defined]
