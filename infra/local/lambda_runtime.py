@@ -44,7 +44,8 @@ _FRAME_PREFIX = struct.Struct(">II")
 
 def write_frame(stream: BinaryIO, message_type: str, payload: bytes = b"", **header: Any) -> None:
     encoded_header = json.dumps({"type": message_type, **header}).encode()
-    stream.write(_FRAME_PREFIX.pack(len(encoded_header), len(payload)) + encoded_header + payload)
+    stream.write(_FRAME_PREFIX.pack(len(encoded_header), len(payload)) + encoded_header)
+    stream.write(payload)  # not joined to the header: a streamed chunk is not copied once more
     stream.flush()
 
 

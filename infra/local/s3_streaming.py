@@ -2,10 +2,10 @@
 
 moto reads a whole request body into memory and serves a GET from a full in-memory copy of the object: a
 900 MB upload, then the chunker's read of it, made the local AWS endpoint the largest process of the stack,
-growing with the file. This WSGI layer takes over the two requests that carry large bodies, a plain PutObject
-and a plain GetObject (optionally of a version, of one byte range, or on an If-Match), and leaves everything
-else to moto: the objects themselves stay in moto's backend (listing, HEAD, versions, deletes, events), only
-their bytes live in a file that is never read into memory whole.
+growing with the file. This WSGI layer takes over the requests that carry large bodies, a plain PutObject, an
+UploadPart and a plain GetObject (optionally of a version, of one byte range, or on an If-Match), and leaves
+everything else to moto: the objects themselves stay in moto's backend (listing, HEAD, versions, deletes,
+events), only their bytes live in a file that is never read into memory whole.
 
 Anything unusual (a copy, server-side encryption, a checksum other than botocore's default CRC32, conditional
 headers other than If-Match, response header overrides, a missing bucket or key, a delete marker) goes to moto
@@ -34,6 +34,7 @@ from infra.local.template_model import ACCOUNT_ID
 # moto's request parsing, and never sits in a buffer. Below it, moto keeps the body in memory.
 STREAMED_BODY_BYTES = 64 * 1024
 PIECE_BYTES = 1024 * 1024
+MAX_PART_NUMBER = 10_000
 PARTITION = "aws"
 # Query parameters of a presigned URL: they authenticate the request and change nothing else.
 PRESIGN_PARAMETERS = re.compile(r"^X-Amz-(Algorithm|Credential|Date|Expires|SignedHeaders|Signature|Security-Token)$")
@@ -108,12 +109,14 @@ class StreamedObjects:
 
     # ------------------------------------------------------------------------------------------------ PUT
     def _put(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes] | None:
+        """A PutObject, or an UploadPart of a multipart upload created without an additional checksum."""
         length = int(environ.get("CONTENT_LENGTH") or 0)
         target = _object_path(environ)
+        query = _query(environ, {"partNumber", "uploadId"})
         if (
             length <= self.threshold
             or target is None
-            or _query(environ, set()) is None
+            or query is None
             or any(header in environ for header in PUT_HEADERS_FOR_MOTO)
             or not _crc32_or_no_checksum(environ)
             or environ.get("HTTP_CONTENT_ENCODING") == "aws-chunked"
@@ -124,36 +127,25 @@ class StreamedObjects:
         backend = _s3_backend()
         if bucket_name not in backend.buckets:
             return None  # moto answers NoSuchBucket
-        # Not closed here: the file becomes the object's storage, owned by moto's key from then on.
-        body = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115
-        md5 = hashlib.md5()
-        crc = 0
-        remaining = length
-        source = environ["wsgi.input"]
-        while remaining:
-            piece = source.read(min(PIECE_BYTES, remaining))
-            if not piece:
-                break
-            md5.update(piece)
-            crc = zlib.crc32(piece, crc)
-            body.write(piece)
-            remaining -= len(piece)
-        if remaining:
-            body.close()
+        part = _part_of(backend.buckets[bucket_name], query)
+        if query and part is None:
+            return None  # moto answers: a part number out of range, an unknown upload, one half of the pair
+        received = _receive(environ, length, self.spool_dir)
+        if isinstance(received, bytes):
             start_response("400 Bad Request", [("Content-Type", "application/xml")])
-            return [_error_xml("IncompleteBody", "You did not provide the number of bytes specified by Content-Length")]
-        given_crc32 = environ.get(CRC32_HEADER)
-        if given_crc32 is not None and given_crc32 != _crc32_text(crc):
-            body.close()
-            start_response("400 Bad Request", [("Content-Type", "application/xml")])
-            return [_error_xml("BadDigest", "The CRC32 you specified did not match the calculated checksum.")]
-        body.flush()  # the reads go to the file itself (pread), past this object's buffer
-        key = self._store(backend, bucket_name, key_name, body, length, md5.hexdigest(), environ)
+            return [received]
+        body, md5, crc = received
+        if part is None:
+            key = self._store(backend, bucket_name, key_name, body, length, md5, environ)
+        else:
+            key = backend.upload_part(bucket_name, part[0], part[1], b"")
+            _give_bytes(key, body, length, md5)
         headers = [("ETag", key.etag), ("Content-Length", "0")]
-        if given_crc32 is not None or "HTTP_X_AMZ_SDK_CHECKSUM_ALGORITHM" in environ:
-            key.checksum_algorithm, key.checksum_value = CRC32, _crc32_text(crc)
-            headers.append(("x-amz-checksum-crc32", key.checksum_value))
-        if key.version_id != "null" and backend.get_bucket(bucket_name).is_versioned:
+        if CRC32_HEADER in environ or "HTTP_X_AMZ_SDK_CHECKSUM_ALGORITHM" in environ:
+            if part is None:  # a part's checksum is only told back, as moto does
+                key.checksum_algorithm, key.checksum_value = CRC32, crc
+            headers.append(("x-amz-checksum-crc32", crc))
+        if part is None and key.version_id != "null" and backend.get_bucket(bucket_name).is_versioned:
             headers.append(("x-amz-version-id", str(key.version_id)))
         start_response("200 OK", headers)
         return [b""]
@@ -218,6 +210,46 @@ class StreamedObjects:
             descriptor = os.dup(key._value_buffer.fileno())
         start_response(status, list(headers.items()))
         return _FileSpan(descriptor, first, last + 1)
+
+
+def _part_of(bucket: Any, query: dict[str, str]) -> tuple[str, int] | None:
+    """(upload id, part number) of an UploadPart this layer can take: of an upload it knows, created without an
+    additional checksum (its completion then needs each part's, which moto keeps), numbered 1 to 10,000."""
+    upload_id, number = query.get("uploadId", ""), query.get("partNumber", "")
+    multipart = bucket.multiparts.get(upload_id)
+    if multipart is None or not number.isdigit() or not 1 <= int(number) <= MAX_PART_NUMBER:
+        return None
+    if multipart.metadata.get("x-amz-checksum-algorithm"):
+        return None
+    return upload_id, int(number)
+
+
+def _receive(environ: dict[str, Any], length: int, spool_dir: str | None) -> tuple[Any, str, str] | bytes:
+    """The request body in a temporary file, with its MD5 (hex) and CRC32 (as S3 writes it); or the error XML
+    of a body shorter than its Content-Length or whose CRC32 header does not match."""
+    # Not closed on success: the file becomes the storage of moto's key, which owns it from then on.
+    body = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115
+    md5 = hashlib.md5()
+    crc = 0
+    remaining = length
+    source = environ["wsgi.input"]
+    while remaining:
+        piece = source.read(min(PIECE_BYTES, remaining))
+        if not piece:
+            break
+        md5.update(piece)
+        crc = zlib.crc32(piece, crc)
+        body.write(piece)
+        remaining -= len(piece)
+    if remaining:
+        body.close()
+        return _error_xml("IncompleteBody", "You did not provide the number of bytes specified by Content-Length")
+    given_crc32 = environ.get(CRC32_HEADER)
+    if given_crc32 is not None and given_crc32 != _crc32_text(crc):
+        body.close()
+        return _error_xml("BadDigest", "The CRC32 you specified did not match the calculated checksum.")
+    body.flush()  # the reads go to the file itself (pread), past this object's buffer
+    return body, md5.hexdigest(), _crc32_text(crc)
 
 
 def _crc32_or_no_checksum(environ: dict[str, Any]) -> bool:

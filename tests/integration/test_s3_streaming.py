@@ -186,16 +186,16 @@ def presigned_put(
         Params={"Bucket": bucket, "Key": key, "ContentType": content_type, **(extra_params or {})},
         ExpiresIn=300,
     )
+    return put_to(running, url, body, {"Content-Type": content_type, **(extra_headers or {})})
+
+
+def put_to(running: Endpoint, url: str, body: bytes, headers: dict[str, str] | None = None) -> Response:
+    """A PUT of `body` to a presigned URL of the endpoint, with plain http.client (which copies nothing)."""
     parts = urllib.parse.urlsplit(url)
     assert (parts.hostname, parts.port) == ("127.0.0.1", running.port)
     connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=60)
     try:
-        connection.request(
-            "PUT",
-            f"{parts.path}?{parts.query}",
-            body=body,
-            headers={"Content-Type": content_type, **(extra_headers or {})},
-        )
+        connection.request("PUT", f"{parts.path}?{parts.query}", body=body, headers=headers or {})
         response = connection.getresponse()
         payload = response.read()
         return Response(response.status, {name.lower(): value for name, value in response.getheaders()}, payload)
@@ -823,9 +823,13 @@ def test_the_etag_of_a_small_object_in_a_file_is_computed_without_a_large_read(e
 
 
 # ------------------------------------------------------------------------------------------------------ listings
-def test_listing_versions_reads_no_body_and_keeps_every_object_whole(endpoint: Endpoint) -> None:
+def test_listing_versions_reads_no_body_and_keeps_every_object_whole(
+    endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """moto lists versions from deep copies of every key in the bucket, each of which read the key's whole body;
     a purge of a job's chunks read the whole bucket, uploads included."""
+    from moto.s3.models import FakeKey
+
     s3 = endpoint.client("s3")
     bucket = endpoint.bucket(versioned=True)
     bodies = [random_body() for _ in range(4)]
@@ -833,15 +837,18 @@ def test_listing_versions_reads_no_body_and_keeps_every_object_whole(endpoint: E
         s3.put_object(Bucket=bucket, Key=f"chunks/{index % 2}.ndjson", Body=body) for index, body in enumerate(bodies)
     ]
     s3.put_object(Bucket=bucket, Key="uploads/source.csv", Body=random_body())  # outside the prefix: not read either
+    bodies_read: list[str] = []
+    read_whole = FakeKey.__getstate__  # what a deep copy calls, and reads the body with
 
-    tracemalloc.start()
-    try:
-        listed = s3.list_object_versions(Bucket=bucket, Prefix="chunks/")
-        _, peak = tracemalloc.get_traced_memory()  # the server's threads are this process's
-    finally:
-        tracemalloc.stop()
+    def recorded(key: FakeKey) -> dict[str, Any]:
+        bodies_read.append(key.name)
+        return read_whole(key)
 
-    assert peak < len(bodies[0]) // 2  # the bodies add up to 5 times this
+    monkeypatch.setattr(FakeKey, "__getstate__", recorded)
+
+    listed = s3.list_object_versions(Bucket=bucket, Prefix="chunks/")
+
+    assert bodies_read == []
     newest_first = sorted(listed["Versions"], key=lambda v: (v["Key"], not v["IsLatest"]))
     assert [(v["Key"], v["VersionId"], v["IsLatest"], v["Size"], v["ETag"]) for v in newest_first] == [
         ("chunks/0.ndjson", versions[2]["VersionId"], True, len(bodies[2]), quoted_md5(bodies[2])),
@@ -878,3 +885,77 @@ def test_the_endpoint_keeps_no_list_of_every_object_it_made(endpoint: Endpoint) 
         s3.put_object(Bucket=bucket, Key=f"k{index}", Body=b"small")
         s3.delete_object(Bucket=bucket, Key=f"k{index}")
     assert len(FakeKey.instances_tracked) == tracked  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------------- upload parts
+def test_upload_parts_are_streamed_to_files_and_complete_to_the_whole_object(endpoint: Endpoint) -> None:
+    """The service's multipart uploads (error reports, export files) send 8 MiB parts, which moto would read
+    into memory whole, several at once when several writers end jobs together."""
+    s3 = endpoint.client("s3")
+    bucket = endpoint.bucket(versioned=True)
+    key = "reports/parts.ndjson"
+    body = os.urandom(2 * PART + 4321)
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType="application/x-ndjson")["UploadId"]
+    first = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=body[:PART])  # boto3's
+    second_part = body[PART : 2 * PART]
+    second_url = s3.generate_presigned_url(
+        "upload_part", Params={"Bucket": bucket, "Key": key, "UploadId": upload_id, "PartNumber": 2}
+    )
+
+    tracemalloc.start()
+    try:
+        second = put_to(endpoint, second_url, second_part)
+        _, peak = tracemalloc.get_traced_memory()  # the server's threads are this process's
+    finally:
+        tracemalloc.stop()
+    assert second.status == 200, second.body
+    assert peak < PART // 2  # a piece or two at a time (moto holds a part at least twice)
+
+    third = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=3, Body=body[2 * PART :])
+    answered = [query for method, path, query in endpoint.spy.answered if path == f"/{bucket}/{key}"]
+    assert sum("uploadId" in query for query in answered) == 2  # the short third went to moto
+    parts = [
+        {"PartNumber": number, "ETag": etag}
+        for number, etag in enumerate([first["ETag"], second.headers["etag"], third["ETag"]], start=1)
+    ]
+    completed = s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+    )
+    assert completed["ETag"] == multipart_etag(body, PART)
+    got = s3.get_object(Bucket=bucket, Key=key)
+    assert (got["Body"].read(), got["ContentType"]) == (body, "application/x-ndjson")
+
+
+def test_a_part_whose_crc32_does_not_match_is_refused(endpoint: Endpoint) -> None:
+    s3 = endpoint.client("s3")
+    bucket = endpoint.bucket()
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="bad-part.bin")
+    body = random_body()
+    wrong = base64.b64encode((zlib.crc32(body) ^ 1).to_bytes(4, "big")).decode()
+
+    with pytest.raises(ClientError) as refused:
+        s3.upload_part(
+            Bucket=bucket, Key="bad-part.bin", UploadId=upload["UploadId"], PartNumber=1, Body=body, ChecksumCRC32=wrong
+        )
+
+    assert refused.value.response["Error"]["Code"] == "BadDigest"
+    assert s3.list_parts(Bucket=bucket, Key="bad-part.bin", UploadId=upload["UploadId"]).get("Parts", []) == []
+
+
+def test_parts_of_an_upload_with_an_additional_checksum_or_a_wrong_number_stay_with_moto(endpoint: Endpoint) -> None:
+    s3 = endpoint.client("s3")
+    bucket = endpoint.bucket()
+    with_sha = s3.create_multipart_upload(Bucket=bucket, Key="sha-parts.bin", ChecksumAlgorithm="SHA256")
+    body = os.urandom(PART + 10)
+    parts = upload_parts(s3, bucket, "sha-parts.bin", with_sha["UploadId"], body, checksum="SHA256")
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="sha-parts.bin", UploadId=with_sha["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    assert s3.get_object(Bucket=bucket, Key="sha-parts.bin")["Body"].read() == body
+    assert not endpoint.spy.saw("PUT", bucket, "sha-parts.bin", "uploadId")
+
+    plain = s3.create_multipart_upload(Bucket=bucket, Key="numbered.bin")
+    with pytest.raises(ClientError) as refused:
+        s3.upload_part(Bucket=bucket, Key="numbered.bin", UploadId=plain["UploadId"], PartNumber=10_001, Body=body)
+    assert refused.value.response["Error"]["Code"] == "InvalidArgument"
+    assert not endpoint.spy.saw("PUT", bucket, "numbered.bin", "uploadId")
