@@ -86,7 +86,7 @@ def _query(environ: dict[str, Any], allowed: set[str]) -> dict[str, str] | None:
     return found
 
 
-def _s3_backend() -> Any:
+def moto_s3_backend() -> Any:
     from moto.s3.models import s3_backends
 
     return s3_backends[ACCOUNT_ID][PARTITION]
@@ -124,7 +124,7 @@ class StreamedObjects:
         ):
             return None
         bucket_name, key_name = target
-        backend = _s3_backend()
+        backend = moto_s3_backend()
         if bucket_name not in backend.buckets:
             return None  # moto answers NoSuchBucket
         part = _part_of(backend.buckets[bucket_name], query)
@@ -180,7 +180,7 @@ class StreamedObjects:
         from moto.s3.models import FakeKey
 
         bucket_name, key_name = target
-        backend = _s3_backend()
+        backend = moto_s3_backend()
         if bucket_name not in backend.buckets:
             return None
         key = backend.get_object(bucket_name, key_name, version_id=query.get("versionId"))
@@ -308,8 +308,6 @@ def list_versions_without_reading_bodies() -> None:
     from moto.s3.models import FakeKey, S3Backend
 
     list_with_bodies = S3Backend.list_object_versions
-    if getattr(list_with_bodies, "without_bodies", False):
-        return
 
     def list_object_versions(self: S3Backend, *args: Any, **kwargs: Any) -> Any:
         _listing_versions.active = True
@@ -332,9 +330,10 @@ def list_versions_without_reading_bodies() -> None:
         listed.lock = threading.Lock()
         return listed
 
-    list_object_versions.without_bodies = True  # type: ignore[attr-defined]
-    S3Backend.list_object_versions = functools.wraps(list_with_bodies)(list_object_versions)  # type: ignore[method-assign]
     FakeKey.__deepcopy__ = deep_copy  # type: ignore[attr-defined]
+    if not getattr(list_with_bodies, "without_bodies", False):
+        list_object_versions.without_bodies = True  # type: ignore[attr-defined]
+        S3Backend.list_object_versions = functools.wraps(list_with_bodies)(list_object_versions)  # type: ignore[method-assign]
 
 
 def join_multipart_uploads_on_disk(spool_dir: str | None = None) -> None:
