@@ -703,3 +703,7 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
         self.ticks += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """As the `time` module's, for code that waits: the clock advances at once."""
+        self.advance(seconds)

@@ -21,7 +21,7 @@ from bulkio.services.idempotency import idempotency_scope
 from bulkio.services.imports.api import NewImport
 from bulkio.services.imports.common import IDEMPOTENCY_SCOPE, report_key, source_key
 
-from tests.fakes import CALLER, OWNER, FakeWorld, build_world, make_settings
+from tests.fakes import CALLER, OWNER, FakeClock, FakeWorld, build_world, make_settings
 
 BUCKET = "import-bucket"
 SOURCE_URL = "https://example.com/users.ndjson"
@@ -204,24 +204,8 @@ def test_a_request_abandoned_before_answering_is_taken_over_under_its_job_id(wor
     assert stored.response_status == 202
 
 
-class FakeTime:
-    """Stands in for the `time` module of the service: sleeping advances the clock instantly."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_a_request_still_running_elsewhere_ends_in_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_time = FakeTime()
+    fake_time = FakeClock()
     monkeypatch.setattr(idempotency, "time", fake_time)
     world = build_world(clock=fake_time.time)
     request = url_request()
@@ -240,7 +224,7 @@ def test_a_request_still_running_elsewhere_ends_in_conflict(monkeypatch: pytest.
 
 
 def test_an_expired_key_can_be_used_for_a_new_request() -> None:
-    fake_time = FakeTime()
+    fake_time = FakeClock()
     world = build_world(settings=make_settings(idempotency_ttl_seconds=60), clock=fake_time.time)
     first = world.api.submit(url_request(), "key-1", OWNER)
 
