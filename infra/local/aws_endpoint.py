@@ -325,6 +325,18 @@ def stop_tracking_model_instances() -> None:
     BaseModel.__new__ = staticmethod(untracked)  # type: ignore[method-assign]
 
 
+def adapt_moto(spool_dir: str | None) -> None:
+    """Every change this endpoint makes to moto, for the endpoint and for tests that run moto as it does (each
+    is applied once however often this is called; a multipart upload's joined file goes to `spool_dir`)."""
+    make_sqs_receive_linear()
+    make_dynamodb_writes_atomic()
+    list_moto_modules_once()
+    stop_tracking_model_instances()
+    join_multipart_uploads_on_disk(spool_dir)
+    compute_etags_in_pieces()
+    list_versions_without_reading_bodies()
+
+
 def return_freed_buffers_to_the_system() -> None:
     """glibc serves an allocation above its mmap threshold from a mapping of its own, returned to the system when
     freed; but it raises that threshold to the size of each such block freed (up to 32 MB), after which a
@@ -359,13 +371,7 @@ def main() -> None:
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
-    make_sqs_receive_linear()
-    make_dynamodb_writes_atomic()
-    list_moto_modules_once()
-    stop_tracking_model_instances()
-    join_multipart_uploads_on_disk(str(spool))
-    compute_etags_in_pieces()
-    list_versions_without_reading_bodies()
+    adapt_moto(str(spool))
     # One console line per AWS call drowns the functions' own logs.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     router = LambdaInvokeRouter(

@@ -42,8 +42,8 @@ from infra.local.workers import Functions, HostSettings, Outcome, invoke_with_re
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 
 
-# A writer waits on the database and the AWS endpoint for about a third of each chunk: with two pollers per core
-# the cores stay busy (1M users: 107 s instead of 129 s with one per core; `make bench-import`).
+# A writer waits on the database and the AWS endpoint for about a quarter of each chunk (py-spy): with two pollers
+# per core the cores stay busy (1M users: 107 s instead of 129 s with one per core; `make bench-import`).
 DEFAULT_SQS_CONCURRENCY = 2 * (os.cpu_count() or 1)
 
 

@@ -322,13 +322,12 @@ def list_versions_without_reading_bodies() -> None:
             copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
             return copied
         _ = self.etag  # computed on the original, which has the bytes, and kept in the copy
-        listed = copied
-        listed.__dict__.update(self.__dict__)
+        copied.__dict__.update(self.__dict__)
         # Its own buffer and no multipart: disposing of the copy must not close the original's body.
-        listed._value_buffer = tempfile.SpooledTemporaryFile()  # noqa: SIM115  # closed by dispose
-        listed.multipart = None
-        listed.lock = threading.Lock()
-        return listed
+        copied._value_buffer = tempfile.SpooledTemporaryFile()  # noqa: SIM115  # closed by dispose
+        copied.multipart = None
+        copied.lock = threading.Lock()
+        return copied
 
     FakeKey.__deepcopy__ = deep_copy  # type: ignore[attr-defined]
     if not getattr(list_with_bodies, "without_bodies", False):
