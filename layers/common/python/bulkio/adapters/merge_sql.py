@@ -125,7 +125,14 @@ def _merge_sql(spec: _MergeSpec) -> str:
 
     CTEs: checked (targets, merged rows and the per-record checks against the prior state),
     claims/contested/settlement/settled (who wins a shared id or key, in record order), key_holders (who
-    holds a key another record found taken), errors, upserted.
+    holds a key another record found taken), errors, inserted and updated.
+
+    New rows are inserted without ON CONFLICT (which costs a third of the insert: it probes the primary key
+    before each row as well as after). No conflict can happen: a record inserts only when no row held its target
+    id in the statement's snapshot (its own id, or a derived one checked against the table, or a random one),
+    settlement accepts one record per target, and only merges write these tables, one per resource at a time
+    (the advisory lock in postgres.ImportStore._merge). Should a row with that id appear anyway, the merge fails
+    on the primary key and rolls back whole; the next try sees the row and updates it.
     """
     table = spec.resource.value
     stage = STAGE_TABLES[spec.resource]
@@ -229,8 +236,18 @@ def _merge_sql(spec: _MergeSpec) -> str:
         f"ROW({', '.join(f'f.v_{column}' for column in data_columns)}) IS DISTINCT FROM "
         f"ROW({', '.join(f'f.e_{column}' for column in data_columns)})"
     )
-    stored_row = ", ".join(f"{table}.{column}" for column in data_columns)
-    excluded_row = ", ".join(f"excluded.{column}" for column in data_columns)
+    # What the statement reads of `checked` after it: the record's own columns only where an error reports them.
+    # The stored values and the record's other columns stay out of it: they would be materialized for every
+    # record (an article's body as stored, as given and as merged: three copies of its widest column).
+    reported_columns = ["id", *([key] if key else []), *(ref.column for ref in spec.references)]
+    kept_columns = ", ".join(
+        [
+            *(f"f.{column}" for column in ("idx", "line", *reported_columns)),
+            *(f"f.{column}" for column in ("natural_key", "place", "key_owner_id", "row_exists")),
+            *(f"f.{name}" for name, _ in checks),
+            *(f"f.v_{column}" for column in data_columns),
+        ]
+    )
     accepted = "c.target_id IS NOT NULL AND c.standing AND (s.state IS NULL OR s.state = 'a')"
     key_taken = "k.key_taken" if key else "false"
 
@@ -240,7 +257,7 @@ WITH RECURSIVE checked AS MATERIALIZED (
     -- against the tables' prior state. Materialized: each record's random id, if any, is drawn once.
     -- (OFFSET 0 keeps each level a level of its own: its expressions are computed once, not copied into the
     -- expressions of the level above.)
-    SELECT f.*,
+    SELECT {kept_columns},
         f.has_target AND NOT ({standing}) AS standing,
         -- Whether the row it makes differs from the stored one (the upsert skips the others: locking an unchanged
         -- row to find that out costs a write per row of a re-import).
@@ -353,15 +370,21 @@ errors AS (
       -- A step's errors are reported only for the records that passed the steps before it.
       AND (e.code = 'missing_key' OR c.target_id IS NOT NULL)
 ),
-upserted AS (
+inserted AS (
+    -- New rows go in with a plain INSERT: ON CONFLICT would probe the primary key before each row as well as
+    -- after, and no conflict can happen here (see _merge_sql's docstring).
     INSERT INTO {table} ({", ".join(columns)})
     SELECT c.target_id, {", ".join(f"c.v_{column}" for column in data_columns)}
     FROM checked c
     LEFT JOIN settled s ON s.idx = c.idx
-    WHERE {accepted} AND c.rewrites
-    ON CONFLICT (id) DO UPDATE SET {", ".join(f"{column} = excluded.{column}" for column in data_columns)}
-    -- A re-imported row that nothing changes is not written again.
-    WHERE ROW({stored_row}) IS DISTINCT FROM ROW({excluded_row})
+    WHERE {accepted} AND NOT c.row_exists
+),
+updated AS (
+    -- A re-imported row that nothing changes is not written again (c.rewrites).
+    UPDATE {table} t SET {", ".join(f"{column} = c.v_{column}" for column in data_columns)}
+    FROM checked c
+    LEFT JOIN settled s ON s.idx = c.idx
+    WHERE t.id = c.target_id AND {accepted} AND c.row_exists AND c.rewrites
 )
 SELECT count(*) FROM checked c LEFT JOIN settled s ON s.idx = c.idx WHERE {accepted}
 """
