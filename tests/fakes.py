@@ -29,6 +29,7 @@ from bulkio.domain.jobs import (
     STARTABLE_STATUSES,
     Counters,
     ImportJob,
+    ImportMode,
     JobFailure,
     JobSource,
     JobStatus,
@@ -105,7 +106,7 @@ class FakeJobRepository:
             return None
         job = copy.deepcopy(stored.job)
         # As DynamoJobRepository: a completed job did all its chunks; others' progress comes from the store.
-        completed = job.status in {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS}
+        completed = job.status in {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.VALIDATED}
         return replace(job, chunks_done=(job.chunks_total or 0) if completed else 0)
 
     def all_jobs(self) -> list[ImportJob]:
@@ -166,8 +167,10 @@ class FakeJobRepository:
         job.chunks_total = chunks_total
         job.counters.total = records_total
 
-    def finish(self, job_id: str, counters: Counters, errors_by_code: dict[str, int]) -> bool:
-        stored = self._end(job_id, final_status(counters.failed))
+    def finish(
+        self, job_id: str, counters: Counters, errors_by_code: dict[str, int], mode: ImportMode = ImportMode.IMPORT
+    ) -> bool:
+        stored = self._end(job_id, final_status(counters.failed, mode))
         if stored is None:
             return False
         stored.job.counters = Counters(
@@ -177,6 +180,15 @@ class FakeJobRepository:
             failed=counters.failed,
         )
         stored.job.errors_by_code = dict(errors_by_code)
+        return True
+
+    def claim_commit(self, dry_run_id: str, commit_id: str) -> bool:
+        stored = self._jobs.get(dry_run_id)
+        if stored is None or stored.job.status is not JobStatus.VALIDATED:
+            return False
+        if stored.job.committed_job_id not in (None, commit_id):
+            return False
+        stored.job.committed_job_id = commit_id
         return True
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
@@ -384,6 +396,7 @@ class FakeRun:
     resends: int = 0
     resent_staged: int = 0
     restages: int = 0
+    dry_run: bool = False
     lost_chunks: set[int] = field(default_factory=set)  # staged, but their rows vanished (a crash recovery)
     chunk_indexes: dict[int, set[int]] = field(default_factory=dict)  # chunk -> the record indexes it holds
 
@@ -402,8 +415,9 @@ class FakeImportStore:
     def close(self) -> None:
         """Nothing to close: there is no connection."""
 
-    def register_job(self, job_id: str, resource: Resource) -> None:
-        self.runs.setdefault(job_id, FakeRun(resource))
+    def register_job(self, job_id: str, resource: Resource, dry_run: bool = False) -> None:
+        run = self.runs.setdefault(job_id, FakeRun(resource))
+        run.dry_run = run.dry_run or dry_run
 
     def stage_chunk(
         self,
@@ -412,10 +426,12 @@ class FakeImportStore:
         chunk_no: int,
         staged: Iterable[StagedRecord],
         failed: Iterable[FailedRecord],
+        dry_run: bool = False,
     ) -> bool:
         if self.staging_error is not None:
             raise self.staging_error
         run = self.runs.setdefault(job_id, FakeRun(resource))
+        run.dry_run = run.dry_run or dry_run
         if chunk_no in run.staged_chunks:
             return False
         staged, failed = list(staged), list(failed)
@@ -473,7 +489,8 @@ class FakeImportStore:
             errors_by_code=errors_by_code,
             merged_now=True,
         )
-        run.merged, run.staged = run.staged, []
+        # A dry run is checked like an import, and writes nothing.
+        run.merged, run.staged = ([] if run.dry_run else run.staged), []
         self.merges += 1
         return run.outcome
 

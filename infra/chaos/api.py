@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-FINAL_STATUSES = frozenset({"completed", "completed_with_errors", "failed", "cancelled"})
+FINAL_STATUSES = frozenset({"completed", "completed_with_errors", "failed", "cancelled", "validated"})
 REQUEST_TIMEOUT_SECONDS = 60.0
 UPLOAD_TIMEOUT_SECONDS = 600.0
 POLL_SECONDS = 0.5

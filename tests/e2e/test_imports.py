@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from infra.tools import datagen
-from tests.e2e.client import Api, generated, request
+from tests.e2e.client import Api, generated, multipart, request
 from tests.fixtures.aws import RunningStack
 
 pytestmark = pytest.mark.e2e
@@ -186,3 +186,47 @@ def test_a_chunk_that_keeps_failing_fails_its_job(api: Api, local_stack: Running
     assert job["failure"]["code"] == "chunk_failed"
     assert "dead-letter queue" in job["failure"]["message"]
     assert f"chunk object chunks/{job_id}/000001.ndjson is missing" in job["failure"]["message"]
+
+
+def test_a_dry_run_writes_nothing_and_its_commit_imports_the_same_bytes(api: Api) -> None:
+    prefix = f"dry-{uuid.uuid4().hex[:8]}"
+    records = [
+        {"id": f"{prefix}-1", "email": f"{prefix}-1@example.com", "name": "One"},
+        {"id": f"{prefix}-2", "email": f"{prefix}-2@example.com", "name": "Two"},
+        {"id": f"{prefix}-3", "email": f"{prefix}-1@example.com", "name": "Same email"},
+        {"id": f"{prefix}-4", "email": "not an address", "name": "Broken"},
+    ]
+    content = b"".join(orjson.dumps(record) + b"\n" for record in records)
+    body, content_type = multipart({"resource": "users", "mode": "validate"}, "users.ndjson", content)
+    submitted = api.call("POST", "/imports", body, {"Content-Type": content_type})
+    assert submitted.status == 202, submitted.body
+    assert submitted.json()["mode"] == "validate"
+    dry_id = submitted.json()["job_id"]
+
+    dry = api.wait(dry_id)
+
+    ids = ",".join(record["id"] for record in records)
+    stored = api.call("GET", f"/exports?resource=users&ids={ids}")
+    assert (stored.status, stored.body) == (200, b"")
+    assert (dry["status"], dry["mode"]) == ("validated", "validate")
+    assert (dry["counters"]["total"], dry["counters"]["succeeded"], dry["counters"]["failed"]) == (4, 2, 2)
+    assert dry["errors_by_code"] == {"duplicate_in_file": 1, "invalid_email": 1}
+    dry_report = api.errors(dry_id).body
+
+    committed = api.call("POST", f"/imports/{dry_id}/commit")
+    assert committed.status == 202, committed.body
+    commit_id = committed.json()["job_id"]
+    assert committed.headers["location"] == f"/v1/imports/{commit_id}"
+    assert (committed.json()["parent_job_id"], committed.json()["mode"]) == (dry_id, "import")
+    job = api.wait(commit_id)
+    assert job["status"] == "completed_with_errors"
+    assert (job["counters"], job["errors_by_code"]) == (dry["counters"], dry["errors_by_code"])
+    assert api.errors(commit_id).body == dry_report
+    exported = api.call("GET", f"/exports?resource=users&ids={ids}")
+    assert sorted(orjson.loads(line)["id"] for line in exported.body.splitlines()) == [f"{prefix}-1", f"{prefix}-2"]
+    assert api.job(dry_id)["committed_job_id"] == commit_id
+
+    again = api.call("POST", f"/imports/{dry_id}/commit")
+    assert (again.status, again.json()["code"]) == (409, "already_committed")
+    not_dry = api.call("POST", f"/imports/{commit_id}/commit")
+    assert (not_dry.status, not_dry.json()["code"]) == (409, "not_a_dry_run")

@@ -48,7 +48,9 @@ class Importer:
         self.store = store
         self.jobs = 0
 
-    def file(self, resource: Resource, content: bytes, fmt: Format = Format.NDJSON) -> tuple[str, MergeOutcome]:
+    def file(
+        self, resource: Resource, content: bytes, fmt: Format = Format.NDJSON, dry_run: bool = False
+    ) -> tuple[str, MergeOutcome]:
         self.jobs += 1
         job_id = f"job-{self.jobs}"
         source = iter_source_records(io.BytesIO(content), fmt, resource)
@@ -66,8 +68,8 @@ class Importer:
             if result.row is not None:
                 staged.append(StagedRecord(entry.index, entry.line, result.row, entry.raw_json))
             failed.extend(FailedRecord(entry.index, entry.line, error, entry.raw_json) for error in result.errors)
-        self.store.register_job(job_id, resource)
-        assert self.store.stage_chunk(job_id, resource, 0, staged, failed)
+        self.store.register_job(job_id, resource, dry_run)
+        assert self.store.stage_chunk(job_id, resource, 0, staged, failed, dry_run)
         self.store.set_totals(job_id, 1, records)
         outcome = self.store.try_merge(job_id)
         assert isinstance(outcome, MergeOutcome), outcome

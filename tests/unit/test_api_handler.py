@@ -273,7 +273,7 @@ def test_a_job_is_shown(api: ModuleType, world: FakeWorld) -> None:
     # Members in the order they have always come (a job that has not failed has no `failure`).
     assert list(view) == [
         *("job_id", "status", "resource", "format", "source", "counters", "progress", "metrics", "errors_by_code"),
-        *("created_at", "started_at", "finished_at", "errors", "errors_url", "links"),
+        *("created_at", "started_at", "finished_at", "errors", "errors_url", "links", "mode"),
     ]
     listed = get(api, "/v1/imports").json()["jobs"][0]
     assert list(listed) == [key for key in view if key != "errors"]

@@ -89,7 +89,13 @@ def test_multipart_submit_creates_a_queued_job_and_uploads_the_file(world: FakeW
 
     job_id = result.body["job_id"]
     assert (result.job_id, result.replayed) == (job_id, False)
-    assert result.body == {"job_id": job_id, "status": "queued", "resource": "users", "format": "ndjson"}
+    assert result.body == {
+        "job_id": job_id,
+        "status": "queued",
+        "mode": "import",
+        "resource": "users",
+        "format": "ndjson",
+    }
     job = job_of(world, job_id)
     assert (job.status, job.source.kind) == (JobStatus.QUEUED, SourceKind.MULTIPART)
     assert job.source.filename == "users.ndjson"

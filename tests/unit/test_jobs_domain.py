@@ -126,6 +126,7 @@ def test_job_view_shows_the_job_with_utc_timestamps_and_no_links() -> None:
     assert view == {
         "job_id": "job-1",
         "status": "completed_with_errors",
+        "mode": "import",
         "resource": "users",
         "format": "csv",
         "source": {"kind": "multipart", "filename": "users.csv"},

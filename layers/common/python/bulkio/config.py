@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     max_record_bytes: WholeNumber = 1024**2
     presign_ttl_seconds: WholeNumber = 3600
     idempotency_ttl_seconds: WholeNumber = 86400
+    dry_run_retention_seconds: WholeNumber = 86400  # how long a validated dry run can be committed
     export_bucket: str = ""
     state_machine_arn: str = Field("", validation_alias="EXPORT_STATE_MACHINE_ARN")
     pushgateway_url: str = ""

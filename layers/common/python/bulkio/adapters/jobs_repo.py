@@ -21,6 +21,7 @@ from bulkio.domain.jobs import (
     FINAL_STATUSES,
     Counters,
     ImportJob,
+    ImportMode,
     InvalidCursor,
     JobFailure,
     JobSource,
@@ -39,7 +40,10 @@ JOBS_BY_OWNER_INDEX = "by_owner_created"  # sparse: only jobs with an owner (not
 OPEN_JOBS_INDEX = "by_open_created"  # sparse: only jobs that have not ended (`open_kind` goes when they end)
 
 
-COMPLETED_VALUES = frozenset({JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value})
+# The statuses of a job that staged every chunk (a validated dry run did too).
+COMPLETED_VALUES = frozenset(
+    {JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value, JobStatus.VALIDATED.value}
+)
 
 
 def _job_pk(job_id: str) -> str:
@@ -77,6 +81,10 @@ def job_to_item(job: ImportJob) -> dict[str, Any]:
     }
     if job.format:
         item["format"] = job.format.value
+    if job.mode is not ImportMode.IMPORT:
+        item["mode"] = job.mode.value
+    if job.parent_job_id:
+        item["parent_job_id"] = job.parent_job_id
     if job.owner:
         item["owner"] = job.owner
         item["owner_kind"] = owner_kind(job.owner, "import")
@@ -133,6 +141,9 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         owner=item.get("owner"),
         lease_until=_int(item.get("lease_until")),
         chunker_runs=_int(item.get("chunker_runs")) or 0,
+        mode=ImportMode(item.get("mode", ImportMode.IMPORT.value)),
+        parent_job_id=item.get("parent_job_id"),
+        committed_job_id=item.get("committed_job_id"),
     )
 
 
@@ -343,11 +354,14 @@ class DynamoJobRepository:
             ExpressionAttributeValues={":c": chunks_total, ":r": records_total},
         )
 
-    def finish(self, job_id: str, counters: Counters, errors_by_code: dict[str, int]) -> bool:
-        """Marks the job completed (with or without errors) once; False if it had already ended."""
+    def finish(
+        self, job_id: str, counters: Counters, errors_by_code: dict[str, int], mode: ImportMode = ImportMode.IMPORT
+    ) -> bool:
+        """Marks the job completed (with or without errors; validated for a dry run) once; False if it had already
+        ended."""
         return self._end(
             job_id,
-            final_status(counters.failed),
+            final_status(counters.failed, mode),
             "SET #processed = :p, #succeeded = :s, #failed = :f, records_total = :t, errors_by_code = :e",
             {
                 ":p": counters.processed,
@@ -357,6 +371,26 @@ class DynamoJobRepository:
                 ":e": errors_by_code,
             },
         )
+
+    def claim_commit(self, dry_run_id: str, commit_id: str) -> bool:
+        """Records that the validated dry run is committed as job `commit_id`; False when it is not a validated
+        dry run, or was committed as another job. Claiming the same commit again succeeds (a retried commit)."""
+        try:
+            self._table.update_item(
+                Key={"pk": _job_pk(dry_run_id)},
+                UpdateExpression="SET committed_job_id = :commit",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND #s = :validated"
+                    " AND (attribute_not_exists(committed_job_id) OR committed_job_id = :commit)"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":commit": commit_id, ":validated": JobStatus.VALIDATED.value},
+            )
+            return True
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
 
     def fail(self, job_id: str, code: str, message: str) -> bool:
         return self._end(

@@ -133,6 +133,9 @@ def _merge_sql(spec: _MergeSpec) -> str:
     settlement accepts one record per target, and only merges write these tables, one per resource at a time
     (the advisory lock in postgres.ImportStore._merge). Should a row with that id appear anyway, the merge fails
     on the primary key and rolls back whole; the next try sees the row and updates it.
+
+    Parameters: job_id, and writes (false for a dry run: every check and error as in a real run, no row written;
+    the count it answers is then the records a real run would accept).
     """
     table = spec.resource.value
     stage = STAGE_TABLES[spec.resource]
@@ -377,14 +380,14 @@ inserted AS (
     SELECT c.target_id, {", ".join(f"c.v_{column}" for column in data_columns)}
     FROM checked c
     LEFT JOIN settled s ON s.idx = c.idx
-    WHERE {accepted} AND NOT c.row_exists
+    WHERE {accepted} AND NOT c.row_exists AND %(writes)s
 ),
 updated AS (
     -- A re-imported row that nothing changes is not written again (c.rewrites).
     UPDATE {table} t SET {", ".join(f"{column} = c.v_{column}" for column in data_columns)}
     FROM checked c
     LEFT JOIN settled s ON s.idx = c.idx
-    WHERE t.id = c.target_id AND {accepted} AND c.row_exists AND c.rewrites
+    WHERE t.id = c.target_id AND {accepted} AND c.row_exists AND c.rewrites AND %(writes)s
 )
 SELECT count(*) FROM checked c LEFT JOIN settled s ON s.idx = c.idx WHERE {accepted}
 """

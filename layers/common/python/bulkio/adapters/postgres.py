@@ -74,6 +74,18 @@ def _one_row(cursor: Cursor) -> tuple[Any, ...]:
     return row
 
 
+def _register_run(cursor: Cursor, job_id: str, resource: Resource, dry_run: bool) -> None:
+    """Creates the job's run row. Whichever comes first creates it, a writer staging a chunk or the chunker's
+    totals; both read the job's mode, and a dry run stays one whatever the order (no resource table is written
+    for it). No ON CONFLICT DO UPDATE: that would lock the row for each chunk, and the writers would queue."""
+    cursor.execute(
+        "INSERT INTO import_runs (job_id, resource, dry_run) VALUES (%s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
+        (job_id, resource.value, dry_run),
+    )
+    if dry_run and cursor.rowcount == 0:
+        cursor.execute("UPDATE import_runs SET dry_run = true WHERE job_id = %s AND NOT dry_run", (job_id,))
+
+
 def is_broken(error: BaseException, connection: Connection) -> bool:
     """A failure of the connection rather than of the statement: the server went away (restart, failover, a
     thawed Lambda's stale socket). psycopg2 reports "server closed the connection unexpectedly" as a plain
@@ -125,13 +137,8 @@ class ImportStore(OneConnection):
                 raise
         raise AssertionError("unreachable")
 
-    def register_job(self, job_id: str, resource: Resource) -> None:
-        self._transaction(
-            lambda cursor: cursor.execute(
-                "INSERT INTO import_runs (job_id, resource) VALUES (%s, %s) ON CONFLICT (job_id) DO NOTHING",
-                (job_id, resource.value),
-            )
-        )
+    def register_job(self, job_id: str, resource: Resource, dry_run: bool = False) -> None:
+        self._transaction(lambda cursor: _register_run(cursor, job_id, resource, dry_run))
 
     def stage_chunk(
         self,
@@ -140,6 +147,7 @@ class ImportStore(OneConnection):
         chunk_no: int,
         staged: Iterable[StagedRecord],
         failed: Iterable[FailedRecord],
+        dry_run: bool = False,
     ) -> bool:
         """Stage one chunk exactly once: False (and nothing changed) when it had been staged before."""
         copying_started = False
@@ -170,10 +178,7 @@ class ImportStore(OneConnection):
             nonlocal copying_started
             # The run row may not exist if a writer beats the chunker's register_job; creating it here is
             # harmless because register_job does nothing on conflict.
-            cursor.execute(
-                "INSERT INTO import_runs (job_id, resource) VALUES (%s, %s) ON CONFLICT (job_id) DO NOTHING",
-                (job_id, resource.value),
-            )
+            _register_run(cursor, job_id, resource, dry_run)
             # A run that failed, was cancelled or merged takes no more rows: a writer still in flight then must
             # not leave rows behind that nothing would ever remove. The share lock makes fail_run and the merge
             # (which update this row) wait for chunks being staged, and a chunk wait for them.
@@ -229,14 +234,14 @@ class ImportStore(OneConnection):
         def work(cursor: Cursor) -> MergeOutcome | StagingLost | None:
             cursor.execute(
                 "SELECT resource, chunks_total, records_total, merged_at IS NOT NULL, failed_at IS NOT NULL,"
-                " succeeded, failed, errors_by_code"
+                " succeeded, failed, errors_by_code, dry_run"
                 " FROM import_runs WHERE job_id = %s FOR UPDATE" + ("" if wait else " SKIP LOCKED"),
                 (job_id,),
             )
             run = cursor.fetchone()
             if run is None:
                 return None
-            resource_name, chunks_total, records_total, merged, run_failed, succeeded, failed, by_code = run
+            resource_name, chunks_total, records_total, merged, run_failed, succeeded, failed, by_code, dry_run = run
             if merged:
                 return MergeOutcome(records_total, succeeded, failed, dict(by_code), merged_now=False)
             if run_failed or chunks_total is None:
@@ -248,7 +253,7 @@ class ImportStore(OneConnection):
             lost = self._unstage_lost_chunks(cursor, job_id, resource)
             if lost is not None:
                 return lost
-            return self._merge(cursor, job_id, resource, records_total)
+            return self._merge(cursor, job_id, resource, records_total, dry_run)
 
         return self._transaction(work)
 
@@ -285,7 +290,7 @@ class ImportStore(OneConnection):
         return StagingLost(tuple(sorted(chunk_no for chunk_no, _, _ in lost)), restages)
 
     @staticmethod
-    def _merge(cursor: Cursor, job_id: str, resource: Resource, records_total: int) -> MergeOutcome:
+    def _merge(cursor: Cursor, job_id: str, resource: Resource, records_total: int, dry_run: bool) -> MergeOutcome:
         cursor.execute(f"SET LOCAL work_mem = '{MERGE_WORK_MEM}'")
         # Compiling the merge plan costs over a second and saves nothing measurable on this statement.
         cursor.execute("SET LOCAL jit = off")
@@ -293,7 +298,7 @@ class ImportStore(OneConnection):
         # The job's rows arrived seconds ago, before autovacuum could sample them: without fresh statistics
         # the planner may take a million-row job for an empty one.
         cursor.execute(f"ANALYZE {STAGE_TABLES[resource]}")
-        cursor.execute(MERGE_SQL[resource], {"job_id": job_id})
+        cursor.execute(MERGE_SQL[resource], {"job_id": job_id, "writes": not dry_run})
         succeeded = _one_row(cursor)[0]
         cursor.execute(
             "SELECT code, count(*) FROM import_errors WHERE job_id = %s GROUP BY code ORDER BY code",

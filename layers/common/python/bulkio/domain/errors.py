@@ -70,6 +70,10 @@ class Conflict(Refusal):
     """The job's state does not allow this now (already ended, still running, another request in progress)."""
 
 
+class Gone(Refusal):
+    """What the request needs existed but no longer does (a dry run's source past its retention)."""
+
+
 class Unprocessable(Refusal):
     """Well-formed, but at odds with an earlier request (an Idempotency-Key reused for another request)."""
 

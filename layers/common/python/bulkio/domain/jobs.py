@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from bulkio.domain.errors import Conflict, Gone
 from bulkio.domain.resources import Format, Resource
 
 
@@ -18,12 +20,18 @@ class JobStatus(StrEnum):
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    VALIDATED = "validated"  # a dry run that ran to the end: its counters and report are the real run's
 
 
 FINAL_STATUSES = frozenset(
-    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED, JobStatus.CANCELLED}
+    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.VALIDATED}
 )
 STARTABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.AWAITING_UPLOAD})
+
+
+class ImportMode(StrEnum):
+    IMPORT = "import"
+    VALIDATE = "validate"  # a dry run: every check of a real run, the merge's included; no resource table written
 
 
 class LeaseLost(RuntimeError):
@@ -89,6 +97,9 @@ class ImportJob:
     # The chunker's lease (epoch seconds; renewed while it reads) and how many chunker runs have started.
     lease_until: int | None = None
     chunker_runs: int = 0
+    mode: ImportMode = ImportMode.IMPORT
+    parent_job_id: str | None = None  # the dry run this job commits
+    committed_job_id: str | None = None  # a dry run's commit: the job that imports its source
 
     @property
     def is_final(self) -> bool:
@@ -108,8 +119,48 @@ def parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
-def final_status(failed_records: int) -> JobStatus:
+def final_status(failed_records: int, mode: ImportMode = ImportMode.IMPORT) -> JobStatus:
+    if mode is ImportMode.VALIDATE:
+        return JobStatus.VALIDATED
     return JobStatus.COMPLETED_WITH_ERRORS if failed_records else JobStatus.COMPLETED
+
+
+def commit_job_id(dry_run_id: str) -> str:
+    """The id of the job that commits a dry run: one per dry run, whoever asks and however often, so that a
+    commit interrupted after claiming the dry run creates that same job when it is asked again."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulkio:commit:{dry_run_id}"))
+
+
+def source_kept_until(dry_run: ImportJob, retention_seconds: int) -> datetime | None:
+    """Until when a finished dry run's source is kept for its commit."""
+    return dry_run.finished_at + timedelta(seconds=retention_seconds) if dry_run.finished_at else None
+
+
+def check_committable(dry_run: ImportJob, now: datetime, retention_seconds: int) -> None:
+    """Raises the refusal of POST /v1/imports/{id}/commit for this job, if any. A dry run committed before
+    passes when its commit job does not exist yet (a commit interrupted between its two steps): the caller
+    checks that."""
+    job_id = dry_run.job_id
+    if dry_run.mode is not ImportMode.VALIDATE:
+        raise Conflict(
+            "not_a_dry_run",
+            f'job {job_id} is an import, not a dry run: only a job created with "mode": "validate" can be committed',
+        )
+    if dry_run.status is not JobStatus.VALIDATED:
+        hint = (
+            "wait until it is validated (GET /v1/imports/{job_id})"
+            if not dry_run.is_final
+            else "start a new dry run or import of the file"
+        )
+        raise Conflict("dry_run_not_validated", f"dry run {job_id} is {dry_run.status.value}, not validated: {hint}")
+    kept_until = source_kept_until(dry_run, retention_seconds)
+    if kept_until is not None and now >= kept_until:
+        raise Gone(
+            "source_expired",
+            f"the source of dry run {job_id} was kept until {iso(kept_until)} (DRY_RUN_RETENTION_SECONDS): "
+            "upload the file again as a new import",
+            expired_at=iso(kept_until),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +204,7 @@ def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) 
     view: dict[str, Any] = {
         "job_id": job.job_id,
         "status": job.status.value,
+        "mode": job.mode.value,
         "resource": job.resource.value,
         "format": job.format.value if job.format else None,
         "source": {"kind": job.source.kind.value, "filename": job.source.filename},
@@ -176,4 +228,8 @@ def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) 
     }
     if job.failure:
         view["failure"] = {"code": job.failure.code, "message": job.failure.message}
+    if job.parent_job_id:
+        view["parent_job_id"] = job.parent_job_id
+    if job.committed_job_id:
+        view["committed_job_id"] = job.committed_job_id
     return view

@@ -11,7 +11,7 @@ from bulkio.domain.chunks import ChunkMessage
 from bulkio.domain.export_jobs import ExportJob
 from bulkio.domain.exports import ExportFormat, ExportQuery
 from bulkio.domain.idempotency import IdempotencyClaim, StoredRequest
-from bulkio.domain.jobs import Counters, ImportJob, JobSource
+from bulkio.domain.jobs import Counters, ImportJob, ImportMode, JobSource
 from bulkio.domain.metrics import JobSummary
 from bulkio.domain.objects import ByteSink, ObjectInfo, PresignedUpload
 from bulkio.domain.resources import Format, Resource
@@ -50,7 +50,11 @@ class ImportJobRepository(Protocol):
 
     def set_totals(self, job_id: str, chunks_total: int, records_total: int) -> None: ...
 
-    def finish(self, job_id: str, counters: Counters, errors_by_code: dict[str, int]) -> bool: ...
+    def finish(
+        self, job_id: str, counters: Counters, errors_by_code: dict[str, int], mode: ImportMode = ImportMode.IMPORT
+    ) -> bool: ...
+
+    def claim_commit(self, dry_run_id: str, commit_id: str) -> bool: ...
 
     def fail(self, job_id: str, code: str, message: str) -> bool: ...
 
@@ -73,7 +77,7 @@ class IdempotencyRecords(Protocol):
 class ImportStore(Protocol):
     """The import pipeline's database work: staging exactly once per chunk, the merge, progress, error reports."""
 
-    def register_job(self, job_id: str, resource: Resource) -> None: ...
+    def register_job(self, job_id: str, resource: Resource, dry_run: bool = False) -> None: ...
 
     def stage_chunk(
         self,
@@ -82,6 +86,7 @@ class ImportStore(Protocol):
         chunk_no: int,
         staged: Iterable[StagedRecord],
         failed: Iterable[FailedRecord],
+        dry_run: bool = False,
     ) -> bool: ...
 
     def set_totals(self, job_id: str, chunks_total: int, records_total: int) -> None: ...

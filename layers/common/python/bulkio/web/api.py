@@ -215,13 +215,14 @@ def _upload(content_type: str) -> NewImport:
     form = parse_form(body, content_type)
     if form.file is None:
         raise bad_request("missing_file", "multipart uploads need a 'file' part holding the data file")
-    resource, fmt = _validated(lambda: ImportUpload.validate_fields(form.fields))
+    fields: ImportUpload = _validated(lambda: ImportUpload.validate_fields(form.fields))
     return NewImport(
-        resource=resource,
-        format=fmt or _format_from_name(form.file.filename),
+        resource=fields.resource,
+        format=fields.format or _format_from_name(form.file.filename),
         filename=form.file.filename,
         file=form.file.stream,
         file_sha256=form.file.sha256,
+        mode=fields.mode,
     )
 
 
@@ -239,7 +240,10 @@ def _from_json() -> NewImport:
         if reason:
             raise bad_request("invalid_url", reason)
     return NewImport(
-        resource=request.resource, format=request.format or _format_from_name(request.url), url=request.url
+        resource=request.resource,
+        format=request.format or _format_from_name(request.url),
+        url=request.url,
+        mode=request.mode,
     )
 
 
@@ -284,6 +288,19 @@ def get_import(job_id: str) -> Response[ImportJobView]:
 @route("POST", "/v1/imports/<job_id>/cancel", Scope.IMPORTS_WRITE, "Cancel an import job that has not ended")
 def cancel_import(job_id: str) -> Response[ImportJobView]:
     return _ok(ImportJobView.model_validate(with_import_links(import_api().cancel(job_id, _caller()))))
+
+
+@route(
+    "POST",
+    "/v1/imports/<job_id>/commit",
+    Scope.IMPORTS_WRITE,
+    "Import what a validated dry run read, as a new job (once per dry run, within DRY_RUN_RETENTION_SECONDS)",
+    status_code=202,
+)
+def commit_import(job_id: str) -> Response[ImportSubmitted]:
+    result = import_api().commit(job_id, _caller())
+    body = ImportSubmitted.model_validate(with_import_links(result.body))
+    return _submitted(result, body, import_links(result.job_id)["self"])
 
 
 @route(

@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 from bulkio.domain.errors import Refusal
 from bulkio.domain.exports import parse_export_request
 from bulkio.domain.idempotency import valid_key
+from bulkio.domain.jobs import ImportMode
 from bulkio.domain.resources import Format, Resource, parse_format, parse_resource
 
 MAX_PAGE = 100
@@ -55,6 +56,19 @@ def _format(value: object) -> Format | None:
     return fmt
 
 
+def _import_mode(value: object) -> ImportMode:
+    if value in (None, ""):
+        return ImportMode.IMPORT
+    if value in {mode.value for mode in ImportMode}:
+        return ImportMode(value)
+    allowed = [mode.value for mode in ImportMode]
+    raise rule_broken(
+        "invalid_mode",
+        f"mode {value!r} is not supported: use import (the default) or validate (a dry run that writes nothing)",
+        allowed=allowed,
+    )
+
+
 def _page_limit(value: object) -> int:
     if isinstance(value, str) and value.isdigit() and 1 <= int(value) <= MAX_PAGE:
         return int(value)
@@ -81,6 +95,12 @@ def _report_format(value: object) -> object:
 
 ResourceName = Annotated[Resource, BeforeValidator(_resource)]
 FormatName = Annotated[Format | None, BeforeValidator(_format)]
+ImportModeName = Annotated[ImportMode, BeforeValidator(_import_mode)]
+MODE_DESCRIPTION = (
+    "import (the default), or validate: a dry run through the whole pipeline, the merge's checks included, that "
+    "writes no record; it ends validated, with the counters and error report the import would have, and "
+    "POST /v1/imports/{job_id}/commit imports the same bytes"
+)
 PageLimit = Annotated[int, BeforeValidator(_page_limit)]
 IdempotencyKey = Annotated[str | None, BeforeValidator(_idempotency_key)]
 ReportFormat = Annotated[Literal["ndjson", "csv"], BeforeValidator(_report_format)]
@@ -120,6 +140,7 @@ class ImportFromJson(Request):
         json_schema_extra={"format": "uri"},
         description="import from this URL (https); without it the answer holds a presigned upload URL",
     )
+    mode: ImportModeName = Field(default=ImportMode.IMPORT, description=MODE_DESCRIPTION)
 
 
 class ImportUpload(Request):
@@ -128,17 +149,17 @@ class ImportUpload(Request):
     unknown_field_hint = "form fields "
     resource: ResourceName
     format: FormatName = None
+    mode: ImportModeName = Field(default=ImportMode.IMPORT, description=MODE_DESCRIPTION)
     file: bytes = Field(description="the data file (CSV, NDJSON or a JSON array; gzip allowed)")
 
     @classmethod
     def _send(cls) -> str:
-        return "file, resource, format"
+        return "file, resource, format, mode"
 
     @classmethod
-    def validate_fields(cls, fields: dict[str, str]) -> tuple[Resource, Format | None]:
+    def validate_fields(cls, fields: dict[str, str]) -> ImportUpload:
         """The form's text fields; the file part is checked by the multipart reader."""
-        checked = cls.model_validate({**fields, "file": b""})
-        return checked.resource, checked.format
+        return cls.model_validate({**fields, "file": b""})
 
 
 class ExportRequest(Request):
@@ -212,6 +233,8 @@ class ImportSubmitted(View):
     resource: str
     format: str | None
     links: ImportLinks
+    mode: str  # new members come after the ones clients have always seen
+    parent_job_id: str | None = left_out_when_none("the dry run this job commits")
     upload: Upload | None = left_out_when_none("where to PUT the file, when neither a file nor a URL was sent")
 
 
@@ -264,14 +287,20 @@ class _ImportJob(View):
 class ImportJobSummary(_ImportJob):
     errors_url: str
     links: ImportLinks
+    mode: str  # new members come after the ones clients have always seen
     failure: Failure | None = left_out_when_none("why the job failed")
+    parent_job_id: str | None = left_out_when_none("the dry run this job commits")
+    committed_job_id: str | None = left_out_when_none("a dry run's commit: the job importing its source")
 
 
 class ImportJobView(_ImportJob):
     errors: list[dict[str, Any]] = Field(description="the first errors (line, field, code, message, value)")
     errors_url: str
     links: ImportLinks
+    mode: str  # new members come after the ones clients have always seen
     failure: Failure | None = left_out_when_none("why the job failed")
+    parent_job_id: str | None = left_out_when_none("the dry run this job commits")
+    committed_job_id: str | None = left_out_when_none("a dry run's commit: the job importing its source")
 
 
 class ImportJobPage(View):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bulkio.domain.errors import Conflict, InvalidRequest, NotFound, Refusal, TooLarge, Unprocessable
+from bulkio.domain.errors import Conflict, Gone, InvalidRequest, NotFound, Refusal, TooLarge, Unprocessable
 from bulkio.problems import Problem
 
 # The most specific kind first: a subclass of a kind gets that kind's status.
@@ -13,6 +13,7 @@ STATUS_OF_REFUSAL: tuple[tuple[type[Refusal], int, str], ...] = (
     (InvalidRequest, 400, "Bad request"),
     (NotFound, 404, "Not found"),
     (Conflict, 409, "Conflict"),
+    (Gone, 410, "Gone"),
     (TooLarge, 413, "Payload too large"),
     (Unprocessable, 422, "Unprocessable request"),
 )

@@ -13,13 +13,16 @@ from aws_lambda_powertools import Logger
 
 from bulkio.config import Settings
 from bulkio.domain.auth import Principal
-from bulkio.domain.errors import Conflict, InvalidRequest, NotFound
+from bulkio.domain.errors import Conflict, Gone, InvalidRequest, NotFound
 from bulkio.domain.jobs import (
     ImportJob,
+    ImportMode,
     InvalidCursor,
     JobSource,
     JobStatus,
     SourceKind,
+    check_committable,
+    commit_job_id,
     iso,
     job_summary,
     job_view,
@@ -48,6 +51,7 @@ class NewImport:
     filename: str | None = None
     file: BinaryIO | None = None
     file_sha256: str | None = None
+    mode: ImportMode = ImportMode.IMPORT
 
     @property
     def kind(self) -> SourceKind:
@@ -64,6 +68,7 @@ class NewImport:
             "url": self.url,
             "filename": self.filename,
             "file_sha256": self.file_sha256,
+            "mode": self.mode.value,
         }
 
 
@@ -112,6 +117,7 @@ class ImportApi:
             ),
             created_at=utc_now(),
             owner=owner,
+            mode=request.mode,
         )
         self.jobs.create(job)
         try:
@@ -127,12 +133,7 @@ class ImportApi:
     def _start(self, job: ImportJob, request: NewImport) -> dict[str, Any]:
         """The side effect that gets the job going: upload, chunker launch or presigned URL."""
         job_id, kind = job.job_id, job.source.kind
-        body: dict[str, Any] = {
-            "job_id": job_id,
-            "status": job.status.value,
-            "resource": job.resource.value,
-            "format": job.format.value if job.format else None,
-        }
+        body = _submitted_body(job)
         if kind is SourceKind.MULTIPART and request.file is not None:
             # The object's creation event starts the chunker.
             self.objects.upload_stream(source_key(job_id), request.file)
@@ -205,12 +206,61 @@ class ImportApi:
         filename = f"import-{job_id}-errors.{fmt}"
         return ErrorReport(content_type, redirect_url=self.objects.presign_get(key, REPORT_URL_TTL_SECONDS, filename))
 
+    def commit(self, dry_run_id: str, caller: Principal) -> Submitted:
+        """Imports the bytes a validated dry run read, as a new job (its child), without a second upload. Once
+        per dry run: the commit's job id is derived from the dry run's, so a commit interrupted after claiming
+        the dry run creates that same job when it is asked again, and two commits at once make one job."""
+        dry_run = self._job(dry_run_id, caller)
+        check_committable(dry_run, utc_now(), self.settings.dry_run_retention_seconds)
+        commit_id = commit_job_id(dry_run_id)
+        if dry_run.committed_job_id is not None and self.jobs.get(commit_id) is not None:
+            raise Conflict(
+                "already_committed",
+                f"dry run {dry_run_id} was committed as import job {commit_id}: GET /v1/imports/{commit_id}",
+                committed_job_id=commit_id,
+            )
+        source = dry_run.source
+        if not source.pinned or source.key is None or self.objects.info(source.key, source.bucket) is None:
+            raise Gone(
+                "source_expired",
+                f"the source of dry run {dry_run_id} is no longer stored: upload the file again as a new import",
+            )
+        if not self.jobs.claim_commit(dry_run_id, commit_id):
+            raise Conflict(
+                "already_committed",
+                f"dry run {dry_run_id} was committed meanwhile: GET /v1/imports/{dry_run_id} names its import job",
+            )
+        job = ImportJob(
+            job_id=commit_id,
+            resource=dry_run.resource,
+            format=dry_run.format,
+            status=JobStatus.QUEUED,
+            source=source,  # pinned: the commit reads the very version its dry run read
+            created_at=utc_now(),
+            owner=dry_run.owner,
+            parent_job_id=dry_run_id,
+        )
+        self.jobs.create(job)
+        self.launch_chunker(commit_id)
+        logger.info("dry run committed", extra={"job_id": commit_id, "dry_run_id": dry_run_id})
+        return Submitted(commit_id, {**_submitted_body(job), "parent_job_id": dry_run_id}, replayed=False)
+
     def _job(self, job_id: str, caller: Principal) -> ImportJob:
         job = self.jobs.get(job_id)
         # Someone else's job is not found, rather than forbidden: its id tells nothing about it either.
         if job is None or not caller.may_read(job.owner):
             raise NotFound("job_not_found", f"no import job {job_id}: check the id returned by POST /v1/imports")
         return job
+
+
+def _submitted_body(job: ImportJob) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "status": job.status.value,
+        "mode": job.mode.value,
+        "resource": job.resource.value,
+        "format": job.format.value if job.format else None,
+    }
 
 
 def _url_filename(url: str | None) -> str | None:

@@ -16,10 +16,19 @@ from aws_lambda_powertools import Logger
 from bulkio import faults
 from bulkio.config import Settings
 from bulkio.domain.chunks import ChunkMessage, chunk_key, encode_chunks
-from bulkio.domain.jobs import STARTABLE_STATUSES, ImportJob, JobSource, JobStatus, LeaseLost, SourceKind, utc_now
+from bulkio.domain.jobs import (
+    STARTABLE_STATUSES,
+    ImportJob,
+    ImportMode,
+    JobSource,
+    JobStatus,
+    LeaseLost,
+    SourceKind,
+    utc_now,
+)
 from bulkio.domain.objects import ObjectChanged
 from bulkio.domain.parsing import SourceRecord, UnreadableFile, detect_format, iter_source_records
-from bulkio.domain.resources import Format, Resource, parse_resource
+from bulkio.domain.resources import Format, parse_resource
 from bulkio.domain.sources import SourceUnavailable
 from bulkio.services.imports.common import announce, discard, fetched_key, scratch_prefixes, source_key
 from bulkio.services.imports.ending import JobEnding
@@ -122,7 +131,7 @@ class Chunker:
         # DynamoDB first: once the job item has its totals no chunker run starts again, and the sweeper copies
         # them to PostgreSQL if the database was away just now. The chunker touches the database only here.
         self.jobs.set_totals(job_id, chunks_total, records_total)
-        store_totals(self.store, job_id, job.resource, chunks_total, records_total)
+        store_totals(self.store, job, chunks_total, records_total)
         logger.info(
             "source chunked",
             extra={
@@ -205,10 +214,10 @@ class Chunker:
         return chunk_no, records_total
 
 
-def store_totals(store: ImportStore, job_id: str, resource: Resource, chunks_total: int, records_total: int) -> None:
+def store_totals(store: ImportStore, job: ImportJob, chunks_total: int, records_total: int) -> None:
     """The job's totals in PostgreSQL, where the merge checks them (the chunker's, or the sweeper's copy)."""
-    store.register_job(job_id, resource)
-    store.set_totals(job_id, chunks_total, records_total)
+    store.register_job(job.job_id, job.resource, dry_run=job.mode is ImportMode.VALIDATE)
+    store.set_totals(job.job_id, chunks_total, records_total)
 
 
 class ChunkerLease:

@@ -8,6 +8,7 @@ from aws_lambda_powertools import Logger
 
 from bulkio import faults
 from bulkio.domain.chunks import ChunkMessage, chunk_prefix
+from bulkio.domain.jobs import ImportMode
 from bulkio.services.ports import ChunkQueue, ObjectStore
 
 logger = Logger(child=True)
@@ -40,9 +41,12 @@ def announce(queue: ChunkQueue, messages: list[ChunkMessage]) -> None:
     queue.send(messages * 2 if faults.switched_on(faults.DUPLICATE_CHUNK_MESSAGES) else messages)
 
 
-def scratch_prefixes(job_id: str) -> tuple[str, ...]:
+def scratch_prefixes(job_id: str, mode: ImportMode = ImportMode.IMPORT) -> tuple[str, ...]:
     """What an ended job no longer needs: its chunk objects (a restage after a database crash reads them only
-    before the merge) and the copy of a URL import's download."""
+    before the merge) and the copy of a URL import's download, which a dry run keeps for its commit (the
+    bucket's lifecycle rules remove it)."""
+    if mode is ImportMode.VALIDATE:
+        return (chunk_prefix(job_id),)
     return chunk_prefix(job_id), fetched_prefix(job_id)
 
 

@@ -53,8 +53,8 @@ class JobEnding:
             succeeded=outcome.succeeded,
             failed=outcome.failed,
         )
-        if self.jobs.finish(job_id, counters, outcome.errors_by_code):
-            discard(self.objects, job_id, scratch_prefixes(job_id))
+        if self.jobs.finish(job_id, counters, outcome.errors_by_code, job.mode):
+            discard(self.objects, job_id, scratch_prefixes(job_id, job.mode))
             finished = self.jobs.get(job_id) or job
             metrics = job_metrics(finished, utc_now())
             self._count_finished(finished, outcome.errors_by_code, metrics.duration_seconds or 0.0)

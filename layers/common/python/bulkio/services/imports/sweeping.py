@@ -71,7 +71,7 @@ class Sweeper:
         run = self.store.run_state(job.job_id)
         if job.chunks_total is not None and (run is None or run.chunks_total is None):
             # The chunker finished and recorded its totals on the job, but the database missed them.
-            store_totals(self.store, job.job_id, job.resource, job.chunks_total, job.counters.total or 0)
+            store_totals(self.store, job, job.chunks_total, job.counters.total or 0)
             run = self.store.run_state(job.job_id)
         upload_present = False
         waited = time.time() - job.created_at.timestamp()
