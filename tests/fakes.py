@@ -147,6 +147,11 @@ class FakeJobRepository:
             raise LeaseLost(f"job {job_id} is no longer chunker run {run_id}'s")
         stored.job.lease_until = self._now() + lease_seconds
 
+    def record_reading(self, job_id: str, run_id: str, bytes_read: int, records_read: int, lease_seconds: int) -> None:
+        self.renew_chunker_lease(job_id, run_id, lease_seconds)
+        job = self._jobs[job_id].job
+        job.bytes_read, job.records_read = bytes_read, records_read
+
     def release_chunker_lease(self, job_id: str, run_id: str) -> None:
         stored = self._jobs[job_id]
         job = stored.job

@@ -230,3 +230,29 @@ def test_a_dry_run_writes_nothing_and_its_commit_imports_the_same_bytes(api: Api
     assert (again.status, again.json()["code"]) == (409, "already_committed")
     not_dry = api.call("POST", f"/imports/{commit_id}/commit")
     assert (not_dry.status, not_dry.json()["code"]) == (409, "not_a_dry_run")
+
+
+def test_a_job_shows_its_progress_and_answers_a_long_poll(api: Api) -> None:
+    created = api.upload("users", "users.csv", generated("users", 2500, 7, "csv")).json()
+
+    answers = []
+    for _ in range(60):  # each answer comes when the status or the percentage moves, or after 5 s
+        reply = api.call("GET", f"/imports/{created['job_id']}?wait=5")
+        assert reply.status == 200, reply.body
+        answers.append(reply.json())
+        if answers[-1]["status"] == "completed_with_errors":
+            break
+
+    final = answers[-1]
+    assert final["status"] == "completed_with_errors"
+    assert final["progress"] == {
+        "chunks_total": 3,
+        "chunks_done": 3,
+        "percent": 100.0,
+        "basis": "records",
+        "eta_seconds": None,
+    }
+    assert all(answer["progress"]["basis"] in {"bytes", "records"} for answer in answers)
+    assert all(0.0 <= answer["progress"]["percent"] < 100.0 for answer in answers[:-1])
+    too_long = api.call("GET", f"/imports/{created['job_id']}?wait=21")
+    assert (too_long.status, too_long.json()["code"]) == (400, "invalid_wait")

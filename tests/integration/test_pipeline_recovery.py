@@ -27,7 +27,7 @@ import pytest
 from bulkio.adapters.jobs_repo import DynamoJobRepository
 from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.adapters.s3 import S3ObjectStore
-from bulkio.domain.jobs import Counters, ImportJob, JobSource, JobStatus, LeaseLost, SourceKind, utc_now
+from bulkio.domain.jobs import Counters, ImportJob, ImportMode, JobSource, JobStatus, LeaseLost, SourceKind, utc_now
 from bulkio.domain.objects import ObjectChanged
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.resources import Format, Resource
@@ -523,6 +523,40 @@ def test_a_stale_run_cannot_renew_the_lease(jobs: DynamoJobRepository) -> None:
     assert jobs.cancel("job")
     with pytest.raises(LeaseLost):
         jobs.renew_chunker_lease("job", "run-2", 60)
+
+
+def test_the_holder_records_its_reading_and_a_stale_run_cannot(jobs: DynamoJobRepository) -> None:
+    jobs.create(new_job("job"))
+    assert jobs.start_processing("job", None, "run-1", 60)
+
+    jobs.record_reading("job", "run-1", 4096, 250, 600)
+
+    job = jobs.get("job")
+    assert job is not None and (job.bytes_read, job.records_read) == (4096, 250)
+    assert job.lease_until is not None and job.lease_until >= int(time.time()) + 599  # renewed with it
+    expire_lease(jobs, "job")
+    assert jobs.start_processing("job", None, "run-2", 60)
+    with pytest.raises(LeaseLost):
+        jobs.record_reading("job", "run-1", 8192, 500, 600)
+    assert (jobs.get("job").bytes_read, jobs.get("job").records_read) == (4096, 250)  # type: ignore[union-attr]
+
+
+def test_a_dry_run_keeps_its_mode_and_is_claimed_by_one_commit(jobs: DynamoJobRepository) -> None:
+    jobs.create(replace(new_job("dry"), mode=ImportMode.VALIDATE))
+    assert jobs.claim_commit("dry", "commit-1") is False  # not validated yet
+    assert jobs.start_processing("dry", None, "run-1", 60)
+    assert jobs.finish(
+        "dry", Counters(total=2, processed=2, succeeded=1, failed=1), {"invalid_email": 1}, ImportMode.VALIDATE
+    )
+    dry = jobs.get("dry")
+    assert dry is not None and (dry.status, dry.mode) == (JobStatus.VALIDATED, ImportMode.VALIDATE)
+
+    assert jobs.claim_commit("dry", "commit-1")
+    assert jobs.claim_commit("dry", "commit-1")  # a retried commit claims it again
+    assert jobs.claim_commit("dry", "commit-2") is False
+    assert jobs.get("dry").committed_job_id == "commit-1"  # type: ignore[union-attr]
+    jobs.create(replace(new_job("commit-1"), parent_job_id="dry"))
+    assert jobs.get("commit-1").parent_job_id == "dry"  # type: ignore[union-attr]
 
 
 def test_a_source_is_pinned_once(jobs: DynamoJobRepository) -> None:

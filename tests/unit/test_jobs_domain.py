@@ -43,29 +43,68 @@ def test_final_status_depends_on_failed_records() -> None:
     assert final_status(1) is JobStatus.COMPLETED_WITH_ERRORS
 
 
-def test_progress_is_zero_until_the_chunk_count_is_known() -> None:
-    job = make_job(JobStatus.PROCESSING, chunks_done=3)
+def test_progress_is_zero_until_the_chunker_has_read_something() -> None:
+    job = make_job(JobStatus.PROCESSING, chunks_done=3, started_at=STARTED)
 
-    assert progress(job) == {"chunks_total": None, "chunks_done": 3, "percent": 0.0}
+    assert progress(job, STARTED + timedelta(seconds=5)) == {
+        "chunks_total": None,
+        "chunks_done": 3,
+        "percent": 0.0,
+        "basis": "bytes",
+        "eta_seconds": None,
+    }
 
 
-def test_progress_is_the_share_of_chunks_done() -> None:
-    job = make_job(JobStatus.PROCESSING, chunks_total=3, chunks_done=1)
+def test_before_the_total_is_known_progress_rests_on_the_bytes_read() -> None:
+    # A quarter of a 1,000-byte source read held 50 records: about 200 in all; 40 are staged, in 10 s.
+    job = make_job(JobStatus.PROCESSING, started_at=STARTED, bytes_read=250, records_read=50)
+    job.source.size = 1000
+    job.counters.processed = 40
 
-    assert progress(job) == {"chunks_total": 3, "chunks_done": 1, "percent": 33.3}
+    shown = progress(job, STARTED + timedelta(seconds=10))
+
+    assert (shown["basis"], shown["percent"], shown["eta_seconds"]) == ("bytes", 20.0, 40.0)
 
 
-@pytest.mark.parametrize("status", [JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.CANCELLED])
+def test_an_estimate_never_counts_fewer_records_than_were_read() -> None:
+    job = make_job(JobStatus.PROCESSING, started_at=STARTED, bytes_read=1200, records_read=90)
+    job.source.size = 1000  # the last piece read past the end
+    job.counters.processed = 90
+
+    assert progress(job, STARTED + timedelta(seconds=10))["percent"] == 99.9
+
+
+def test_once_the_total_is_known_progress_is_the_share_of_records_staged() -> None:
+    job = make_job(JobStatus.PROCESSING, chunks_total=3, chunks_done=1, started_at=STARTED, bytes_read=10)
+    job.counters.total, job.counters.processed = 3000, 1000
+
+    shown = progress(job, STARTED + timedelta(seconds=20))
+
+    assert shown == {"chunks_total": 3, "chunks_done": 1, "percent": 33.3, "basis": "records", "eta_seconds": 40.0}
+
+
+def test_a_job_with_every_record_staged_is_not_done_before_its_merge() -> None:
+    job = make_job(JobStatus.PROCESSING, chunks_total=2, chunks_done=2, started_at=STARTED)
+    job.counters.total, job.counters.processed = 2000, 2000
+
+    assert progress(job, STARTED + timedelta(seconds=20))["percent"] == 99.9
+
+
+@pytest.mark.parametrize("status", [JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.VALIDATED])
 def test_progress_of_a_completed_job_is_full(status: JobStatus) -> None:
     job = make_job(status, chunks_total=4, chunks_done=2)
 
     assert progress(job)["percent"] == 100.0
 
 
-def test_progress_of_a_failed_job_stays_where_it_stopped() -> None:
-    job = make_job(JobStatus.FAILED, chunks_total=4, chunks_done=1)
+@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.CANCELLED])
+def test_progress_of_a_stopped_job_stays_where_it_stopped(status: JobStatus) -> None:
+    job = make_job(status, chunks_total=4, chunks_done=1, started_at=STARTED)
+    job.counters.total, job.counters.processed = 4000, 1000
 
-    assert progress(job)["percent"] == 25.0
+    shown = progress(job, STARTED + timedelta(seconds=20))
+
+    assert (shown["percent"], shown["eta_seconds"]) == (25.0, None)
 
 
 def test_metrics_are_empty_before_processing_starts() -> None:
@@ -131,7 +170,7 @@ def test_job_view_shows_the_job_with_utc_timestamps_and_no_links() -> None:
         "format": "csv",
         "source": {"kind": "multipart", "filename": "users.csv"},
         "counters": {"total": 20, "processed": 20, "succeeded": 18, "failed": 2},
-        "progress": {"chunks_total": 2, "chunks_done": 2, "percent": 100.0},
+        "progress": {"chunks_total": 2, "chunks_done": 2, "percent": 100.0, "basis": "records", "eta_seconds": None},
         "metrics": {"rows_per_second": 2.0, "error_rate": 0.1, "duration_seconds": 10.0},
         "errors_by_code": {"invalid_email": 2},
         "created_at": "2024-05-01T12:00:00.000000Z",

@@ -103,6 +103,7 @@ def vars_of(source: JobSource) -> dict[str, Any]:
         "etag": source.etag,
         "version_id": source.version_id,
         "pinned": source.pinned or None,
+        "size": source.size,
     }
 
 
@@ -123,6 +124,7 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
             etag=source.get("etag"),
             version_id=source.get("version_id"),
             pinned=bool(source.get("pinned")),
+            size=_int(source.get("size")),
         ),
         created_at=parse_iso(item["created_at"]) or datetime.min,
         started_at=parse_iso(item.get("started_at")),
@@ -141,6 +143,8 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         owner=item.get("owner"),
         lease_until=_int(item.get("lease_until")),
         chunker_runs=_int(item.get("chunker_runs")) or 0,
+        bytes_read=_int(item.get("bytes_read")) or 0,
+        records_read=_int(item.get("records_read")) or 0,
         mode=ImportMode(item.get("mode", ImportMode.IMPORT.value)),
         parent_job_id=item.get("parent_job_id"),
         committed_job_id=item.get("committed_job_id"),
@@ -287,16 +291,26 @@ class DynamoJobRepository:
     def renew_chunker_lease(self, job_id: str, run_id: str, lease_seconds: int) -> None:
         """Extends the lease of run `run_id`; LeaseLost when the job is no longer that run's (its lease ran out
         and another run took over, or the job ended)."""
+        self._renew_lease(job_id, run_id, lease_seconds, {})
+
+    def record_reading(self, job_id: str, run_id: str, bytes_read: int, records_read: int, lease_seconds: int) -> None:
+        """How far run `run_id` has read the source (the basis of the job's progress until its total is known),
+        with a renewal of its lease. LeaseLost as renew_chunker_lease."""
+        self._renew_lease(job_id, run_id, lease_seconds, {"bytes_read": bytes_read, "records_read": records_read})
+
+    def _renew_lease(self, job_id: str, run_id: str, lease_seconds: int, also_set: dict[str, int]) -> None:
+        assignments = "".join(f", {name} = :{name}" for name in also_set)
         try:
             self._table.update_item(
                 Key={"pk": _job_pk(job_id)},
-                UpdateExpression="SET lease_until = :lease",
+                UpdateExpression=f"SET lease_until = :lease{assignments}",
                 ConditionExpression="#s = :processing AND chunker_run = :run",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":lease": int(time.time()) + lease_seconds,
                     ":processing": JobStatus.PROCESSING.value,
                     ":run": run_id,
+                    **{f":{name}": value for name, value in also_set.items()},
                 },
             )
         except ClientError as error:

@@ -62,6 +62,7 @@ class JobSource:
     # the downloaded bytes.
     version_id: str | None = None
     pinned: bool = False
+    size: int | None = None  # bytes of the pinned source (compressed, if it is): the basis of early progress
 
 
 @dataclass(slots=True)
@@ -97,6 +98,9 @@ class ImportJob:
     # The chunker's lease (epoch seconds; renewed while it reads) and how many chunker runs have started.
     lease_until: int | None = None
     chunker_runs: int = 0
+    # How far the chunker has read the source (bytes of it, records found in them), while the total is unknown.
+    bytes_read: int = 0
+    records_read: int = 0
     mode: ImportMode = ImportMode.IMPORT
     parent_job_id: str | None = None  # the dry run this job commits
     committed_job_id: str | None = None  # a dry run's commit: the job that imports its source
@@ -181,14 +185,47 @@ def job_metrics(job: ImportJob, now: datetime) -> JobMetrics:
     return JobMetrics(rows_per_second, error_rate, round(duration, 3))
 
 
-def progress(job: ImportJob) -> dict[str, Any]:
-    if job.is_final and job.status != JobStatus.FAILED:
+DONE_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.VALIDATED})
+
+
+def expected_records(job: ImportJob) -> tuple[float | None, str]:
+    """The job's record total and what it rests on: counted ("records") once the chunker has read the whole
+    source; before that estimated from the share of the source's bytes read so far ("bytes"), None while
+    nothing has been read."""
+    if job.counters.total is not None:
+        return float(job.counters.total), "records"
+    size = job.source.size
+    if size and job.bytes_read and job.records_read:
+        # Read past the end of the last record in a piece: never estimate fewer records than were found.
+        return max(job.records_read * size / min(job.bytes_read, size), float(job.records_read)), "bytes"
+    return None, "bytes"
+
+
+def progress(job: ImportJob, now: datetime | None = None) -> dict[str, Any]:
+    """How much of the job is done: records validated and staged out of the total (or its estimate). A job that
+    failed or was cancelled stays at what it did; `eta_seconds` extrapolates the pace so far to the rest of the
+    records (the merge at the end is not in it)."""
+    total, basis = expected_records(job)
+    processed = job.counters.processed
+    if job.status in DONE_STATUSES:
         percent = 100.0
-    elif job.chunks_total:
-        percent = round(100.0 * job.chunks_done / job.chunks_total, 1)
+    elif total:
+        # Not 100 before the job ends: the merge is still to come once every record is staged.
+        percent = min(round(100.0 * processed / total, 1), 99.9)
     else:
         percent = 0.0
-    return {"chunks_total": job.chunks_total, "chunks_done": job.chunks_done, "percent": percent}
+    eta: float | None = None
+    if job.status is JobStatus.PROCESSING and now is not None and job.started_at is not None and total and processed:
+        elapsed = (now - job.started_at).total_seconds()
+        if elapsed > 0:
+            eta = round(max(total - processed, 0.0) / (processed / elapsed), 1)
+    return {
+        "chunks_total": job.chunks_total,
+        "chunks_done": job.chunks_done,
+        "percent": percent,
+        "basis": basis,
+        "eta_seconds": eta,
+    }
 
 
 def job_summary(job: ImportJob, now: datetime) -> dict[str, Any]:
@@ -214,7 +251,7 @@ def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) 
             "succeeded": job.counters.succeeded,
             "failed": job.counters.failed,
         },
-        "progress": progress(job),
+        "progress": progress(job, now),
         "metrics": {
             "rows_per_second": metrics.rows_per_second,
             "error_rate": metrics.error_rate,

@@ -36,6 +36,7 @@ from bulkio.web import openapi
 from bulkio.web.auth import caller_from_authorizer, require_scope
 from bulkio.web.links import export_links, import_links, with_export_links, with_import_links
 from bulkio.web.models import (
+    MAX_WAIT_SECONDS,
     ExportJobView,
     ExportRequest,
     ExportSubmitted,
@@ -48,6 +49,7 @@ from bulkio.web.models import (
     ImportUpload,
     PageLimit,
     ReportFormat,
+    WaitSeconds,
 )
 from bulkio.web.multipart import parse_form
 from bulkio.web.problems import problem_from_refusal, problem_from_validation
@@ -281,8 +283,14 @@ def list_imports(
 
 
 @route("GET", "/v1/imports/<job_id>", Scope.IMPORTS_READ, "An import job: status, counters, progress, first errors")
-def get_import(job_id: str) -> Response[ImportJobView]:
-    return _ok(ImportJobView.model_validate(with_import_links(import_api().view(job_id, _caller()))))
+def get_import(
+    job_id: str,
+    wait: Annotated[
+        WaitSeconds,
+        Query(ge=0, le=MAX_WAIT_SECONDS, description="answer once the status or percent changes, at most this late"),
+    ] = 0,
+) -> Response[ImportJobView]:
+    return _ok(ImportJobView.model_validate(with_import_links(import_api().view(job_id, _caller(), wait))))
 
 
 @route("POST", "/v1/imports/<job_id>/cancel", Scope.IMPORTS_WRITE, "Cancel an import job that has not ended")

@@ -19,6 +19,7 @@ from bulkio.domain.jobs import ImportMode
 from bulkio.domain.resources import Format, Resource, parse_format, parse_resource
 
 MAX_PAGE = 100
+MAX_WAIT_SECONDS = 20  # a long poll of GET /v1/imports/{job_id}: under API Gateway's 29-second limit
 ERROR_REPORT_FORMATS = ("ndjson", "csv")
 
 
@@ -69,6 +70,18 @@ def _import_mode(value: object) -> ImportMode:
     )
 
 
+def _wait_seconds(value: object) -> int:
+    if isinstance(value, str) and value.isdigit() and int(value) <= MAX_WAIT_SECONDS:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_WAIT_SECONDS:
+        return value
+    raise rule_broken(
+        "invalid_wait",
+        f"wait must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS} (API Gateway ends a request "
+        "at 29 s): ask again for a longer wait",
+    )
+
+
 def _page_limit(value: object) -> int:
     if isinstance(value, str) and value.isdigit() and 1 <= int(value) <= MAX_PAGE:
         return int(value)
@@ -102,6 +115,7 @@ MODE_DESCRIPTION = (
     "POST /v1/imports/{job_id}/commit imports the same bytes"
 )
 PageLimit = Annotated[int, BeforeValidator(_page_limit)]
+WaitSeconds = Annotated[int, BeforeValidator(_wait_seconds)]
 IdempotencyKey = Annotated[str | None, BeforeValidator(_idempotency_key)]
 ReportFormat = Annotated[Literal["ndjson", "csv"], BeforeValidator(_report_format)]
 
@@ -258,7 +272,11 @@ class ImportCounters(View):
 class Progress(View):
     chunks_total: int | None
     chunks_done: int
-    percent: float
+    percent: float = Field(description="records validated and staged, of the total or its estimate (see basis)")
+    basis: Literal["records", "bytes"] = Field(
+        description="records: the total is counted; bytes: estimated from the share of the source read so far"
+    )
+    eta_seconds: float | None = Field(description="while processing: the rest of the records at the pace so far")
 
 
 class ImportMetrics(View):

@@ -4,6 +4,8 @@ web layer's: this answers values and raises the domain's refusals."""
 from __future__ import annotations
 
 import base64
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -15,6 +17,7 @@ from bulkio.config import Settings
 from bulkio.domain.auth import Principal
 from bulkio.domain.errors import Conflict, Gone, InvalidRequest, NotFound
 from bulkio.domain.jobs import (
+    FINAL_STATUSES,
     ImportJob,
     ImportMode,
     InvalidCursor,
@@ -39,6 +42,8 @@ logger = Logger(child=True)
 FIRST_ERRORS = 100
 INLINE_REPORT_BYTES = 4 * 1024 * 1024  # below Lambda's 6 MB response cap, with room for base64
 REPORT_URL_TTL_SECONDS = 900
+LONG_POLL_INTERVAL_SECONDS = 1.0
+FINAL_STATUS_VALUES = frozenset(status.value for status in FINAL_STATUSES)
 
 
 @dataclass(slots=True)
@@ -89,6 +94,8 @@ class ImportApi:
     objects: ObjectStore
     store: ImportStore
     launch_chunker: ChunkerLauncher
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
 
     def submit(self, request: NewImport, idempotency_key: str | None, owner: str) -> Submitted:
         """`owner` is the caller's subject: their Idempotency-Keys are theirs alone, and so is the job."""
@@ -159,7 +166,20 @@ class ImportApi:
             "next": base64.urlsafe_b64encode(orjson.dumps(last)).decode() if last else None,
         }
 
-    def view(self, job_id: str, caller: Principal) -> dict[str, Any]:
+    def view(self, job_id: str, caller: Principal, wait_seconds: float = 0) -> dict[str, Any]:
+        """The job; with `wait_seconds`, once its status or its percentage changes, or when they run out (a long
+        poll: one request where a client would otherwise poll every second)."""
+        first = self._view(job_id, caller)
+        deadline = self.monotonic() + wait_seconds
+        latest = first
+        while latest["status"] == first["status"] and latest["progress"]["percent"] == first["progress"]["percent"]:
+            if first["status"] in FINAL_STATUS_VALUES or self.monotonic() >= deadline:
+                break
+            self.sleep(min(LONG_POLL_INTERVAL_SECONDS, max(deadline - self.monotonic(), 0.0)))
+            latest = self._view(job_id, caller)
+        return latest
+
+    def _view(self, job_id: str, caller: Principal) -> dict[str, Any]:
         job = self._with_progress(self._job(job_id, caller))
         first_errors = self.store.first_errors(job_id, FIRST_ERRORS) if job.counters.failed else []
         return job_view(job, first_errors, utc_now())

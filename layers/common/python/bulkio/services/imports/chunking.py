@@ -97,8 +97,9 @@ class Chunker:
             return
         started = time.monotonic()
         try:
-            with closing(self._open_source(job, lease)) as source:
-                stream, fmt = self._settle_format(job, source)
+            with closing(self._open_source(job, lease)) as opened:
+                source = _CountingStream(opened)
+                stream, fmt = self._settle_format(job, cast(BinaryIO, source))
                 records = iter_source_records(
                     stream,
                     fmt,
@@ -111,7 +112,7 @@ class Chunker:
                     # already queued are skipped by the writers because the job has failed.
                     max_records=self.settings.max_records_per_job,
                 )
-                chunks_total, records_total = self._write_chunks(job, records, lease)
+                chunks_total, records_total = self._write_chunks(job, records, lease, source)
         except LeaseLost:
             ended = self.jobs.get(job_id)
             if ended is not None and ended.is_final:
@@ -179,7 +180,7 @@ class Chunker:
         # A drop names the version its S3 event announced (its ETag); a later PUT of the same key is its own job.
         etag = source.etag or info.etag
         version_id = info.version_id if info.etag == etag else None
-        pinned = replace(source, key=key, etag=etag, version_id=version_id)
+        pinned = replace(source, key=key, etag=etag, version_id=version_id, size=info.size)
         return self.jobs.pin_source(job.job_id, pinned)
 
     def _settle_format(self, job: ImportJob, source: BinaryIO) -> tuple[BinaryIO, Format | None]:
@@ -193,7 +194,9 @@ class Chunker:
         # Read like any binary stream (read(size) is all the parsers call), though it is no BinaryIO by type.
         return cast(BinaryIO, _PrefixedStream(head, source)), fmt
 
-    def _write_chunks(self, job: ImportJob, records: Iterable[SourceRecord], lease: ChunkerLease) -> tuple[int, int]:
+    def _write_chunks(
+        self, job: ImportJob, records: Iterable[SourceRecord], lease: ChunkerLease, source: _CountingStream
+    ) -> tuple[int, int]:
         chunk_no = 0
         records_total = 0
         announced: list[ChunkMessage] = []
@@ -210,6 +213,7 @@ class Chunker:
             if len(announced) == SQS_BATCH:  # one SendMessageBatch per ten chunks
                 announce(self.queue, announced)
                 announced = []
+                lease.report_reading(source.bytes_read, records_total)
         announce(self.queue, announced)
         return chunk_no, records_total
 
@@ -237,6 +241,28 @@ class ChunkerLease:
             return
         self.jobs.renew_chunker_lease(self.job_id, self.run_id, self.seconds)
         self._renewed = time.monotonic()
+
+    def report_reading(self, bytes_read: int, records_read: int) -> None:
+        """Records how far the source has been read (the job's early progress), renewing the lease with it."""
+        self.jobs.record_reading(self.job_id, self.run_id, bytes_read, records_read, self.seconds)
+        self._renewed = time.monotonic()
+
+
+class _CountingStream(io.RawIOBase):
+    """The source as read, counting its bytes: how far the chunker has got, before the record total is known."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
+        self._stream = stream
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        piece = self._stream.read(size)
+        self.bytes_read += len(piece)
+        return piece
 
 
 class _PrefixedStream(io.RawIOBase):
