@@ -113,7 +113,8 @@ class FakeJobRepository:
         return [job for job_id in self._jobs if (job := self.get(job_id)) is not None]
 
     def open_jobs(self, page_size: int = 100) -> Iterable[ImportJob]:
-        return [job for job in sorted(self.all_jobs(), key=lambda job: job.created_at) if not job.is_final]
+        ordered = sorted(self.all_jobs(), key=lambda job: job.created_at)
+        return [job for job in ordered if not job.is_final or job.completion_pending]
 
     def create_for_drop(self, job: ImportJob) -> str:
         drop = (job.source.bucket, job.source.key, job.source.etag)
@@ -187,6 +188,9 @@ class FakeJobRepository:
         stored.job.errors_by_code = dict(errors_by_code)
         return True
 
+    def completion_published(self, job_id: str) -> None:
+        self._jobs[job_id].job.completion_pending = False
+
     def claim_commit(self, dry_run_id: str, commit_id: str) -> bool:
         stored = self._jobs.get(dry_run_id)
         if stored is None or stored.job.status is not JobStatus.VALIDATED:
@@ -213,6 +217,7 @@ class FakeJobRepository:
         stored.job.status = status
         stored.job.finished_at = utc_now()
         stored.job.lease_until = None
+        stored.job.completion_pending = True
         return stored
 
     # ------------------------------------------------------------ idempotency keys
@@ -592,6 +597,19 @@ def _error_row(record: FailedRecord) -> dict[str, Any]:
 
 
 @dataclass(slots=True)
+class FakeEvents:
+    """The event bus: what was published, in order; `error` makes publishing fail."""
+
+    published: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    error: Exception | None = None
+
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.published.append((detail_type, detail))
+
+
+@dataclass(slots=True)
 class ChunkerLaunches:
     """Records the job ids the API asked the chunker to run for; `error` makes the launch fail."""
 
@@ -641,6 +659,7 @@ class FakeWorld:
     store: FakeImportStore
     launches: ChunkerLaunches
     metrics: Metrics
+    events: FakeEvents
 
     @property
     def api(self) -> ImportApi:
@@ -679,7 +698,7 @@ def build_world(
 ) -> FakeWorld:
     settings = settings or make_settings()
     jobs, objects = FakeJobRepository(clock), FakeObjectStore(settings.import_bucket)
-    queue, store, launches = FakeChunkQueue(), FakeImportStore(), ChunkerLaunches()
+    queue, store, launches, events = FakeChunkQueue(), FakeImportStore(), ChunkerLaunches(), FakeEvents()
     metrics = Metrics("", "imports")  # an in-process registry: nothing is pushed without a Pushgateway URL
     parts = wire_imports(
         settings=settings,
@@ -692,8 +711,9 @@ def build_world(
         metrics=metrics,
         launch_chunker=launches,
         open_source_url=open_source_url or bootstrap.url_opener(settings),
+        events=events,
     )
-    return FakeWorld(parts, jobs, objects, queue, store, launches, metrics)
+    return FakeWorld(parts, jobs, objects, queue, store, launches, metrics, events)
 
 
 # The fakes are their ports: mypy checks these assignments (pyproject's [tool.mypy] files include this file).
@@ -703,6 +723,7 @@ _OBJECTS: ports.ObjectStore = FakeObjectStore()
 _QUEUE: ports.ChunkQueue = FakeChunkQueue()
 _STORE: ports.ImportStore = FakeImportStore()
 _LAUNCHES: ports.ChunkerLauncher = ChunkerLaunches()
+_EVENTS: ports.EventPublisher = FakeEvents()
 _METRICS: ports.MetricsSink = Metrics("", "fakes")
 
 

@@ -50,7 +50,13 @@ def test_users_articles_comments_by_multipart_upload(api: Api) -> None:
     assert user_job["status"] == "completed_with_errors"
     assert user_job["counters"]["total"] == 1200
     assert user_job["counters"]["succeeded"] + user_job["counters"]["failed"] == 1200
-    assert user_job["progress"] == {"chunks_total": 2, "chunks_done": 2, "percent": 100.0}
+    assert user_job["progress"] == {
+        "chunks_total": 2,
+        "chunks_done": 2,
+        "percent": 100.0,
+        "basis": "records",
+        "eta_seconds": None,
+    }
     assert user_job["metrics"]["rows_per_second"] > 0
     assert {"invalid_email", "invalid_role", "duplicate_in_file"} <= set(user_job["errors_by_code"])
     first = user_job["errors"][0]
@@ -256,3 +262,37 @@ def test_a_job_shows_its_progress_and_answers_a_long_poll(api: Api) -> None:
     assert all(0.0 <= answer["progress"]["percent"] < 100.0 for answer in answers[:-1])
     too_long = api.call("GET", f"/imports/{created['job_id']}?wait=21")
     assert (too_long.status, too_long.json()["code"]) == (400, "invalid_wait")
+
+
+def test_every_ended_job_puts_its_completion_event_on_the_default_bus(local_stack: RunningStack, api: Api) -> None:
+    """As an operator subscribes on AWS: a rule on the default bus for source bulkio, with a queue as target."""
+    events, sqs = local_stack.client("events"), local_stack.client("sqs")
+    queue_url = sqs.create_queue(QueueName=f"completions-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = f"bulkio-completions-{uuid.uuid4().hex[:8]}"
+    events.put_rule(Name=rule, EventPattern=orjson.dumps({"source": ["bulkio"]}).decode())
+    events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    try:
+        finished = api.wait(api.upload("users", "u.ndjson", orjson.dumps(user_record("event")) + b"\n").json()["job_id"])
+        failed = api.wait(api.upload("users", "empty.ndjson", b"").json()["job_id"])
+
+        seen: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:
+            for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+                "Messages", []
+            ):
+                event = orjson.loads(message["Body"])
+                seen[event["detail"]["job_id"]] = event
+    finally:
+        events.remove_targets(Rule=rule, Ids=["queue"])
+        events.delete_rule(Name=rule)
+
+    assert set(seen) == {finished["job_id"], failed["job_id"]}
+    assert {event["detail-type"] for event in seen.values()} == {"Import Job Completed"}
+    assert seen[finished["job_id"]]["detail"]["status"] == "completed"
+    assert seen[failed["job_id"]]["detail"]["failure"]["code"] == "empty_file"
+
+
+def user_record(name: str) -> dict[str, str]:
+    return {"id": f"{name}-{uuid.uuid4().hex[:8]}", "email": f"{name}-{uuid.uuid4().hex[:8]}@example.com", "name": name}

@@ -23,6 +23,7 @@ import boto3
 import orjson
 import psycopg2
 import pytest
+from bulkio.adapters.events import EventBridgePublisher
 from bulkio.adapters.jobs_repo import DynamoJobRepository
 from bulkio.adapters.metrics import Metrics
 from bulkio.adapters.postgres import ImportStore, connect
@@ -110,6 +111,7 @@ class Pipeline:
             metrics=Metrics(self.settings.pushgateway_url, "imports"),
             launch_chunker=lambda job_id: None,
             open_source_url=url_opener(self.settings),
+            events=EventBridgePublisher(self.session.client("events"), "default"),
         )
 
     def upload_and_chunk(self, resource: Resource, fmt: Format, data: bytes) -> tuple[str, list[dict[str, Any]]]:
@@ -289,6 +291,25 @@ def test_error_report_names_source_lines(pipeline: Pipeline) -> None:
     csv_report = pipeline.service().api.error_report(job.job_id, "csv", CALLER)
     assert csv_report.body is not None
     assert csv_report.body.decode().splitlines()[0] == "line,index,code,field,message,value,record"
+
+
+def test_a_finished_job_puts_its_completion_event_on_the_bus(pipeline: Pipeline) -> None:
+    """Through EventBridge as moto serves it: a rule on the default bus routes bulkio's events to a queue."""
+    events, sqs = pipeline.session.client("events"), pipeline.session.client("sqs")
+    queue_url = sqs.create_queue(QueueName="completions")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="bulkio-completions", EventPattern=orjson.dumps({"source": ["bulkio"]}).decode())
+    events.put_targets(Rule="bulkio-completions", Targets=[{"Id": "queue", "Arn": queue_arn}])
+    sqs.purge_queue(QueueUrl=queue_url)
+
+    job, _ = _import_and_report(pipeline, Format.NDJSON, b'{"email": "ann@example.com", "name": "Ann"}\n')
+
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2)["Messages"]
+    [event] = [orjson.loads(message["Body"]) for message in messages]
+    assert (event["source"], event["detail-type"]) == ("bulkio", "Import Job Completed")
+    assert (event["detail"]["job_id"], event["detail"]["status"]) == (job.job_id, "completed")
+    assert event["detail"]["counters"] == {"total": 1, "processed": 1, "succeeded": 1, "failed": 0}
+    assert [open_job.job_id for open_job in pipeline.service().api.jobs.open_jobs()] == []
 
 
 def test_unreadable_file_fails_the_job_with_the_reason(pipeline: Pipeline) -> None:

@@ -461,9 +461,17 @@ def test_open_jobs_lists_the_unfinished_jobs_oldest_first(jobs: DynamoJobReposit
     assert jobs.fail("c", "chunker_failed", "it kept dying")
     assert jobs.cancel("e")
 
+    # Ended, they stay until their completion event is out (the sweeper's outbox)...
+    listed = {job.job_id: job for job in jobs.open_jobs(page_size=2)}
+    assert list(listed) == ["a", "b", "c", "d", "e"]
+    assert [job_id for job_id, job in listed.items() if job.completion_pending] == ["a", "c", "e"]
+    for job_id in ("a", "c", "e"):
+        jobs.completion_published(job_id)
+
+    # ... then drop out of the sparse index itself, not only out of the listing.
     assert [job.job_id for job in jobs.open_jobs(page_size=1)] == ["b", "d"]
-    # They drop out of the sparse index itself, not only out of the listing.
     assert "open_kind" not in raw_item(jobs, "a") and raw_item(jobs, "b")["open_kind"] == "import"
+    assert "completion_pending" not in raw_item(jobs, "a")
 
 
 def test_a_second_chunker_run_is_refused_while_the_lease_is_live_and_accepted_after(

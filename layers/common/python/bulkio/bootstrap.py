@@ -18,6 +18,7 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 
 from bulkio.adapters import aws
+from bulkio.adapters.events import EventBridgePublisher
 from bulkio.adapters.export_jobs import DynamoExportJobRepository
 from bulkio.adapters.export_store import ExportStore
 from bulkio.adapters.http_source import open_url
@@ -90,6 +91,7 @@ class Wiring:
             metrics=self.metrics,
             launch_chunker=launch_chunker,
             open_source_url=url_opener(settings),
+            events=EventBridgePublisher(aws.client("events"), settings.event_bus_name),
         )
 
     @cached_property

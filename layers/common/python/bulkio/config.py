@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     presign_ttl_seconds: WholeNumber = 3600
     idempotency_ttl_seconds: WholeNumber = 86400
     dry_run_retention_seconds: WholeNumber = 86400  # how long a validated dry run can be committed
+    event_bus_name: str = "default"  # where jobs' completion events go
     export_bucket: str = ""
     state_machine_arn: str = Field("", validation_alias="EXPORT_STATE_MACHINE_ARN")
     pushgateway_url: str = ""

@@ -144,6 +144,7 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         lease_until=_int(item.get("lease_until")),
         chunker_runs=_int(item.get("chunker_runs")) or 0,
         bytes_read=_int(item.get("bytes_read")) or 0,
+        completion_pending=bool(item.get("completion_pending")),
         records_read=_int(item.get("records_read")) or 0,
         mode=ImportMode(item.get("mode", ImportMode.IMPORT.value)),
         parent_job_id=item.get("parent_job_id"),
@@ -232,7 +233,8 @@ class DynamoJobRepository:
         return str(existing["job_id"])
 
     def open_jobs(self, page_size: int = 100) -> Iterator[ImportJob]:
-        """Every import job that has not ended, oldest first, page by page (the sparse index by_open_created)."""
+        """Every import job that has not ended, or whose completion event has not gone out, oldest first, page by
+        page (the sparse index by_open_created)."""
         query: dict[str, Any] = {
             "IndexName": OPEN_JOBS_INDEX,
             "KeyConditionExpression": Key("open_kind").eq("import"),
@@ -242,7 +244,7 @@ class DynamoJobRepository:
             page = self._table.query(**query)
             for item in page.get("Items", []):
                 job = job_from_item(item)
-                if not job.is_final:  # an index lags its table by a moment
+                if not job.is_final or job.completion_pending:  # an index lags its table by a moment
                     yield job
             if "LastEvaluatedKey" not in page:
                 return
@@ -386,6 +388,13 @@ class DynamoJobRepository:
             },
         )
 
+    def completion_published(self, job_id: str) -> None:
+        self._table.update_item(
+            Key={"pk": _job_pk(job_id)},
+            UpdateExpression="REMOVE open_kind, completion_pending",
+            ConditionExpression="attribute_exists(pk)",
+        )
+
     def claim_commit(self, dry_run_id: str, commit_id: str) -> bool:
         """Records that the validated dry run is committed as job `commit_id`; False when it is not a validated
         dry run, or was committed as another job. Claiming the same commit again succeeds (a retried commit)."""
@@ -419,13 +428,22 @@ class DynamoJobRepository:
         try:
             self._table.update_item(
                 Key={"pk": _job_pk(job_id)},
-                UpdateExpression=update + ", #s = :status, finished_at = :finished REMOVE lease_until, open_kind",
+                # The job stays in the open-jobs index until its completion event is out (completion_published):
+                # the sweeper publishes it if whoever ended the job could not.
+                UpdateExpression=update
+                + ", #s = :status, finished_at = :finished, completion_pending = :pending REMOVE lease_until",
                 ConditionExpression=f"attribute_exists(pk) AND NOT #s IN ({', '.join(final)})",
                 ExpressionAttributeNames={
                     "#s": "status",
                     **{f"#{word}": word for word in ("processed", "succeeded", "failed") if f"#{word}" in update},
                 },
-                ExpressionAttributeValues={**values, **final, ":status": status.value, ":finished": iso_now()},
+                ExpressionAttributeValues={
+                    **values,
+                    **final,
+                    ":status": status.value,
+                    ":finished": iso_now(),
+                    ":pending": True,
+                },
             )
             return True
         except ClientError as error:

@@ -101,6 +101,8 @@ class ImportJob:
     # How far the chunker has read the source (bytes of it, records found in them), while the total is unknown.
     bytes_read: int = 0
     records_read: int = 0
+    # Ended, and its completion event not yet published: the job stays among the open jobs until it is.
+    completion_pending: bool = False
     mode: ImportMode = ImportMode.IMPORT
     parent_job_id: str | None = None  # the dry run this job commits
     committed_job_id: str | None = None  # a dry run's commit: the job that imports its source
@@ -226,6 +228,9 @@ def progress(job: ImportJob, now: datetime | None = None) -> dict[str, Any]:
         "basis": basis,
         "eta_seconds": eta,
     }
+
+
+IMPORT_COMPLETED = "Import Job Completed"  # the completion event's detail-type; its detail is the job's summary
 
 
 def job_summary(job: ImportJob, now: datetime) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class ImportJobRepository(Protocol):
 
     def claim_commit(self, dry_run_id: str, commit_id: str) -> bool: ...
 
+    def completion_published(self, job_id: str) -> None:
+        """The ended job's completion event went out: it leaves the open jobs (the sweeper's outbox)."""
+
     def fail(self, job_id: str, code: str, message: str) -> bool: ...
 
     def cancel(self, job_id: str) -> bool: ...
@@ -230,6 +233,13 @@ class MetricsSink(Protocol):
 
 
 # ============================================================================================ launches
+
+
+class EventPublisher(Protocol):
+    """Puts one event on the event bus (bulkio.adapters.events): at least once, by whoever ends a job, and again
+    by the sweeper for a job whose event did not go out."""
+
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> None: ...
 
 
 class ChunkerLauncher(Protocol):

@@ -34,8 +34,22 @@ from bulkio.domain.jobs import (
 from bulkio.domain.resources import Format, Resource
 from bulkio.domain.submissions import Submitted
 from bulkio.services.idempotency import idempotency_scope, submit_once
-from bulkio.services.imports.common import IDEMPOTENCY_SCOPE, discard, report_key, scratch_prefixes, source_key
-from bulkio.services.ports import ChunkerLauncher, IdempotencyRecords, ImportJobRepository, ImportStore, ObjectStore
+from bulkio.services.imports.common import (
+    IDEMPOTENCY_SCOPE,
+    discard,
+    publish_completion,
+    report_key,
+    scratch_prefixes,
+    source_key,
+)
+from bulkio.services.ports import (
+    ChunkerLauncher,
+    EventPublisher,
+    IdempotencyRecords,
+    ImportJobRepository,
+    ImportStore,
+    ObjectStore,
+)
 
 logger = Logger(child=True)
 
@@ -94,6 +108,7 @@ class ImportApi:
     objects: ObjectStore
     store: ImportStore
     launch_chunker: ChunkerLauncher
+    events: EventPublisher
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
 
@@ -205,6 +220,7 @@ class ImportApi:
             ended = self._job(job_id, caller).status.value
             raise Conflict("job_already_ended", f"job {job_id} already ended ({ended}): there is nothing to cancel")
         discard(self.objects, job_id, scratch_prefixes(job_id))
+        publish_completion(self.jobs, self.events, job_id)
         logger.info("import job cancelled", extra={"job_id": job_id})
         return self.view(job_id, caller)
 

@@ -8,8 +8,8 @@ from aws_lambda_powertools import Logger
 
 from bulkio import faults
 from bulkio.domain.chunks import ChunkMessage, chunk_prefix
-from bulkio.domain.jobs import ImportMode
-from bulkio.services.ports import ChunkQueue, ObjectStore
+from bulkio.domain.jobs import IMPORT_COMPLETED, ImportMode, job_summary, utc_now
+from bulkio.services.ports import ChunkQueue, EventPublisher, ImportJobRepository, ObjectStore
 
 logger = Logger(child=True)
 
@@ -48,6 +48,22 @@ def scratch_prefixes(job_id: str, mode: ImportMode = ImportMode.IMPORT) -> tuple
     if mode is ImportMode.VALIDATE:
         return (chunk_prefix(job_id),)
     return chunk_prefix(job_id), fetched_prefix(job_id)
+
+
+def publish_completion(jobs: ImportJobRepository, events: EventPublisher, job_id: str) -> bool:
+    """Puts the ended job's completion event on the bus, then takes the job out of the open jobs. False (and
+    logged) when the event did not go out: the job stays open, and the sweeper publishes it on its next round. At
+    least once: a crash between the two steps publishes the event twice."""
+    job = jobs.get(job_id)
+    if job is None or not job.is_final or not job.completion_pending:
+        return False
+    try:
+        events.publish(IMPORT_COMPLETED, job_summary(job, utc_now()))
+        jobs.completion_published(job_id)
+    except Exception:
+        logger.exception("the job's completion event did not go out: the sweeper sends it", extra={"job_id": job_id})
+        return False
+    return True
 
 
 def discard(objects: ObjectStore, job_id: str, prefixes: Iterable[str]) -> None:

@@ -14,8 +14,22 @@ from bulkio.domain.chunks import ChunkMessage
 from bulkio.domain.jobs import Counters, ImportJob, job_metrics, utc_now
 from bulkio.domain.metrics import JobSummary
 from bulkio.domain.staging import StagingLost
-from bulkio.services.imports.common import MAX_RESTAGES, announce, discard, report_key, scratch_prefixes
-from bulkio.services.ports import ChunkQueue, ImportJobRepository, ImportStore, MetricsSink, ObjectStore
+from bulkio.services.imports.common import (
+    MAX_RESTAGES,
+    announce,
+    discard,
+    publish_completion,
+    report_key,
+    scratch_prefixes,
+)
+from bulkio.services.ports import (
+    ChunkQueue,
+    EventPublisher,
+    ImportJobRepository,
+    ImportStore,
+    MetricsSink,
+    ObjectStore,
+)
 
 logger = Logger(child=True)
 
@@ -32,6 +46,7 @@ class JobEnding:
     queue: ChunkQueue
     store: ImportStore
     metrics: MetricsSink
+    events: EventPublisher
 
     def finish_if_complete(self, job_id: str, wait: bool = True) -> None:
         """Merges and ends the job once every chunk is staged. wait=False leaves a job whose merge is under way
@@ -72,6 +87,7 @@ class JobEnding:
                     "duration_seconds": metrics.duration_seconds,
                 },
             )
+            publish_completion(self.jobs, self.events, job_id)
 
     def fail(self, job_id: str, code: str, message: str) -> None:
         if not self.store.fail_run(job_id):
@@ -86,6 +102,7 @@ class JobEnding:
                 "import job failed: GET /v1/imports/{job_id} shows why", extra={"job_id": job_id, "code": code}
             )
             logger.debug("import job failure reason", extra={"job_id": job_id, "reason": message})
+            publish_completion(self.jobs, self.events, job_id)
 
     def _restage(self, job_id: str, lost: StagingLost) -> None:
         """Staged rows vanished (a crash recovery of PostgreSQL empties the UNLOGGED staging tables): their chunks

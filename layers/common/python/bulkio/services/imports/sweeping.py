@@ -15,7 +15,7 @@ from bulkio.domain.chunks import ChunkMessage, FailedChunkerRun
 from bulkio.domain.jobs import ImportJob, JobStatus
 from bulkio.domain.sweep import SweepAction, SweepSettings, decide
 from bulkio.services.imports.chunking import store_totals
-from bulkio.services.imports.common import announce, source_key
+from bulkio.services.imports.common import announce, publish_completion, source_key
 from bulkio.services.imports.ending import JobEnding
 from bulkio.services.ports import (
     ChunkerLauncher,
@@ -55,7 +55,10 @@ class Sweeper:
         actions: dict[str, int] = {}
         for job in self.jobs.open_jobs():
             try:
-                action = self._sweep_job(job, settings)
+                if job.is_final:  # ended, but its completion event did not go out
+                    action = "published" if publish_completion(self.jobs, self.ending.events, job.job_id) else "error"
+                else:
+                    action = self._sweep_job(job, settings)
             except Exception:
                 logger.exception("sweeping a job failed; the next sweep tries again", extra={"job_id": job.job_id})
                 action = "error"

@@ -15,6 +15,7 @@ from bulkio.services.imports.writing import ChunkWriter
 from bulkio.services.ports import (
     ChunkerLauncher,
     ChunkQueue,
+    EventPublisher,
     IdempotencyRecords,
     ImportJobRepository,
     ImportStore,
@@ -45,10 +46,11 @@ def wire_imports(
     metrics: MetricsSink,
     launch_chunker: ChunkerLauncher,
     open_source_url: SourceOpener,
+    events: EventPublisher,
 ) -> ImportParts:
-    ending = JobEnding(jobs, objects, queue, store, metrics)
+    ending = JobEnding(jobs, objects, queue, store, metrics, events)
     return ImportParts(
-        api=ImportApi(settings, jobs, idempotency, objects, store, launch_chunker),
+        api=ImportApi(settings, jobs, idempotency, objects, store, launch_chunker, events),
         chunker=Chunker(settings, jobs, objects, queue, store, ending, open_source_url),
         writer=ChunkWriter(settings, jobs, objects, queue, store, rules, metrics, ending),
         sweeper=Sweeper(settings, jobs, objects, queue, store, metrics, ending, launch_chunker),
