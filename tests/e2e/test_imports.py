@@ -273,7 +273,9 @@ def test_every_ended_job_puts_its_completion_event_on_the_default_bus(local_stac
     events.put_rule(Name=rule, EventPattern=orjson.dumps({"source": ["bulkio"]}).decode())
     events.put_targets(Rule=rule, Targets=[{"Id": "queue", "Arn": queue_arn}])
     try:
-        finished = api.wait(api.upload("users", "u.ndjson", orjson.dumps(user_record("event")) + b"\n").json()["job_id"])
+        finished = api.wait(
+            api.upload("users", "u.ndjson", orjson.dumps(user_record("event")) + b"\n").json()["job_id"]
+        )
         failed = api.wait(api.upload("users", "empty.ndjson", b"").json()["job_id"])
 
         seen: dict[str, dict[str, Any]] = {}
