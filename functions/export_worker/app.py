@@ -1,4 +1,5 @@
-"""Step Functions tasks of the asynchronous export: run the export into S3, or record why it failed."""
+"""Step Functions tasks of the asynchronous export: run the export into S3, or record why it failed; then put the
+job's completion event on the bus."""
 
 from __future__ import annotations
 
@@ -18,6 +19,15 @@ def run_export(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     execution = ExportExecutionInput.model_validate(event)
     logger.append_keys(job_id=execution.job_id)
     return export_service().run(execution.job_id)
+
+
+@pushing_metrics
+@logger.inject_lambda_context(clear_state=True)
+def publish_completion(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    execution = ExportExecutionInput.model_validate(event)
+    logger.append_keys(job_id=execution.job_id)
+    export_service().publish_completion(execution.job_id)
+    return {"job_id": execution.job_id, "published": True}
 
 
 @pushing_metrics

@@ -264,7 +264,9 @@ def test_a_job_shows_its_progress_and_answers_a_long_poll(api: Api) -> None:
     assert (too_long.status, too_long.json()["code"]) == (400, "invalid_wait")
 
 
-def test_every_ended_job_puts_its_completion_event_on_the_default_bus(local_stack: RunningStack, api: Api) -> None:
+def test_every_ended_import_and_export_puts_its_completion_event_on_the_default_bus(
+    local_stack: RunningStack, api: Api
+) -> None:
     """As an operator subscribes on AWS: a rule on the default bus for source bulkio, with a queue as target."""
     events, sqs = local_stack.client("events"), local_stack.client("sqs")
     queue_url = sqs.create_queue(QueueName=f"completions-{uuid.uuid4().hex[:8]}")["QueueUrl"]
@@ -277,10 +279,13 @@ def test_every_ended_job_puts_its_completion_event_on_the_default_bus(local_stac
             api.upload("users", "u.ndjson", orjson.dumps(user_record("event")) + b"\n").json()["job_id"]
         )
         failed = api.wait(api.upload("users", "empty.ndjson", b"").json()["job_id"])
+        export = api.call("POST", "/exports", orjson.dumps({"resource": "users"}), {"Content-Type": "application/json"})
+        assert export.status == 202, export.body
+        export_id = export.json()["job_id"]
 
         seen: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + 30
-        while len(seen) < 2 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60  # the export's event is its state machine's last step
+        while len(seen) < 3 and time.monotonic() < deadline:
             for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
                 "Messages", []
             ):
@@ -290,10 +295,12 @@ def test_every_ended_job_puts_its_completion_event_on_the_default_bus(local_stac
         events.remove_targets(Rule=rule, Ids=["queue"])
         events.delete_rule(Name=rule)
 
-    assert set(seen) == {finished["job_id"], failed["job_id"]}
-    assert {event["detail-type"] for event in seen.values()} == {"Import Job Completed"}
+    assert set(seen) == {finished["job_id"], failed["job_id"], export_id}
+    assert seen[finished["job_id"]]["detail-type"] == seen[failed["job_id"]]["detail-type"] == "Import Job Completed"
     assert seen[finished["job_id"]]["detail"]["status"] == "completed"
     assert seen[failed["job_id"]]["detail"]["failure"]["code"] == "empty_file"
+    assert seen[export_id]["detail-type"] == "Export Job Completed"
+    assert seen[export_id]["detail"]["status"] == "completed"
 
 
 def user_record(name: str) -> dict[str, str]:

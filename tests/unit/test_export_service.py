@@ -20,7 +20,7 @@ from bulkio.domain.jobs import JobFailure, utc_now
 from bulkio.services.exports import ExportService
 from pydantic import ValidationError
 
-from tests.fakes import CALLER, OWNER, FakeJobRepository, FakeObjectStore, make_settings
+from tests.fakes import CALLER, OWNER, FakeEvents, FakeJobRepository, FakeObjectStore, make_settings
 from tests.functions import LambdaContext, load_function_app
 
 
@@ -103,15 +103,16 @@ class World:
     objects: FakeObjectStore
     store: FakeExportStore
     started: list[str]
+    events: FakeEvents
 
 
 @pytest.fixture
 def world() -> World:
-    jobs, objects, store = FakeExportJobs(), FakeObjectStore("export-bucket"), FakeExportStore()
+    jobs, objects, store, events = FakeExportJobs(), FakeObjectStore("export-bucket"), FakeExportStore(), FakeEvents()
     started: list[str] = []
     metrics = Metrics("", "exports")  # no Pushgateway: nothing is pushed
-    service = ExportService(make_settings(), jobs, FakeJobRepository(), objects, store, started.append, metrics)
-    return World(service, jobs, objects, store, started)
+    service = ExportService(make_settings(), jobs, FakeJobRepository(), objects, store, started.append, metrics, events)
+    return World(service, jobs, objects, store, started, events)
 
 
 def test_submitting_creates_a_queued_job_and_starts_the_state_machine(world: World) -> None:
@@ -184,6 +185,34 @@ def test_the_catch_branch_records_why_the_export_failed(world: World) -> None:
     assert view["status"] == "failed"
     assert view["failure"]["code"] == "export_failed"
     assert "disk full" in view["failure"]["message"]
+
+
+def test_an_ended_export_publishes_its_completion_event_without_a_download_url(world: World) -> None:
+    completed = world.service.submit({"resource": "users"}, None, OWNER).job_id
+    world.service.run(completed)
+    failed = world.service.submit({"resource": "users"}, None, OWNER).job_id
+    world.service.mark_failed(failed, TaskError(Error="ValueError", Cause="disk full"))
+
+    world.service.publish_completion(completed)
+    world.service.publish_completion(failed)
+
+    assert [(kind, detail["job_id"], detail["status"]) for kind, detail in world.events.published] == [
+        ("Export Job Completed", completed, "completed"),
+        ("Export Job Completed", failed, "failed"),
+    ]
+    assert world.events.published[0][1]["counters"] == {"rows": 2}
+    assert "download_url" not in world.events.published[0][1]
+
+
+def test_publishing_before_the_export_ended_or_without_the_bus_raises_for_a_retry(world: World) -> None:
+    job_id = world.service.submit({"resource": "users"}, None, OWNER).job_id
+    with pytest.raises(RuntimeError):
+        world.service.publish_completion(job_id)  # still queued
+    world.service.run(job_id)
+    world.events.error = ConnectionError("the bus is away")
+    with pytest.raises(ConnectionError):
+        world.service.publish_completion(job_id)  # the state machine retries the task
+    assert world.events.published == []
 
 
 def test_streaming_rejects_an_unknown_format_or_filter(world: World) -> None:
@@ -266,5 +295,7 @@ def test_the_worker_tasks_read_the_state_machines_payloads(wired: World) -> None
         "status": "failed",
     }
     assert wired.service.view(other, CALLER)["failure"]["message"] == "the export failed: worker crashed"
+    assert worker.publish_completion({"job_id": other}, LambdaContext()) == {"job_id": other, "published": True}
+    assert [detail["job_id"] for _, detail in wired.events.published] == [other]
     with pytest.raises(ValidationError):
         worker.run_export({}, LambdaContext())

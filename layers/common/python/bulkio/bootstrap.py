@@ -69,6 +69,10 @@ class Wiring:
         )
 
     @cached_property
+    def events(self) -> EventBridgePublisher:
+        return EventBridgePublisher(aws.client("events"), self.settings.event_bus_name)
+
+    @cached_property
     def imports(self) -> ImportParts:
         settings = self.settings
 
@@ -91,7 +95,7 @@ class Wiring:
             metrics=self.metrics,
             launch_chunker=launch_chunker,
             open_source_url=url_opener(settings),
-            events=EventBridgePublisher(aws.client("events"), settings.event_bus_name),
+            events=self.events,
         )
 
     @cached_property
@@ -114,6 +118,7 @@ class Wiring:
             store=ExportStore(connect_database),
             start_execution=start_execution,
             metrics=self.metrics,
+            events=self.events,
         )
 
 

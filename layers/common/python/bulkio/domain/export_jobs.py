@@ -37,6 +37,9 @@ class ExportJob:
     owner: str | None = None  # the subject of the token that asked for it
 
 
+EXPORT_COMPLETED = "Export Job Completed"  # the completion event's detail-type; its detail is the job's view
+
+
 def export_object_key(job: ExportJob) -> str:
     suffix = ".gz" if job.compression == "gzip" else ""
     return f"exports/{job.job_id}/{job.resource}.{job.format}{suffix}"

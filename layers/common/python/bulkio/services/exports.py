@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger
 from bulkio.config import Settings
 from bulkio.domain.auth import Principal
 from bulkio.domain.errors import NotFound
-from bulkio.domain.export_jobs import ExportJob, ExportStatus, export_object_key, export_view
+from bulkio.domain.export_jobs import EXPORT_COMPLETED, ExportJob, ExportStatus, export_object_key, export_view
 from bulkio.domain.export_messages import TaskError
 from bulkio.domain.exports import CONTENT_TYPES, parse_export_format, parse_export_query, parse_export_request
 from bulkio.domain.jobs import utc_now
@@ -22,6 +22,7 @@ from bulkio.domain.metrics import JobSummary
 from bulkio.domain.submissions import Submitted
 from bulkio.services.idempotency import idempotency_scope, submit_once
 from bulkio.services.ports import (
+    EventPublisher,
     ExportExecutionStarter,
     ExportJobRepository,
     ExportStore,
@@ -59,6 +60,7 @@ class ExportService:
         store: ExportStore,
         start_execution: ExportExecutionStarter,
         metrics: MetricsSink,
+        events: EventPublisher,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -67,6 +69,7 @@ class ExportService:
         self.objects = objects
         self.store = store
         self.start_execution = start_execution
+        self.events = events
 
     # ================================================================ streamed
     def stream(self, params: Mapping[str, str]) -> StreamedExport:
@@ -192,6 +195,15 @@ class ExportService:
             },
         )
         return {"job_id": job_id, "rows": rows, "bytes": size}
+
+    def publish_completion(self, job_id: str) -> None:
+        """The state machine's last task, after the job completed or failed: puts its "Export Job Completed"
+        event on the bus (without a download URL: the owner fetches one from the job). Raises when the event did
+        not go out: the state machine retries the task, so every ended export's event goes out at least once."""
+        job = self._job(job_id)
+        if job.status not in {ExportStatus.COMPLETED, ExportStatus.FAILED}:
+            raise RuntimeError(f"export job {job_id} is {job.status.value}: it has not ended")
+        self.events.publish(EXPORT_COMPLETED, export_view(job, utc_now(), None))
 
     def mark_failed(self, job_id: str, error: TaskError | None) -> None:
         """The state machine's Catch: the worker failed (after its retries); record why."""
