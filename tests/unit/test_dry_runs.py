@@ -216,3 +216,13 @@ def test_a_commit_whose_source_was_deleted_is_gone(world: FakeWorld) -> None:
 def test_the_mode_is_part_of_an_idempotent_request() -> None:
     plain = NewImport(Resource.USERS, Format.NDJSON, url="https://example.com/u.ndjson")
     assert plain.identity() != replace(plain, mode=ImportMode.VALIDATE).identity()
+
+
+def test_a_dry_run_counts_as_a_job_but_imports_no_record_in_the_metrics(world: FakeWorld) -> None:
+    dry_run(world, RECORDS)
+
+    registry = world.metrics.registry
+    assert registry.get_sample_value("bulkio_records_total", {"resource": "users", "outcome": "succeeded"}) is None
+    assert (
+        registry.get_sample_value("bulkio_record_errors_total", {"resource": "users", "code": "invalid_email"}) is None
+    )

@@ -11,7 +11,7 @@ from aws_lambda_powertools import Logger
 
 from bulkio import faults
 from bulkio.domain.chunks import ChunkMessage
-from bulkio.domain.jobs import Counters, ImportJob, job_metrics, utc_now
+from bulkio.domain.jobs import Counters, ImportJob, ImportMode, job_metrics, utc_now
 from bulkio.domain.metrics import JobSummary
 from bulkio.domain.staging import StagingLost
 from bulkio.services.imports.common import (
@@ -127,10 +127,11 @@ class JobEnding:
     def _count_finished(self, job: ImportJob, errors_by_code: dict[str, int], duration_seconds: float) -> None:
         """Counted once per job (the finish above succeeds once): the sums over all instances are the job totals."""
         resource = job.resource.value
-        self.metrics.records.labels(resource, "succeeded").inc(job.counters.succeeded)
-        self.metrics.records.labels(resource, "failed").inc(job.counters.failed)
-        for code, count in errors_by_code.items():
-            self.metrics.record_errors.labels(resource, code).inc(count)
+        if job.mode is ImportMode.IMPORT:  # a dry run imports no record: it counts as a job only
+            self.metrics.records.labels(resource, "succeeded").inc(job.counters.succeeded)
+            self.metrics.records.labels(resource, "failed").inc(job.counters.failed)
+            for code, count in errors_by_code.items():
+                self.metrics.record_errors.labels(resource, code).inc(count)
         self.metrics.job_finished(
             JobSummary(
                 "import",
