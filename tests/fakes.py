@@ -39,6 +39,13 @@ from bulkio.domain.jobs import (
 )
 from bulkio.domain.objects import ByteSink, ObjectChanged, ObjectInfo, PresignedUpload
 from bulkio.domain.records import ValidationRules
+from bulkio.domain.rejected import (
+    RejectedFormat,
+    RejectedRecord,
+    rejected_csv_header,
+    rejected_csv_row,
+    rejected_ndjson_line,
+)
 from bulkio.domain.resources import Format, Resource
 from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
 from bulkio.domain.sweep import RunState
@@ -540,6 +547,30 @@ class FakeImportStore:
             return []
         ordered = sorted(run.failed, key=lambda record: (record.index, record.error.code.value))
         return [_error_row(record) for record in ordered[:limit]]
+
+    def write_rejected(self, job_id: str, fmt: RejectedFormat, sink: ByteSink) -> int:
+        """As ImportStore: each rejected record once, with all its errors, in record order."""
+        run = self.runs.get(job_id)
+        by_index: dict[int, list[FailedRecord]] = {}
+        for record in sorted(run.failed if run else [], key=lambda record: (record.index, record.error.code.value)):
+            by_index.setdefault(record.index, []).append(record)
+        rejected = [
+            RejectedRecord(
+                records[0].line,
+                orjson.loads(records[0].raw),
+                [(record.error.code.value, record.error.field, record.error.message) for record in records],
+            )
+            for records in by_index.values()
+        ]
+        if fmt == "csv":
+            columns = next((list(r.record) for r in rejected if isinstance(r.record, dict)), [])
+            data = rejected_csv_header(columns).encode() + b"".join(
+                rejected_csv_row(columns, record).encode() for record in rejected
+            )
+        else:
+            data = b"".join(rejected_ndjson_line(record) for record in rejected)
+        sink.write(data)
+        return len(data)
 
     def write_error_report(self, job_id: str, fmt: Literal["ndjson", "csv"], sink: ByteSink) -> int:
         rows = self.first_errors(job_id, limit=len(self.runs[job_id].failed) if job_id in self.runs else 0)

@@ -305,3 +305,33 @@ def test_every_ended_import_and_export_puts_its_completion_event_on_the_default_
 
 def user_record(name: str) -> dict[str, str]:
     return {"id": f"{name}-{uuid.uuid4().hex[:8]}", "email": f"{name}-{uuid.uuid4().hex[:8]}@example.com", "name": name}
+
+
+def test_the_rejected_records_come_back_in_the_uploads_format_and_re_import_once_fixed(api: Api) -> None:
+    tag = uuid.uuid4().hex[:8]
+    source = (
+        "id,email,name,role\r\n"
+        f"r1-{tag},r1-{tag}@example.com,One,reader\r\n"
+        f"r2-{tag},not-an-email,Two,reader\r\n"
+        f"r3-{tag},r3-{tag}@example.com,Three,emperor\r\n"
+    )
+    job = api.wait(api.upload("users", "users.csv", source.encode()).json()["job_id"])
+    assert (job["counters"]["succeeded"], job["counters"]["failed"]) == (1, 2)
+
+    rejected = api.call("GET", f"/imports/{job['job_id']}/rejected")
+
+    assert rejected.status == 200, rejected.body
+    assert rejected.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(rejected.body.decode())))
+    assert rows[0] == ["id", "email", "name", "role", "_line", "_error_codes", "_error_messages", "_raw"]
+    assert [(row[0], row[4], row[5]) for row in rows[1:]] == [
+        (f"r2-{tag}", "3", "invalid_email"),
+        (f"r3-{tag}", "4", "invalid_role"),
+    ]
+    fixed = rejected.body.decode().replace("not-an-email", f"r2-{tag}@example.com").replace("emperor", "author")
+    again = api.wait(api.upload("users", "users-fixed.csv", fixed.encode()).json()["job_id"])
+    assert (again["status"], again["counters"]["succeeded"]) == ("completed", 2)
+    as_ndjson = api.call("GET", f"/imports/{job['job_id']}/rejected?format=ndjson")
+    assert [orjson.loads(line)["_line"] for line in as_ndjson.body.splitlines()] == [3, 4]
+    wrong = api.call("GET", f"/imports/{job['job_id']}/rejected?format=xml")
+    assert (wrong.status, wrong.json()["code"]) == (400, "invalid_format")

@@ -449,6 +449,38 @@ def test_first_errors_are_ordered_by_index_then_code_and_limited(store: ImportSt
     assert [error["index"] for error in store.first_errors("job", limit=2)] == [1, 2]
 
 
+def test_rejected_records_come_once_each_with_all_their_errors_in_record_order(
+    store: ImportStore, clean_db: str
+) -> None:
+    run_import(store, "users", Resource.USERS, [user(1, "a@example.com", "u1")])
+    run_import(store, "articles", Resource.ARTICLES, [article(1, "s", "u1", "a1")])
+    run_import(
+        store,
+        "job",
+        Resource.COMMENTS,
+        [
+            comment(n, f"c{n}", *refs)
+            for n, refs in enumerate([("a1", "u1"), ("nope", "u1"), ("a1", "ghost"), ("nope", "ghost")], start=1)
+        ],
+    )
+
+    ndjson, csv_text = io.BytesIO(), io.BytesIO()
+    written = store.write_rejected("job", "ndjson", ndjson)
+    store.write_rejected("job", "csv", csv_text)
+
+    assert written == len(ndjson.getvalue())
+    rejected = [json.loads(line) for line in ndjson.getvalue().splitlines()]
+    assert [(record["id"], [error["code"] for error in record["_errors"]]) for record in rejected] == [
+        ("c2", ["unknown_article"]),
+        ("c3", ["unknown_user"]),
+        ("c4", ["unknown_article", "unknown_user"]),
+    ]
+    header, *rows = csv_text.getvalue().decode().splitlines()
+    assert header.endswith(",_line,_error_codes,_error_messages,_raw")
+    assert [row.split(",")[0] for row in rows] == ["c2", "c3", "c4"]
+    assert '"unknown_article,unknown_user"' in rows[2]
+
+
 def test_ndjson_report_has_one_parsed_object_per_error(store: ImportStore) -> None:
     unparseable = json.dumps('{"name": broken\\ \n')
     stage_failures(

@@ -9,6 +9,7 @@ rows and on the tables as they were before it ran: never on chunk order or on ho
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
@@ -32,6 +33,13 @@ from bulkio.adapters.copy_format import (
 )
 from bulkio.adapters.merge_sql import MERGE_SQL, STAGE_TABLES
 from bulkio.domain.objects import ByteSink
+from bulkio.domain.rejected import (
+    RejectedFormat,
+    RejectedRecord,
+    rejected_csv_header,
+    rejected_csv_row,
+    rejected_ndjson_line,
+)
 from bulkio.domain.resources import Resource
 from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
 from bulkio.domain.sweep import RunState
@@ -39,6 +47,7 @@ from bulkio.domain.sweep import RunState
 APPLICATION_NAME = "bulkio"
 # Memory for the merge's sorts (three window passes over the job's rows); per transaction, not per server.
 MERGE_WORK_MEM = "256MB"
+REJECTED_FETCH_ROWS = 2000  # rows of rejected records a server-side cursor hands over at a time
 # Merges of one resource run one at a time across jobs (pg_advisory_xact_lock(class, resource)), because
 # each one checks uniqueness against the table as it was before it started.
 MERGE_LOCK_CLASS = 0x6275_6C6B  # "bulk"
@@ -413,6 +422,44 @@ class ImportStore(OneConnection):
         def work(cursor: Cursor) -> int:
             # copy_expert takes no parameters; mogrify binds job_id exactly as execute() would.
             cursor.copy_expert(cursor.mogrify(report_sql, (job_id,)), counting_sink, COPY_BUFFER_BYTES)
+            return counting_sink.bytes_written
+
+        def nothing_written() -> bool:
+            return counting_sink.bytes_written == 0
+
+        return self._transaction(work, replayable=nothing_written)
+
+    def write_rejected(self, job_id: str, fmt: RejectedFormat, sink: ByteSink) -> int:
+        """Stream the job's rejected records into `sink`, each once with all its errors, in record order and in
+        constant memory (a server-side cursor); return the number of bytes written."""
+        counting_sink = CountingSink(sink)
+
+        def work(cursor: Cursor) -> int:
+            columns: list[str] = []
+            if fmt == "csv":
+                # The upload's header: the columns of any record read as cells (every CSV record has them all).
+                cursor.execute(
+                    "SELECT record_json FROM import_errors WHERE job_id = %s AND left(record_json, 1) = '{' LIMIT 1",
+                    (job_id,),
+                )
+                first = cursor.fetchone()
+                columns = list(json.loads(first[0])) if first else []
+                counting_sink.write(rejected_csv_header(columns).encode())
+            with cursor.connection.cursor(name=f"rejected_{uuid.uuid4().hex}") as records:
+                records.itersize = REJECTED_FETCH_ROWS
+                records.execute(
+                    "SELECT min(line), min(record_json), array_agg(code ORDER BY code, field),"
+                    " array_agg(field ORDER BY code, field), array_agg(message ORDER BY code, field)"
+                    " FROM import_errors WHERE job_id = %s GROUP BY idx ORDER BY idx",
+                    (job_id,),
+                )
+                for line, record_json, codes, fields, messages in records:
+                    errors = list(zip(codes, fields, messages, strict=True))
+                    rejected = RejectedRecord(line, json.loads(record_json), errors)
+                    if fmt == "csv":
+                        counting_sink.write(rejected_csv_row(columns, rejected).encode())
+                    else:
+                        counting_sink.write(rejected_ndjson_line(rejected))
             return counting_sink.bytes_written
 
         def nothing_written() -> bool:

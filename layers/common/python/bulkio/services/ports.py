@@ -14,6 +14,7 @@ from bulkio.domain.idempotency import IdempotencyClaim, StoredRequest
 from bulkio.domain.jobs import Counters, ImportJob, ImportMode, JobSource
 from bulkio.domain.metrics import JobSummary
 from bulkio.domain.objects import ByteSink, ObjectInfo, PresignedUpload
+from bulkio.domain.rejected import RejectedFormat
 from bulkio.domain.resources import Format, Resource
 from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
 from bulkio.domain.sweep import RunState
@@ -113,6 +114,8 @@ class ImportStore(Protocol):
     def first_errors(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
 
     def write_error_report(self, job_id: str, fmt: Literal["ndjson", "csv"], sink: ByteSink) -> int: ...
+
+    def write_rejected(self, job_id: str, fmt: RejectedFormat, sink: ByteSink) -> int: ...
 
     def record_chunk_failure(self, job_id: str, chunk_no: int, error: str) -> None: ...
 

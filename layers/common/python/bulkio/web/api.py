@@ -31,7 +31,7 @@ from bulkio.domain.parsing import detect_format
 from bulkio.domain.resources import Format
 from bulkio.domain.submissions import Submitted
 from bulkio.problems import PROBLEM_CONTENT_TYPE, Problem, bad_request, payload_too_large, unsupported_media_type
-from bulkio.services.imports.api import NewImport
+from bulkio.services.imports.api import ErrorReport, NewImport
 from bulkio.web import openapi
 from bulkio.web.auth import caller_from_authorizer, require_scope
 from bulkio.web.links import export_links, import_links, with_export_links, with_import_links
@@ -48,6 +48,7 @@ from bulkio.web.models import (
     ImportSubmitted,
     ImportUpload,
     PageLimit,
+    RejectedFormatName,
     ReportFormat,
     WaitSeconds,
 )
@@ -319,7 +320,22 @@ def commit_import(job_id: str) -> Response[ImportSubmitted]:
     responses=openapi.ERROR_REPORT_RESPONSES,
 )
 def get_import_errors(job_id: str, format: Annotated[ReportFormat, Query()] = "ndjson") -> Response[Any]:
-    report = import_api().error_report(job_id, format, _caller())
+    return _report_response(import_api().error_report(job_id, format, _caller()))
+
+
+@route(
+    "GET",
+    "/v1/imports/<job_id>/rejected",
+    Scope.IMPORTS_READ,
+    "The job's rejected records in the upload's format, with their errors, to fix and upload as they are",
+    responses=openapi.ERROR_REPORT_RESPONSES,
+)
+def get_rejected_records(job_id: str, format: Annotated[RejectedFormatName, Query()] = None) -> Response[Any]:
+    return _report_response(import_api().rejected_file(job_id, format, _caller()))
+
+
+def _report_response(report: ErrorReport) -> Response[Any]:
+    """A report in the response when small, else a redirect to its download."""
     if report.redirect_url:
         return Response(303, report.content_type, "", {"Location": report.redirect_url})
     return Response(200, report.content_type, (report.body or b"").decode())

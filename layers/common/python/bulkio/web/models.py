@@ -16,6 +16,7 @@ from bulkio.domain.errors import Refusal
 from bulkio.domain.exports import parse_export_request
 from bulkio.domain.idempotency import valid_key
 from bulkio.domain.jobs import ImportMode
+from bulkio.domain.rejected import REJECTED_FORMATS, RejectedFormat
 from bulkio.domain.resources import Format, Resource, parse_format, parse_resource
 
 MAX_PAGE = 100
@@ -106,6 +107,16 @@ def _report_format(value: object) -> object:
     return value
 
 
+def _rejected_format(value: object) -> object:
+    if value is not None and value not in REJECTED_FORMATS:
+        raise rule_broken(
+            "invalid_format",
+            f"rejected records come as csv or ndjson (by default the upload's own), not {value!r}",
+            allowed=list(REJECTED_FORMATS),
+        )
+    return value
+
+
 ResourceName = Annotated[Resource, BeforeValidator(_resource)]
 FormatName = Annotated[Format | None, BeforeValidator(_format)]
 ImportModeName = Annotated[ImportMode, BeforeValidator(_import_mode)]
@@ -118,6 +129,7 @@ PageLimit = Annotated[int, BeforeValidator(_page_limit)]
 WaitSeconds = Annotated[int, BeforeValidator(_wait_seconds)]
 IdempotencyKey = Annotated[str | None, BeforeValidator(_idempotency_key)]
 ReportFormat = Annotated[Literal["ndjson", "csv"], BeforeValidator(_report_format)]
+RejectedFormatName = Annotated[RejectedFormat | None, BeforeValidator(_rejected_format)]
 
 
 class Request(BaseModel):

@@ -31,13 +31,16 @@ from bulkio.domain.jobs import (
     job_view,
     utc_now,
 )
+from bulkio.domain.rejected import RejectedFormat, rejected_format_of
 from bulkio.domain.resources import Format, Resource
 from bulkio.domain.submissions import Submitted
 from bulkio.services.idempotency import idempotency_scope, submit_once
 from bulkio.services.imports.common import (
     IDEMPOTENCY_SCOPE,
+    REPORT_CONTENT_TYPES,
     discard,
     publish_completion,
+    rejected_key,
     report_key,
     scratch_prefixes,
     source_key,
@@ -225,21 +228,37 @@ class ImportApi:
         return self.view(job_id, caller)
 
     def error_report(self, job_id: str, fmt: str, caller: Principal) -> ErrorReport:
+        job = self._ended_job(job_id, caller, "the full error report")
+        key = report_key(job.job_id, fmt)
+        if self.objects.info(key) is None:
+            return ErrorReport(REPORT_CONTENT_TYPES[fmt], body=b"")
+        return self._served(key, REPORT_CONTENT_TYPES[fmt], f"import-{job_id}-errors.{fmt}")
+
+    def rejected_file(self, job_id: str, fmt: RejectedFormat | None, caller: Principal) -> ErrorReport:
+        """The job's rejected records in the upload's format (or `fmt`), to fix and upload as they are. Written
+        to S3 at the first request and served from there after (inline when small, else a download URL)."""
+        job = self._ended_job(job_id, caller, "the rejected-records file")
+        fmt = fmt or rejected_format_of(job.format.value if job.format else None)
+        key = rejected_key(job_id, fmt)
+        if self.objects.info(key) is None:
+            with self.objects.writer(key, REPORT_CONTENT_TYPES[fmt]) as sink:
+                self.store.write_rejected(job_id, fmt, sink)
+        return self._served(key, REPORT_CONTENT_TYPES[fmt], f"import-{job_id}-rejected.{fmt}")
+
+    def _ended_job(self, job_id: str, caller: Principal, what: str) -> ImportJob:
         job = self._job(job_id, caller)
-        content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
         if not job.is_final:
             raise Conflict(
                 "report_not_ready",
-                f"job {job_id} is {job.status.value}; the full error report is written when it ends. "
+                f"job {job_id} is {job.status.value}; {what} is written when it ends. "
                 "GET /v1/imports/{job_id} shows the first 100 errors meanwhile",
             )
-        key = report_key(job_id, fmt)
+        return job
+
+    def _served(self, key: str, content_type: str, filename: str) -> ErrorReport:
         info = self.objects.info(key)
-        if info is None:
-            return ErrorReport(content_type, body=b"")
-        if info.size <= INLINE_REPORT_BYTES:
+        if info is not None and info.size <= INLINE_REPORT_BYTES:
             return ErrorReport(content_type, body=self.objects.read_bytes(key))
-        filename = f"import-{job_id}-errors.{fmt}"
         return ErrorReport(content_type, redirect_url=self.objects.presign_get(key, REPORT_URL_TTL_SECONDS, filename))
 
     def commit(self, dry_run_id: str, caller: Principal) -> Submitted:

@@ -32,8 +32,15 @@ def fetched_prefix(job_id: str) -> str:
     return f"fetched/{job_id}/"
 
 
+REPORT_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
+
+
 def report_key(job_id: str, fmt: str) -> str:
     return f"reports/{job_id}/errors.{fmt}"
+
+
+def rejected_key(job_id: str, fmt: str) -> str:
+    return f"reports/{job_id}/rejected.{fmt}"
 
 
 def announce(queue: ChunkQueue, messages: list[ChunkMessage]) -> None:

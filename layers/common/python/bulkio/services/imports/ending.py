@@ -16,6 +16,7 @@ from bulkio.domain.metrics import JobSummary
 from bulkio.domain.staging import StagingLost
 from bulkio.services.imports.common import (
     MAX_RESTAGES,
+    REPORT_CONTENT_TYPES,
     announce,
     discard,
     publish_completion,
@@ -33,10 +34,7 @@ from bulkio.services.ports import (
 
 logger = Logger(child=True)
 
-REPORT_FORMATS: tuple[tuple[Literal["ndjson", "csv"], str], ...] = (
-    ("ndjson", "application/x-ndjson"),
-    ("csv", "text/csv; charset=utf-8"),
-)
+REPORT_FORMATS: tuple[Literal["ndjson", "csv"], ...] = ("ndjson", "csv")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +143,6 @@ class JobEnding:
         )
 
     def _write_reports(self, job_id: str) -> None:
-        for fmt, content_type in REPORT_FORMATS:
-            with self.objects.writer(report_key(job_id, fmt), content_type) as sink:
+        for fmt in REPORT_FORMATS:
+            with self.objects.writer(report_key(job_id, fmt), REPORT_CONTENT_TYPES[fmt]) as sink:
                 self.store.write_error_report(job_id, fmt, sink)
