@@ -71,6 +71,7 @@ CALLER = Principal(OWNER, frozenset({"imports:write", "imports:read", "exports:r
 class _StoredJob:
     job: ImportJob
     chunker_run: str | None = None
+    credited_children: set[str] = field(default_factory=set)
 
 
 class FakeJobRepository:
@@ -194,6 +195,12 @@ class FakeJobRepository:
         )
         stored.job.errors_by_code = dict(errors_by_code)
         return True
+
+    def credit_reimport(self, parent_id: str, child_id: str, records: int) -> None:
+        stored = self._jobs.get(parent_id)
+        if stored is not None and child_id not in stored.credited_children:
+            stored.credited_children.add(child_id)
+            stored.job.rejected_reimported += records
 
     def completion_published(self, job_id: str) -> None:
         self._jobs[job_id].job.completion_pending = False

@@ -567,6 +567,18 @@ def test_a_dry_run_keeps_its_mode_and_is_claimed_by_one_commit(jobs: DynamoJobRe
     assert jobs.get("commit-1").parent_job_id == "dry"  # type: ignore[union-attr]
 
 
+def test_a_parent_is_credited_once_per_re_import(jobs: DynamoJobRepository) -> None:
+    jobs.create(new_job("parent"))
+
+    jobs.credit_reimport("parent", "child-1", 40)
+    jobs.credit_reimport("parent", "child-1", 40)  # a retried end
+    jobs.credit_reimport("parent", "child-2", 2)
+    jobs.credit_reimport("gone", "child-3", 5)  # a parent that no longer exists: nothing to credit
+
+    assert jobs.get("parent").rejected_reimported == 42  # type: ignore[union-attr]
+    assert jobs.get("gone") is None
+
+
 def test_a_source_is_pinned_once(jobs: DynamoJobRepository) -> None:
     jobs.create(new_job("job"))
     first = JobSource(SourceKind.MULTIPART, "imports", "uploads/job/source", etag="etag-1", version_id="v-1")

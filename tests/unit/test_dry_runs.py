@@ -156,6 +156,7 @@ def test_a_commit_imports_the_same_bytes_as_a_child_job(world: FakeWorld) -> Non
     ]
     assert world.api.view(child, CALLER)["parent_job_id"] == parent
     assert world.api.view(parent, CALLER)["committed_job_id"] == child
+    assert "rejected_reimported" not in world.api.view(parent, CALLER)  # a commit re-imports no rejected record
 
 
 def test_a_second_commit_is_a_conflict_naming_the_first(world: FakeWorld) -> None:

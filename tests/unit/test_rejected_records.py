@@ -9,6 +9,7 @@ import io
 
 import orjson
 import pytest
+from bulkio.domain.errors import NotFound
 from bulkio.domain.jobs import JobStatus
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.rejected import (
@@ -19,10 +20,12 @@ from bulkio.domain.rejected import (
     rejected_ndjson_line,
 )
 from bulkio.domain.resources import Format, Resource
+from bulkio.services.imports.api import NewImport
+from bulkio.services.imports.common import publish_completion, source_key
 
-from tests.fakes import CALLER, FakeWorld, build_world
+from tests.fakes import CALLER, OWNER, FakeWorld, build_world
 from tests.fixtures.parsing import iter_source_records
-from tests.unit.test_import_service import deliver_all, job_of, upload_and_chunk
+from tests.unit.test_import_service import BUCKET, deliver_all, job_of, upload_and_chunk
 
 COLUMNS = ["id", "email", "name", "active", "tags"]
 
@@ -133,3 +136,43 @@ def test_fixed_rejected_records_re_import_as_they_are(world: FakeWorld) -> None:
     job = job_of(world, again)
     assert (job.status, job.counters.succeeded, job.counters.failed) == (JobStatus.COMPLETED, 2, 0)
     assert world.api.rejected_file(job_id, "ndjson", CALLER).body is not None
+
+
+def test_a_re_import_naming_its_parent_credits_it_once(world: FakeWorld) -> None:
+    source = "id,email,name\r\nu1,ann@example.com,Ann\r\nu2,not-an-email,Bob\r\nu3,nope,Cy\r\n"
+    parent = upload_and_chunk(world, source.encode(), "users.csv", Format.CSV)
+    deliver_all(world)
+    rejected = world.api.rejected_file(parent, None, CALLER).body
+    assert rejected is not None
+    fixed = rejected.decode().replace("not-an-email", "bob@example.com")  # u3 stays wrong
+
+    child = world.api.submit(
+        NewImport(
+            Resource.USERS,
+            Format.CSV,
+            filename="fixed.csv",
+            file=io.BytesIO(fixed.encode()),
+            file_sha256="x",
+            parent_job_id=parent,
+        ),
+        None,
+        OWNER,
+    ).body["job_id"]
+    world.chunker.on_object_created(BUCKET, source_key(child), "etag-2")
+    deliver_all(world)
+    world.sweeper.sweep()  # a second pass over the end changes nothing
+
+    assert job_of(world, child).parent_job_id == parent
+    assert (job_of(world, child).counters.succeeded, job_of(world, child).counters.failed) == (1, 1)
+    assert world.api.view(parent, CALLER)["rejected_reimported"] == 1
+    assert publish_completion(world.jobs, world.events, child) is False  # already done: no second credit
+    assert job_of(world, parent).rejected_reimported == 1
+
+
+def test_a_parent_must_be_one_of_the_callers_jobs(world: FakeWorld) -> None:
+    with pytest.raises(NotFound) as refused:
+        world.api.submit(NewImport(Resource.USERS, Format.CSV, parent_job_id="no-such-job"), None, OWNER)
+    assert refused.value.code == "parent_job_not_found"
+    other = world.api.submit(NewImport(Resource.USERS, Format.CSV), None, "someone-else").body["job_id"]
+    with pytest.raises(NotFound):
+        world.api.submit(NewImport(Resource.USERS, Format.CSV, parent_job_id=other), None, OWNER)

@@ -145,6 +145,7 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         chunker_runs=_int(item.get("chunker_runs")) or 0,
         bytes_read=_int(item.get("bytes_read")) or 0,
         completion_pending=bool(item.get("completion_pending")),
+        rejected_reimported=_int(item.get("reimported_records")) or 0,
         records_read=_int(item.get("records_read")) or 0,
         mode=ImportMode(item.get("mode", ImportMode.IMPORT.value)),
         parent_job_id=item.get("parent_job_id"),
@@ -387,6 +388,18 @@ class DynamoJobRepository:
                 ":e": errors_by_code,
             },
         )
+
+    def credit_reimport(self, parent_id: str, child_id: str, records: int) -> None:
+        try:
+            self._table.update_item(
+                Key={"pk": _job_pk(parent_id)},
+                UpdateExpression="ADD reimported_records :records, reimport_jobs :child_set",
+                ConditionExpression="attribute_exists(pk) AND NOT contains(reimport_jobs, :child)",
+                ExpressionAttributeValues={":records": records, ":child_set": {child_id}, ":child": child_id},
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):  # credited before (or the parent is gone): nothing to add
+                raise
 
     def completion_published(self, job_id: str) -> None:
         self._table.update_item(

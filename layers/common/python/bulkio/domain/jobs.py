@@ -106,6 +106,8 @@ class ImportJob:
     mode: ImportMode = ImportMode.IMPORT
     parent_job_id: str | None = None  # the dry run this job commits
     committed_job_id: str | None = None  # a dry run's commit: the job that imports its source
+    # Records of this job's rejected ones imported since, by jobs naming it as their parent_job_id.
+    rejected_reimported: int = 0
 
     @property
     def is_final(self) -> bool:
@@ -274,4 +276,16 @@ def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) 
         view["parent_job_id"] = job.parent_job_id
     if job.committed_job_id:
         view["committed_job_id"] = job.committed_job_id
+    if job.rejected_reimported:
+        view["rejected_reimported"] = job.rejected_reimported
     return view
+
+
+def credits_its_parent(job: ImportJob) -> bool:
+    """A finished import that re-imported its parent's rejected records (not a dry run's commit, whose parent
+    is the dry run: the caller checks the parent's committed_job_id)."""
+    return (
+        job.parent_job_id is not None
+        and job.mode is ImportMode.IMPORT
+        and job.status in {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS}
+    )

@@ -61,6 +61,9 @@ class ImportJobRepository(Protocol):
 
     def claim_commit(self, dry_run_id: str, commit_id: str) -> bool: ...
 
+    def credit_reimport(self, parent_id: str, child_id: str, records: int) -> None:
+        """Adds `records` to the parent's rejected_reimported, once per child."""
+
     def completion_published(self, job_id: str) -> None:
         """The ended job's completion event went out: it leaves the open jobs (the sweeper's outbox)."""
 

@@ -226,6 +226,7 @@ def _upload(content_type: str) -> NewImport:
         file=form.file.stream,
         file_sha256=form.file.sha256,
         mode=fields.mode,
+        parent_job_id=fields.parent_job_id,
     )
 
 
@@ -247,6 +248,7 @@ def _from_json() -> NewImport:
         format=request.format or _format_from_name(request.url),
         url=request.url,
         mode=request.mode,
+        parent_job_id=request.parent_job_id,
     )
 
 

@@ -20,6 +20,7 @@ from bulkio.domain.rejected import REJECTED_FORMATS, RejectedFormat
 from bulkio.domain.resources import Format, Resource, parse_format, parse_resource
 
 MAX_PAGE = 100
+MAX_JOB_ID_CHARS = 64
 MAX_WAIT_SECONDS = 20  # a long poll of GET /v1/imports/{job_id}: under API Gateway's 29-second limit
 ERROR_REPORT_FORMATS = ("ndjson", "csv")
 
@@ -83,6 +84,14 @@ def _wait_seconds(value: object) -> int:
     )
 
 
+def _parent_job_id(value: object) -> str | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str) and len(value) <= MAX_JOB_ID_CHARS and value.isprintable():
+        return value
+    raise rule_broken("invalid_parent_job_id", "parent_job_id must be the job_id of one of your import jobs")
+
+
 def _page_limit(value: object) -> int:
     if isinstance(value, str) and value.isdigit() and 1 <= int(value) <= MAX_PAGE:
         return int(value)
@@ -120,6 +129,11 @@ def _rejected_format(value: object) -> object:
 ResourceName = Annotated[Resource, BeforeValidator(_resource)]
 FormatName = Annotated[Format | None, BeforeValidator(_format)]
 ImportModeName = Annotated[ImportMode, BeforeValidator(_import_mode)]
+ParentJobId = Annotated[str | None, BeforeValidator(_parent_job_id)]
+PARENT_DESCRIPTION = (
+    "the job whose rejected records (GET /v1/imports/{job_id}/rejected) this file holds, fixed: that job then "
+    "shows how many of them were imported since"
+)
 MODE_DESCRIPTION = (
     "import (the default), or validate: a dry run through the whole pipeline, the merge's checks included, that "
     "writes no record; it ends validated, with the counters and error report the import would have, and "
@@ -167,6 +181,7 @@ class ImportFromJson(Request):
         description="import from this URL (https); without it the answer holds a presigned upload URL",
     )
     mode: ImportModeName = Field(default=ImportMode.IMPORT, description=MODE_DESCRIPTION)
+    parent_job_id: ParentJobId = Field(default=None, description=PARENT_DESCRIPTION)
 
 
 class ImportUpload(Request):
@@ -176,11 +191,12 @@ class ImportUpload(Request):
     resource: ResourceName
     format: FormatName = None
     mode: ImportModeName = Field(default=ImportMode.IMPORT, description=MODE_DESCRIPTION)
+    parent_job_id: ParentJobId = Field(default=None, description=PARENT_DESCRIPTION)
     file: bytes = Field(description="the data file (CSV, NDJSON or a JSON array; gzip allowed)")
 
     @classmethod
     def _send(cls) -> str:
-        return "file, resource, format, mode"
+        return "file, resource, format, mode, parent_job_id"
 
     @classmethod
     def validate_fields(cls, fields: dict[str, str]) -> ImportUpload:
@@ -260,7 +276,7 @@ class ImportSubmitted(View):
     format: str | None
     links: ImportLinks
     mode: str  # new members come after the ones clients have always seen
-    parent_job_id: str | None = left_out_when_none("the dry run this job commits")
+    parent_job_id: str | None = left_out_when_none("the dry run it commits, or the job whose rejected records it holds")
     upload: Upload | None = left_out_when_none("where to PUT the file, when neither a file nor a URL was sent")
 
 
@@ -319,8 +335,11 @@ class ImportJobSummary(_ImportJob):
     links: ImportLinks
     mode: str  # new members come after the ones clients have always seen
     failure: Failure | None = left_out_when_none("why the job failed")
-    parent_job_id: str | None = left_out_when_none("the dry run this job commits")
+    parent_job_id: str | None = left_out_when_none("the dry run it commits, or the job whose rejected records it holds")
     committed_job_id: str | None = left_out_when_none("a dry run's commit: the job importing its source")
+    rejected_reimported: int | None = left_out_when_none(
+        "how many of its rejected records jobs naming it as parent_job_id have imported since"
+    )
 
 
 class ImportJobView(_ImportJob):
@@ -329,8 +348,11 @@ class ImportJobView(_ImportJob):
     links: ImportLinks
     mode: str  # new members come after the ones clients have always seen
     failure: Failure | None = left_out_when_none("why the job failed")
-    parent_job_id: str | None = left_out_when_none("the dry run this job commits")
+    parent_job_id: str | None = left_out_when_none("the dry run it commits, or the job whose rejected records it holds")
     committed_job_id: str | None = left_out_when_none("a dry run's commit: the job importing its source")
+    rejected_reimported: int | None = left_out_when_none(
+        "how many of its rejected records jobs naming it as parent_job_id have imported since"
+    )
 
 
 class ImportJobPage(View):

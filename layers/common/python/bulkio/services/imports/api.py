@@ -74,6 +74,7 @@ class NewImport:
     file: BinaryIO | None = None
     file_sha256: str | None = None
     mode: ImportMode = ImportMode.IMPORT
+    parent_job_id: str | None = None  # the job whose rejected records this file holds, fixed
 
     @property
     def kind(self) -> SourceKind:
@@ -91,6 +92,7 @@ class NewImport:
             "filename": self.filename,
             "file_sha256": self.file_sha256,
             "mode": self.mode.value,
+            "parent_job_id": self.parent_job_id,
         }
 
 
@@ -117,6 +119,14 @@ class ImportApi:
 
     def submit(self, request: NewImport, idempotency_key: str | None, owner: str) -> Submitted:
         """`owner` is the caller's subject: their Idempotency-Keys are theirs alone, and so is the job."""
+        if request.parent_job_id is not None:
+            parent = self.jobs.get(request.parent_job_id)
+            if parent is None or parent.owner != owner:
+                raise NotFound(
+                    "parent_job_not_found",
+                    f"no import job {request.parent_job_id} of yours: parent_job_id names the job whose rejected "
+                    "records (GET /v1/imports/{job_id}/rejected) this file holds",
+                )
         return submit_once(
             self.idempotency,
             idempotency_scope(IDEMPOTENCY_SCOPE, owner),
@@ -143,6 +153,7 @@ class ImportApi:
             created_at=utc_now(),
             owner=owner,
             mode=request.mode,
+            parent_job_id=request.parent_job_id,
         )
         self.jobs.create(job)
         try:

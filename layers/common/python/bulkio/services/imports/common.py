@@ -8,7 +8,7 @@ from aws_lambda_powertools import Logger
 
 from bulkio import faults
 from bulkio.domain.chunks import ChunkMessage, chunk_prefix
-from bulkio.domain.jobs import IMPORT_COMPLETED, ImportMode, job_summary, utc_now
+from bulkio.domain.jobs import IMPORT_COMPLETED, ImportMode, credits_its_parent, job_summary, utc_now
 from bulkio.services.ports import ChunkQueue, EventPublisher, ImportJobRepository, ObjectStore
 
 logger = Logger(child=True)
@@ -58,13 +58,18 @@ def scratch_prefixes(job_id: str, mode: ImportMode = ImportMode.IMPORT) -> tuple
 
 
 def publish_completion(jobs: ImportJobRepository, events: EventPublisher, job_id: str) -> bool:
-    """Puts the ended job's completion event on the bus, then takes the job out of the open jobs. False (and
-    logged) when the event did not go out: the job stays open, and the sweeper publishes it on its next round. At
-    least once: a crash between the two steps publishes the event twice."""
+    """What follows a job's end, once it is recorded: a re-import credits its parent with the records it imported
+    (once per child, however often this runs), the completion event goes on the bus, then the job leaves the open
+    jobs. False (and logged) when a step failed: the job stays open, and the sweeper tries again on its next
+    round. At least once: a crash between the last two steps publishes the event twice."""
     job = jobs.get(job_id)
     if job is None or not job.is_final or not job.completion_pending:
         return False
     try:
+        if credits_its_parent(job) and job.parent_job_id is not None:
+            parent = jobs.get(job.parent_job_id)
+            if parent is not None and parent.committed_job_id != job_id:
+                jobs.credit_reimport(parent.job_id, job_id, job.counters.succeeded)
         events.publish(IMPORT_COMPLETED, job_summary(job, utc_now()))
         jobs.completion_published(job_id)
     except Exception:
