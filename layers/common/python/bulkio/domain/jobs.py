@@ -104,7 +104,7 @@ class ImportJob:
     # Ended, and its completion event not yet published: the job stays among the open jobs until it is.
     completion_pending: bool = False
     mode: ImportMode = ImportMode.IMPORT
-    parent_job_id: str | None = None  # the dry run this job commits
+    parent_job_id: str | None = None  # the dry run this job commits, or the job whose rejected records it holds
     committed_job_id: str | None = None  # a dry run's commit: the job that imports its source
     # Records of this job's rejected ones imported since, by jobs naming it as their parent_job_id.
     rejected_reimported: int = 0
