@@ -227,3 +227,28 @@ def test_a_dry_run_counts_as_a_job_but_imports_no_record_in_the_metrics(world: F
     assert (
         registry.get_sample_value("bulkio_record_errors_total", {"resource": "users", "code": "invalid_email"}) is None
     )
+
+
+def test_a_url_dry_run_keeps_its_download_and_the_commit_reads_it_not_the_url_again() -> None:
+    fetches: list[str] = []
+
+    def fetch(url: str) -> io.BytesIO:
+        fetches.append(url)
+        return io.BytesIO(RECORDS)
+
+    world = build_world(open_source_url=fetch)
+    request = NewImport(Resource.USERS, Format.NDJSON, url="https://example.com/users.ndjson", mode=ImportMode.VALIDATE)
+    parent = world.api.submit(request, None, OWNER).body["job_id"]
+    world.chunker.run_chunker(parent)
+    deliver_all(world)
+    assert job_of(world, parent).status is JobStatus.VALIDATED
+    assert world.objects.keys(f"fetched/{parent}/") == [f"fetched/{parent}/source"]  # kept for the commit
+
+    child = world.api.commit(parent, CALLER).job_id
+    world.chunker.run_chunker(child)
+    deliver_all(world)
+
+    assert fetches == ["https://example.com/users.ndjson"]  # the URL was read once
+    job = job_of(world, child)
+    assert (job.status, job.counters.succeeded, job.counters.failed) == (JobStatus.COMPLETED_WITH_ERRORS, 2, 1)
+    assert job.source.key == f"fetched/{parent}/source"
