@@ -70,7 +70,7 @@ class Wiring:
 
     @cached_property
     def events(self) -> EventBridgePublisher:
-        return EventBridgePublisher(aws.client("events"), self.settings.event_bus_name)
+        return EventBridgePublisher(aws.retried_elsewhere_client("events"), self.settings.event_bus_name)
 
     @cached_property
     def imports(self) -> ImportParts:

@@ -14,11 +14,21 @@ from botocore.config import Config
 
 # SigV4 everywhere: presigned URLs signed with SigV2 are refused by newer regions.
 _CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, signature_version="s3v4")
+# For calls that something else tries again (the sweeper publishes a completion event that did not go out): a
+# function ending a job must not wait minutes on an unreachable endpoint.
+_RETRIED_ELSEWHERE = Config(
+    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=10, signature_version="s3v4"
+)
 
 
 @cache
 def client(service: str) -> Any:
     return boto3.session.Session().client(service, config=_CONFIG)
+
+
+@cache
+def retried_elsewhere_client(service: str) -> Any:
+    return boto3.session.Session().client(service, config=_RETRIED_ELSEWHERE)
 
 
 @cache
