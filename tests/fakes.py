@@ -570,7 +570,7 @@ class FakeImportStore:
             for records in by_index.values()
         ]
         if fmt == "csv":
-            columns = next((list(r.record) for r in rejected if isinstance(r.record, dict)), [])
+            columns = list(dict.fromkeys(name for r in rejected if isinstance(r.record, dict) for name in r.record))
             data = rejected_csv_header(columns).encode() + b"".join(
                 rejected_csv_row(columns, record).encode() for record in rejected
             )

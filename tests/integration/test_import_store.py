@@ -481,6 +481,24 @@ def test_rejected_records_come_once_each_with_all_their_errors_in_record_order(
     assert '"unknown_article,unknown_user"' in rows[2]
 
 
+def test_json_records_asked_for_as_csv_get_every_member_as_a_column(store: ImportStore) -> None:
+    stage_failures(
+        store,
+        "job",
+        [
+            failed_record(1, "bad email", {"email": "x", "name": "A"}, json.dumps({"email": "x", "name": "A"})),
+            failed_record(2, "bad role", {"role": "emperor"}, json.dumps({"email": "b@x.io", "role": "emperor"})),
+        ],
+    )
+    sink = io.BytesIO()
+
+    store.write_rejected("job", "csv", sink)
+
+    header, first, second = sink.getvalue().decode().splitlines()
+    assert header == "email,name,role,_line,_error_codes,_error_messages,_raw"
+    assert first.startswith("x,A,,") and second.startswith("b@x.io,,emperor,")
+
+
 def test_ndjson_report_has_one_parsed_object_per_error(store: ImportStore) -> None:
     unparseable = json.dumps('{"name": broken\\ \n')
     stage_failures(

@@ -437,13 +437,16 @@ class ImportStore(OneConnection):
         def work(cursor: Cursor) -> int:
             columns: list[str] = []
             if fmt == "csv":
-                # The upload's header: the columns of any record read as cells (every CSV record has them all).
+                # The upload's header for a CSV upload (every record has its columns); for JSON records asked for
+                # as CSV, every member any of them has, in the order they first appear.
                 cursor.execute(
-                    "SELECT record_json FROM import_errors WHERE job_id = %s AND left(record_json, 1) = '{' LIMIT 1",
+                    "SELECT k.name FROM import_errors e,"
+                    " LATERAL json_object_keys(e.record_json::json) WITH ORDINALITY AS k(name, position)"
+                    " WHERE e.job_id = %s AND left(e.record_json, 1) = '{'"
+                    " GROUP BY k.name ORDER BY min(e.idx), min(k.position)",
                     (job_id,),
                 )
-                first = cursor.fetchone()
-                columns = list(json.loads(first[0])) if first else []
+                columns = [name for (name,) in cursor.fetchall()]
                 counting_sink.write(rejected_csv_header(columns).encode())
             with cursor.connection.cursor(name=f"rejected_{uuid.uuid4().hex}") as records:
                 records.itersize = REJECTED_FETCH_ROWS
