@@ -113,6 +113,10 @@ class ImportJob:
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
 
+    @property
+    def is_dry_run(self) -> bool:
+        return self.mode is ImportMode.VALIDATE
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -281,11 +285,10 @@ def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) 
     return view
 
 
-def credits_its_parent(job: ImportJob) -> bool:
-    """A finished import that re-imported its parent's rejected records (not a dry run's commit, whose parent
-    is the dry run: the caller checks the parent's committed_job_id)."""
-    return (
-        job.parent_job_id is not None
-        and job.mode is ImportMode.IMPORT
-        and job.status in {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS}
-    )
+def credited_parent(job: ImportJob) -> str | None:
+    """The parent a finished import credits with the records it imported: the job whose rejected records it
+    re-imported. None for any other job. (A dry run's commit also names a parent, the dry run, and credits it
+    nothing: the caller checks the parent's committed_job_id.)"""
+    if job.is_dry_run or job.status not in {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS}:
+        return None
+    return job.parent_job_id

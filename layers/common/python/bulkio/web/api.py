@@ -271,9 +271,7 @@ def create_import(
         raise unsupported_media_type(
             f"Content-Type {content_type!r} is not accepted: send multipart/form-data (a file) or application/json"
         )
-    result = import_api().submit(request, idempotency_key, _caller().subject)
-    body = ImportSubmitted.model_validate(with_import_links(result.body))
-    return _submitted(result, body, import_links(result.job_id)["self"])
+    return _import_submitted(import_api().submit(request, idempotency_key, _caller().subject))
 
 
 @route("GET", "/v1/imports", Scope.IMPORTS_READ, "The caller's import jobs, newest first (an admin sees all)")
@@ -309,7 +307,10 @@ def cancel_import(job_id: str) -> Response[ImportJobView]:
     status_code=202,
 )
 def commit_import(job_id: str) -> Response[ImportSubmitted]:
-    result = import_api().commit(job_id, _caller())
+    return _import_submitted(import_api().commit(job_id, _caller()))
+
+
+def _import_submitted(result: Submitted) -> Response[ImportSubmitted]:
     body = ImportSubmitted.model_validate(with_import_links(result.body))
     return _submitted(result, body, import_links(result.job_id)["self"])
 

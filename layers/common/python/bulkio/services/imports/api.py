@@ -17,7 +17,6 @@ from bulkio.config import Settings
 from bulkio.domain.auth import Principal
 from bulkio.domain.errors import Conflict, Gone, InvalidRequest, NotFound
 from bulkio.domain.jobs import (
-    FINAL_STATUSES,
     ImportJob,
     ImportMode,
     InvalidCursor,
@@ -29,6 +28,7 @@ from bulkio.domain.jobs import (
     iso,
     job_summary,
     job_view,
+    progress,
     utc_now,
 )
 from bulkio.domain.rejected import RejectedFormat, rejected_format_of
@@ -60,7 +60,6 @@ FIRST_ERRORS = 100
 INLINE_REPORT_BYTES = 4 * 1024 * 1024  # below Lambda's 6 MB response cap, with room for base64
 REPORT_URL_TTL_SECONDS = 900
 LONG_POLL_INTERVAL_SECONDS = 1.0
-FINAL_STATUS_VALUES = frozenset(status.value for status in FINAL_STATUSES)
 
 
 @dataclass(slots=True)
@@ -198,18 +197,13 @@ class ImportApi:
     def view(self, job_id: str, caller: Principal, wait_seconds: float = 0) -> dict[str, Any]:
         """The job; with `wait_seconds`, once its status or its percentage changes, or when they run out (a long
         poll: one request where a client would otherwise poll every second)."""
-        first = self._view(job_id, caller)
+        first = self._with_progress(self._job(job_id, caller))
         deadline = self.monotonic() + wait_seconds
-        latest = first
-        while latest["status"] == first["status"] and latest["progress"]["percent"] == first["progress"]["percent"]:
-            if first["status"] in FINAL_STATUS_VALUES or self.monotonic() >= deadline:
-                break
+        job = first
+        # Each round reads only the job and its progress; the first errors are read once, for the answer.
+        while not first.is_final and _same_step(job, first) and self.monotonic() < deadline:
             self.sleep(min(LONG_POLL_INTERVAL_SECONDS, max(deadline - self.monotonic(), 0.0)))
-            latest = self._view(job_id, caller)
-        return latest
-
-    def _view(self, job_id: str, caller: Principal) -> dict[str, Any]:
-        job = self._with_progress(self._job(job_id, caller))
+            job = self._with_progress(self._job(job_id, caller))
         first_errors = self.store.first_errors(job_id, FIRST_ERRORS) if job.counters.failed else []
         return job_view(job, first_errors, utc_now())
 
@@ -317,6 +311,11 @@ class ImportApi:
         if job is None or not caller.may_read(job.owner):
             raise NotFound("job_not_found", f"no import job {job_id}: check the id returned by POST /v1/imports")
         return job
+
+
+def _same_step(job: ImportJob, other: ImportJob) -> bool:
+    """Nothing a long poll answers for has changed: the status, and the percentage shown."""
+    return job.status is other.status and progress(job)["percent"] == progress(other)["percent"]
 
 
 def _submitted_body(job: ImportJob) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from bulkio.domain.chunks import ChunkMessage, chunk_key, encode_chunks
 from bulkio.domain.jobs import (
     STARTABLE_STATUSES,
     ImportJob,
-    ImportMode,
     JobSource,
     JobStatus,
     LeaseLost,
@@ -220,7 +219,7 @@ class Chunker:
 
 def store_totals(store: ImportStore, job: ImportJob, chunks_total: int, records_total: int) -> None:
     """The job's totals in PostgreSQL, where the merge checks them (the chunker's, or the sweeper's copy)."""
-    store.register_job(job.job_id, job.resource, dry_run=job.mode is ImportMode.VALIDATE)
+    store.register_job(job.job_id, job.resource, dry_run=job.is_dry_run)
     store.set_totals(job.job_id, chunks_total, records_total)
 
 

@@ -8,7 +8,7 @@ from aws_lambda_powertools import Logger
 
 from bulkio import faults
 from bulkio.domain.chunks import ChunkMessage, chunk_prefix
-from bulkio.domain.jobs import IMPORT_COMPLETED, ImportMode, credits_its_parent, job_summary, utc_now
+from bulkio.domain.jobs import IMPORT_COMPLETED, credited_parent, job_summary, utc_now
 from bulkio.services.ports import ChunkQueue, EventPublisher, ImportJobRepository, ObjectStore
 
 logger = Logger(child=True)
@@ -48,11 +48,11 @@ def announce(queue: ChunkQueue, messages: list[ChunkMessage]) -> None:
     queue.send(messages * 2 if faults.switched_on(faults.DUPLICATE_CHUNK_MESSAGES) else messages)
 
 
-def scratch_prefixes(job_id: str, mode: ImportMode = ImportMode.IMPORT) -> tuple[str, ...]:
+def scratch_prefixes(job_id: str, keep_download: bool = False) -> tuple[str, ...]:
     """What an ended job no longer needs: its chunk objects (a restage after a database crash reads them only
-    before the merge) and the copy of a URL import's download, which a dry run keeps for its commit (the
-    bucket's lifecycle rules remove it)."""
-    if mode is ImportMode.VALIDATE:
+    before the merge) and the copy of a URL import's download, unless it is kept (a validated dry run's, for its
+    commit: the bucket's lifecycle rules remove it)."""
+    if keep_download:
         return (chunk_prefix(job_id),)
     return chunk_prefix(job_id), fetched_prefix(job_id)
 
@@ -66,8 +66,9 @@ def publish_completion(jobs: ImportJobRepository, events: EventPublisher, job_id
     if job is None or not job.is_final or not job.completion_pending:
         return False
     try:
-        if credits_its_parent(job) and job.parent_job_id is not None:
-            parent = jobs.get(job.parent_job_id)
+        parent_id = credited_parent(job)
+        if parent_id is not None:
+            parent = jobs.get(parent_id)
             if parent is not None and parent.committed_job_id != job_id:
                 jobs.credit_reimport(parent.job_id, job_id, job.counters.succeeded)
         events.publish(IMPORT_COMPLETED, job_summary(job, utc_now()))

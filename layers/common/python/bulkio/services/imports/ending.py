@@ -11,7 +11,7 @@ from aws_lambda_powertools import Logger
 
 from bulkio import faults
 from bulkio.domain.chunks import ChunkMessage
-from bulkio.domain.jobs import Counters, ImportJob, ImportMode, job_metrics, utc_now
+from bulkio.domain.jobs import Counters, ImportJob, job_metrics, utc_now
 from bulkio.domain.metrics import JobSummary
 from bulkio.domain.staging import StagingLost
 from bulkio.services.imports.common import (
@@ -67,7 +67,7 @@ class JobEnding:
             failed=outcome.failed,
         )
         if self.jobs.finish(job_id, counters, outcome.errors_by_code, job.mode):
-            discard(self.objects, job_id, scratch_prefixes(job_id, job.mode))
+            discard(self.objects, job_id, scratch_prefixes(job_id, keep_download=job.is_dry_run))
             finished = self.jobs.get(job_id) or job
             metrics = job_metrics(finished, utc_now())
             self._count_finished(finished, outcome.errors_by_code, metrics.duration_seconds or 0.0)
@@ -125,7 +125,7 @@ class JobEnding:
     def _count_finished(self, job: ImportJob, errors_by_code: dict[str, int], duration_seconds: float) -> None:
         """Counted once per job (the finish above succeeds once): the sums over all instances are the job totals."""
         resource = job.resource.value
-        if job.mode is ImportMode.IMPORT:  # a dry run imports no record: it counts as a job only
+        if not job.is_dry_run:  # a dry run imports no record: it counts as a job only
             self.metrics.records.labels(resource, "succeeded").inc(job.counters.succeeded)
             self.metrics.records.labels(resource, "failed").inc(job.counters.failed)
             for code, count in errors_by_code.items():

@@ -11,7 +11,7 @@ from aws_lambda_powertools import Logger
 from bulkio import faults
 from bulkio.config import Settings
 from bulkio.domain.chunks import ChunkMessage, decode_chunk
-from bulkio.domain.jobs import ImportJob, ImportMode
+from bulkio.domain.jobs import ImportJob
 from bulkio.domain.records import ValidationRules, validate_record
 from bulkio.domain.staging import FailedRecord, StagedRecord
 from bulkio.domain.sweep import retry_delay_seconds
@@ -77,8 +77,7 @@ class ChunkWriter:
                 staged.append(StagedRecord(entry.index, entry.line, result.row, entry.raw_json))
             failed.extend(FailedRecord(entry.index, entry.line, error, entry.raw_json) for error in result.errors)
         # Staging also counts the chunk's records, in the same transaction: a redelivery counts nothing twice.
-        dry_run = job.mode is ImportMode.VALIDATE
-        return self.store.stage_chunk(job.job_id, job.resource, chunk_no, staged, failed, dry_run)
+        return self.store.stage_chunk(job.job_id, job.resource, chunk_no, staged, failed, job.is_dry_run)
 
     def retry_later(self, receipt_handle: str, receive_count: int) -> None:
         """A chunk that failed comes back after a backoff (2 s doubling to 60 s by default) rather than the
