@@ -146,7 +146,7 @@ def test_a_re_import_naming_its_parent_credits_it_once(world: FakeWorld) -> None
     assert rejected is not None
     fixed = rejected.decode().replace("not-an-email", "bob@example.com")  # u3 stays wrong
 
-    child = world.api.submit(
+    submitted = world.api.submit(
         NewImport(
             Resource.USERS,
             Format.CSV,
@@ -157,7 +157,9 @@ def test_a_re_import_naming_its_parent_credits_it_once(world: FakeWorld) -> None
         ),
         None,
         OWNER,
-    ).body["job_id"]
+    ).body
+    assert submitted["parent_job_id"] == parent
+    child = submitted["job_id"]
     world.chunker.on_object_created(BUCKET, source_key(child), "etag-2")
     deliver_all(world)
     world.sweeper.sweep()  # a second pass over the end changes nothing

@@ -303,7 +303,7 @@ class ImportApi:
         self.jobs.create(job)
         self.launch_chunker(commit_id)
         logger.info("dry run committed", extra={"job_id": commit_id, "dry_run_id": dry_run_id})
-        return Submitted(commit_id, {**_submitted_body(job), "parent_job_id": dry_run_id}, replayed=False)
+        return Submitted(commit_id, _submitted_body(job), replayed=False)
 
     def _job(self, job_id: str, caller: Principal) -> ImportJob:
         job = self.jobs.get(job_id)
@@ -319,13 +319,14 @@ def _same_step(job: ImportJob, other: ImportJob) -> bool:
 
 
 def _submitted_body(job: ImportJob) -> dict[str, Any]:
-    return {
+    body = {
         "job_id": job.job_id,
         "status": job.status.value,
         "mode": job.mode.value,
         "resource": job.resource.value,
         "format": job.format.value if job.format else None,
     }
+    return {**body, "parent_job_id": job.parent_job_id} if job.parent_job_id else body
 
 
 def _url_filename(url: str | None) -> str | None:
