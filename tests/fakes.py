@@ -22,6 +22,7 @@ from bulkio import bootstrap
 from bulkio.adapters.metrics import Metrics
 from bulkio.config import Settings
 from bulkio.domain.auth import Principal
+from bulkio.domain.callbacks import CallbackAnswer, CallbackMessage, CallbackState, DeliveryAttempt
 from bulkio.domain.chunks import ChunkMessage
 from bulkio.domain.idempotency import IdempotencyClaim, StoredRequest
 from bulkio.domain.jobs import (
@@ -72,6 +73,7 @@ class _StoredJob:
     job: ImportJob
     chunker_run: str | None = None
     credited_children: set[str] = field(default_factory=set)
+    deliveries: list[DeliveryAttempt] = field(default_factory=list)
 
 
 class FakeJobRepository:
@@ -122,7 +124,7 @@ class FakeJobRepository:
 
     def open_jobs(self, page_size: int = 100) -> Iterable[ImportJob]:
         ordered = sorted(self.all_jobs(), key=lambda job: job.created_at)
-        return [job for job in ordered if not job.is_final or job.completion_pending]
+        return [job for job in ordered if not job.is_final or job.completion_pending or job.awaits_callback]
 
     def create_for_drop(self, job: ImportJob) -> str:
         drop = (job.source.bucket, job.source.key, job.source.etag)
@@ -202,8 +204,39 @@ class FakeJobRepository:
             stored.credited_children.add(child_id)
             stored.job.rejected_reimported += records
 
-    def completion_published(self, job_id: str) -> None:
-        self._jobs[job_id].job.completion_pending = False
+    def completion_published(self, job_id: str, keep_open: bool = False) -> None:
+        job = self._jobs[job_id].job
+        job.completion_pending = False
+        if keep_open and job.callback is not None and job.callback.next_attempt_at is None:
+            job.callback.next_attempt_at = utc_now()
+
+    def claim_callback_attempt(self, job_id: str, attempt: int, lease_until: datetime) -> bool:
+        callback = self._jobs[job_id].job.callback
+        if callback is None or callback.state is not CallbackState.PENDING or callback.attempts != attempt - 1:
+            return False
+        callback.attempts, callback.next_attempt_at = attempt, lease_until
+        return True
+
+    def record_delivery(
+        self, job_id: str, attempt: DeliveryAttempt, settled: CallbackState | None, next_attempt_at: datetime | None
+    ) -> None:
+        stored = self._jobs[job_id]
+        callback = stored.job.callback
+        assert callback is not None
+        stored.deliveries.append(attempt)
+        callback.deliveries += 1
+        if settled is not None:
+            callback.state, callback.next_attempt_at = settled, None
+        elif next_attempt_at is not None:
+            callback.next_attempt_at = next_attempt_at
+
+    def settle_callback(self, job_id: str, state: CallbackState) -> None:
+        callback = self._jobs[job_id].job.callback
+        if callback is not None and callback.state is CallbackState.PENDING:
+            callback.state, callback.next_attempt_at = state, None
+
+    def deliveries(self, job_id: str) -> list[DeliveryAttempt]:
+        return list(self._jobs[job_id].deliveries)
 
     def claim_commit(self, dry_run_id: str, commit_id: str) -> bool:
         stored = self._jobs.get(dry_run_id)
@@ -648,6 +681,40 @@ class FakeEvents:
 
 
 @dataclass(slots=True)
+class FakeCallbackQueue:
+    """The callback queue: each message with the delay it was sent with, in order; `error` makes sending fail."""
+
+    sent: list[tuple[CallbackMessage, int]] = field(default_factory=list)
+    error: Exception | None = None
+
+    def send(self, message: CallbackMessage, delay_seconds: int = 0) -> None:
+        if self.error is not None:
+            raise self.error
+        self.sent.append((message, delay_seconds))
+
+    def take(self) -> list[tuple[CallbackMessage, int]]:
+        taken, self.sent = self.sent, []
+        return taken
+
+
+@dataclass(slots=True)
+class FakeCallbackEndpoint:
+    """The receiving end of callbacks: answers `statuses` in turn (the last one from then on), or raises `error`;
+    keeps each request."""
+
+    statuses: list[int] = field(default_factory=lambda: [200])
+    error: Exception | None = None
+    requests: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+
+    def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> CallbackAnswer:
+        self.requests.append((url, body, headers))
+        if self.error is not None:
+            raise self.error
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return CallbackAnswer(status, "ok" if 200 <= status < 300 else "no")
+
+
+@dataclass(slots=True)
 class ChunkerLaunches:
     """Records the job ids the API asked the chunker to run for; `error` makes the launch fail."""
 
@@ -698,6 +765,8 @@ class FakeWorld:
     launches: ChunkerLaunches
     metrics: Metrics
     events: FakeEvents
+    callbacks: FakeCallbackQueue
+    endpoint: FakeCallbackEndpoint
 
     @property
     def api(self) -> ImportApi:
@@ -737,6 +806,7 @@ def build_world(
     settings = settings or make_settings()
     jobs, objects = FakeJobRepository(clock), FakeObjectStore(settings.import_bucket)
     queue, store, launches, events = FakeChunkQueue(), FakeImportStore(), ChunkerLaunches(), FakeEvents()
+    callbacks, endpoint = FakeCallbackQueue(), FakeCallbackEndpoint()
     metrics = Metrics("", "imports")  # an in-process registry: nothing is pushed without a Pushgateway URL
     parts = wire_imports(
         settings=settings,
@@ -750,8 +820,10 @@ def build_world(
         launch_chunker=launches,
         open_source_url=open_source_url or bootstrap.url_opener(settings),
         events=events,
+        callbacks=callbacks,
+        send_callback=endpoint,
     )
-    return FakeWorld(parts, jobs, objects, queue, store, launches, metrics, events)
+    return FakeWorld(parts, jobs, objects, queue, store, launches, metrics, events, callbacks, endpoint)
 
 
 # The fakes are their ports: mypy checks these assignments (pyproject's [tool.mypy] files include this file).
@@ -762,6 +834,8 @@ _QUEUE: ports.ChunkQueue = FakeChunkQueue()
 _STORE: ports.ImportStore = FakeImportStore()
 _LAUNCHES: ports.ChunkerLauncher = ChunkerLaunches()
 _EVENTS: ports.EventPublisher = FakeEvents()
+_CALLBACKS: ports.CallbackQueue = FakeCallbackQueue()
+_ENDPOINT: ports.CallbackSender = FakeCallbackEndpoint()
 _METRICS: ports.MetricsSink = Metrics("", "fakes")
 
 

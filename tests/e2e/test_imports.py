@@ -341,3 +341,80 @@ def test_the_rejected_records_come_back_in_the_uploads_format_and_re_import_once
     assert [orjson.loads(line)["_line"] for line in as_ndjson.body.splitlines()] == [3, 4]
     wrong = api.call("GET", f"/imports/{job['job_id']}/rejected?format=xml")
     assert (wrong.status, wrong.json()["code"]) == (400, "invalid_format")
+
+
+class CallbackReceiver(http.server.BaseHTTPRequestHandler):
+    """A webhook endpoint on loopback: answers 503 to the first POST of each job, 200 after; keeps every POST."""
+
+    received: list[tuple[bytes, dict[str, str]]] = []
+    seen_jobs: set[str] = set()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((body, {k.lower(): v for k, v in self.headers.items()}))
+        job_id = orjson.loads(body)["job_id"]
+        first = job_id not in self.seen_jobs
+        self.seen_jobs.add(job_id)
+        self.send_response(503 if first else 200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"no" if first else b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def callback_receiver() -> Iterator[str]:
+    CallbackReceiver.received, CallbackReceiver.seen_jobs = [], set()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CallbackReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hooks"
+    server.shutdown()
+
+
+def test_a_job_posts_its_signed_summary_to_its_callback_url_retrying_until_taken(
+    api: Api, callback_receiver: str
+) -> None:
+    from bulkio.domain.callbacks import signature_matches
+
+    records = b"".join(orjson.dumps(user_record(f"hook{n}")) + b"\n" for n in range(30))
+    body, content_type = multipart({"resource": "users", "callback_url": callback_receiver}, "users.ndjson", records)
+    reply = api.call("POST", "/imports", body, {"Content-Type": content_type})
+    assert reply.status == 202, reply.body
+    created = reply.json()
+    job_id, secret = created["job_id"], created["callback_secret"]
+    assert created["callback_url"] == callback_receiver
+    assert api.wait(job_id)["status"] == "completed"
+
+    deadline = time.monotonic() + 60
+    while api.job(job_id)["callback"]["state"] == "pending" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    job = api.job(job_id)
+    assert job["callback"]["state"] == "delivered", job["callback"]
+    assert secret not in orjson.dumps(job).decode()
+
+    deliveries = api.call("GET", f"/imports/{job_id}/deliveries").json()["deliveries"]
+    assert [(d["outcome"], d["status_code"]) for d in deliveries] == [("failed", 503), ("delivered", 200)]
+    (_, first), (posted, headers) = CallbackReceiver.received
+    summary = orjson.loads(posted)
+    assert (summary["job_id"], summary["status"], summary["counters"]["succeeded"]) == (job_id, "completed", 30)
+    assert headers["bulkio-event"] == "Import Job Completed"
+    assert headers["bulkio-delivery"] == deliveries[1]["delivery_id"] != first["bulkio-delivery"]
+    assert signature_matches(secret, headers["bulkio-signature"], posted, now=int(time.time()))
+
+    redelivery = api.call("POST", f"/imports/{job_id}/deliveries/redeliver")
+    assert redelivery.status == 202
+    deadline = time.monotonic() + 30
+    while len(CallbackReceiver.received) < 3 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    time.sleep(0.5)  # the attempt is recorded after the answer
+    triggers = [d["trigger"] for d in api.call("GET", f"/imports/{job_id}/deliveries").json()["deliveries"]]
+    assert triggers == ["automatic", "automatic", "redelivery"]
+
+
+def test_a_callback_url_is_checked_before_the_job_is_created(api: Api) -> None:
+    reply = api.post_json({"resource": "users", "callback_url": "ftp://hooks.example.com/x"})
+    assert reply.status == 400
+    assert reply.json()["code"] == "invalid_callback_url"
+    assert "callback_url scheme 'ftp'" in reply.json()["detail"]

@@ -29,7 +29,7 @@ from bulkio.adapters.metrics import Metrics
 from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.sqs import ChunkQueue
-from bulkio.bootstrap import url_opener
+from bulkio.bootstrap import callback_sender, url_opener
 from bulkio.config import Settings
 from bulkio.domain.chunks import ChunkMessage
 from bulkio.domain.jobs import ImportJob
@@ -44,7 +44,7 @@ from infra.local.monitoring import start_monitoring
 from infra.local.stack import REPOSITORY_ROOT, free_port
 from infra.local.template import load_template
 from infra.tools import datagen
-from tests.fakes import CALLER, OWNER
+from tests.fakes import CALLER, OWNER, FakeCallbackQueue
 
 BUCKET = "pipeline-imports"
 TABLE = "pipeline-jobs"
@@ -112,6 +112,8 @@ class Pipeline:
             launch_chunker=lambda job_id: None,
             open_source_url=url_opener(self.settings),
             events=EventBridgePublisher(self.session.client("events"), "default"),
+            callbacks=FakeCallbackQueue(),  # no job here has a callback_url
+            send_callback=callback_sender(self.settings),
         )
 
     def upload_and_chunk(self, resource: Resource, fmt: Format, data: bytes) -> tuple[str, list[dict[str, Any]]]:

@@ -21,7 +21,7 @@ from bulkio.domain.rejected import (
 )
 from bulkio.domain.resources import Format, Resource
 from bulkio.services.imports.api import NewImport
-from bulkio.services.imports.common import publish_completion, source_key
+from bulkio.services.imports.common import source_key
 
 from tests.fakes import CALLER, OWNER, FakeWorld, build_world
 from tests.fixtures.parsing import iter_source_records
@@ -167,7 +167,7 @@ def test_a_re_import_naming_its_parent_credits_it_once(world: FakeWorld) -> None
     assert job_of(world, child).parent_job_id == parent
     assert (job_of(world, child).counters.succeeded, job_of(world, child).counters.failed) == (1, 1)
     assert world.api.view(parent, CALLER)["rejected_reimported"] == 1
-    assert publish_completion(world.jobs, world.events, child) is False  # already done: no second credit
+    assert world.ending.completion.publish(child) is False  # already done: no second credit
     assert job_of(world, parent).rejected_reimported == 1
 
 

@@ -21,23 +21,26 @@ from bulkio.adapters import aws
 from bulkio.adapters.events import EventBridgePublisher
 from bulkio.adapters.export_jobs import DynamoExportJobRepository
 from bulkio.adapters.export_store import ExportStore
-from bulkio.adapters.http_source import open_url
+from bulkio.adapters.http_source import open_url, post_url
 from bulkio.adapters.jobs_repo import DynamoJobRepository
 from bulkio.adapters.metrics import Metrics
 from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.adapters.secrets import read_database_url, redact
-from bulkio.adapters.sqs import ChunkQueue
+from bulkio.adapters.sqs import CallbackQueue, ChunkQueue
 from bulkio.adapters.tokens import TokenVerifier
 from bulkio.config import Settings
+from bulkio.domain.callbacks import CallbackAnswer
 from bulkio.domain.export_messages import ExportExecutionInput
 from bulkio.services.exports import ExportService
 from bulkio.services.health import check_health
 from bulkio.services.imports.api import ImportApi
 from bulkio.services.imports.chunking import Chunker
+from bulkio.services.imports.completion import CallbackDeliverer
 from bulkio.services.imports.sweeping import DeadLetters, Sweeper
 from bulkio.services.imports.wiring import ImportParts, wire_imports
 from bulkio.services.imports.writing import ChunkWriter
+from bulkio.services.ports import CallbackSender
 
 T = TypeVar("T")
 
@@ -96,6 +99,8 @@ class Wiring:
             launch_chunker=launch_chunker,
             open_source_url=url_opener(settings),
             events=self.events,
+            callbacks=CallbackQueue(aws.client("sqs"), settings.callback_queue_url),
+            send_callback=callback_sender(settings),
         )
 
     @cached_property
@@ -140,6 +145,23 @@ def url_opener(settings: Settings) -> Callable[[str], BinaryIO]:
     return open_source_url
 
 
+def callback_sender(settings: Settings) -> CallbackSender:
+    """The vetted POST of completion callbacks, within the same hosts and ports as URL imports."""
+
+    def send_callback(url: str, body: bytes, headers: dict[str, str]) -> CallbackAnswer:
+        return post_url(
+            url,
+            body,
+            headers,
+            settings.allow_http_urls,
+            settings.callback_timeout_seconds,
+            allowed_hosts=settings.url_allowed_hosts,
+            denied_ports=settings.url_denied_ports,
+        )
+
+    return send_callback
+
+
 wiring = Wiring()
 
 
@@ -167,6 +189,10 @@ def chunker() -> Chunker:
 
 def chunk_writer() -> ChunkWriter:
     return wiring.imports.writer
+
+
+def callback_deliverer() -> CallbackDeliverer:
+    return wiring.imports.callbacks
 
 
 def sweeper() -> Sweeper:

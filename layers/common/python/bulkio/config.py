@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: WholeNumber = 86400
     dry_run_retention_seconds: WholeNumber = 86400  # how long a validated dry run can be committed
     event_bus_name: str = "default"  # where jobs' completion events go
+    # completion callbacks (callback_url): their queue, how long a POST may take, the retry backoff (doubling from
+    # the first delay, at most the longest) and the window after the job's end in which retries start
+    callback_queue_url: str = ""
+    callback_timeout_seconds: WholeNumber = 10
+    callback_retry_first_seconds: WholeNumber = 30
+    callback_retry_longest_seconds: WholeNumber = 3600
+    callback_retry_window_seconds: WholeNumber = 86400
     export_bucket: str = ""
     state_machine_arn: str = Field("", validation_alias="EXPORT_STATE_MACHINE_ARN")
     pushgateway_url: str = ""

@@ -1,6 +1,7 @@
-"""Remote import sources: opens a URL as a binary stream, read by the chunker in pieces.
+"""Remote import sources: opens a URL as a binary stream, read by the chunker in pieces; and POSTs a job's
+completion callback.
 
-Remote URLs are chosen by API callers, so fetching them is guarded against SSRF:
+Remote URLs are chosen by API callers, so fetching them (and posting to them) is guarded against SSRF:
 
 * only https, unless ALLOW_HTTP_URLS (local tests) also allows plain http; no credentials in the URL;
 * the host is resolved once and every address it resolves to must be public (not loopback, private,
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
+from bulkio.domain.callbacks import RESPONSE_EXCERPT_CHARS, CallbackAnswer
 from bulkio.domain.sources import SourceUnavailable
 
 DEFAULT_MAX_REDIRECTS = 3
@@ -418,6 +420,32 @@ def open_url(
     )
 
 
+def post_url(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    allow_http: bool,
+    timeout_seconds: int,
+    *,
+    allowed_hosts: str | Iterable[str] | Allowlist | None = None,
+    denied_ports: Collection[int] = (),
+) -> CallbackAnswer:
+    """POSTs `body` to `url` with the SSRF guards of the module docstring, following no redirect (a callback's
+    URL is final). Raises SourceUnavailable when no HTTP answer came."""
+    allowlist = allowed_hosts if isinstance(allowed_hosts, Allowlist) else Allowlist.parse(allowed_hosts)
+    response, connection = _request(
+        url, allow_http, timeout_seconds, allowlist, denied_ports, first=True, method="POST", body=body, headers=headers
+    )
+    try:
+        excerpt = response.read(RESPONSE_EXCERPT_CHARS).decode("utf-8", "replace")
+    except (http.client.HTTPException, OSError):
+        excerpt = ""
+    finally:
+        response.close()
+        connection.close()
+    return CallbackAnswer(response.status, excerpt)
+
+
 def _request(
     url: str,
     allow_http: bool,
@@ -426,6 +454,9 @@ def _request(
     denied_ports: Collection[int],
     *,
     first: bool,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
     reason = check_url(url, allow_http)
     if reason:
@@ -441,8 +472,11 @@ def _request(
     connection = connection_class(host, port, addresses, timeout_seconds)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        connection.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        connection.request(
+            method, target, body, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
+        )
         return connection.getresponse(), connection
     except (http.client.HTTPException, OSError) as error:
         connection.close()
-        raise SourceUnavailable("source_unreachable", f"could not fetch {url}: {error}; check the URL") from error
+        doing = "fetch" if method == "GET" else method
+        raise SourceUnavailable("source_unreachable", f"could not {doing} {url}: {error}; check the URL") from error

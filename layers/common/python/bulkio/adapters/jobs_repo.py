@@ -16,6 +16,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
+from bulkio.domain.callbacks import CallbackState, DeliveryAttempt, DeliveryTrigger, JobCallback
 from bulkio.domain.idempotency import IdempotencyClaim, StoredRequest
 from bulkio.domain.jobs import (
     FINAL_STATUSES,
@@ -90,7 +91,55 @@ def job_to_item(job: ImportJob) -> dict[str, Any]:
         item["owner_kind"] = owner_kind(job.owner, "import")
     if not job.is_final:
         item["open_kind"] = "import"
+    if job.callback is not None:
+        item["callback"] = {"url": job.callback.url, "secret": job.callback.secret}
+        item["callback_state"] = job.callback.state.value
+        item["callback_attempts"] = job.callback.attempts
     return item
+
+
+def callback_from_item(item: dict[str, Any]) -> JobCallback | None:
+    callback = item.get("callback")
+    if not callback:
+        return None
+    return JobCallback(
+        url=callback["url"],
+        secret=callback["secret"],
+        state=CallbackState(item.get("callback_state", CallbackState.PENDING.value)),
+        attempts=_int(item.get("callback_attempts")) or 0,
+        deliveries=len(item.get("deliveries") or ()),
+        next_attempt_at=parse_iso(item.get("callback_next_at")),
+    )
+
+
+def delivery_to_item(attempt: DeliveryAttempt) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": attempt.delivery_id,
+        "trigger": attempt.trigger.value,
+        "at": iso(attempt.at),
+        "ms": attempt.duration_ms,
+        "delivered": attempt.delivered,
+    }
+    if attempt.status_code is not None:
+        entry["status"] = attempt.status_code
+    if attempt.error:
+        entry["error"] = attempt.error
+    if attempt.response_excerpt:
+        entry["response"] = attempt.response_excerpt
+    return entry
+
+
+def delivery_from_item(entry: dict[str, Any]) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        delivery_id=entry["id"],
+        trigger=DeliveryTrigger(entry["trigger"]),
+        at=parse_iso(entry["at"]) or datetime.min,
+        duration_ms=_int(entry.get("ms")) or 0,
+        status_code=_int(entry.get("status")),
+        delivered=bool(entry.get("delivered")),
+        error=entry.get("error"),
+        response_excerpt=entry.get("response"),
+    )
 
 
 def vars_of(source: JobSource) -> dict[str, Any]:
@@ -150,6 +199,7 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         mode=ImportMode(item.get("mode", ImportMode.IMPORT.value)),
         parent_job_id=item.get("parent_job_id"),
         committed_job_id=item.get("committed_job_id"),
+        callback=callback_from_item(item),
     )
 
 
@@ -245,7 +295,8 @@ class DynamoJobRepository:
             page = self._table.query(**query)
             for item in page.get("Items", []):
                 job = job_from_item(item)
-                if not job.is_final or job.completion_pending:  # an index lags its table by a moment
+                # An index lags its table by a moment.
+                if not job.is_final or job.completion_pending or job.awaits_callback:
                     yield job
             if "LastEvaluatedKey" not in page:
                 return
@@ -401,12 +452,76 @@ class DynamoJobRepository:
             if not _is_condition_failure(error):  # credited before (or the parent is gone): nothing to add
                 raise
 
-    def completion_published(self, job_id: str) -> None:
+    def completion_published(self, job_id: str, keep_open: bool = False) -> None:
+        if not keep_open:
+            self._table.update_item(
+                Key={"pk": _job_pk(job_id)},
+                UpdateExpression="REMOVE open_kind, completion_pending",
+                ConditionExpression="attribute_exists(pk)",
+            )
+            return
+        # An attempt may have been made (and have set the next one's time) before this write: kept, if so.
         self._table.update_item(
             Key={"pk": _job_pk(job_id)},
-            UpdateExpression="REMOVE open_kind, completion_pending",
+            UpdateExpression="SET callback_next_at = if_not_exists(callback_next_at, :now) REMOVE completion_pending",
             ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":now": iso_now()},
         )
+
+    def claim_callback_attempt(self, job_id: str, attempt: int, lease_until: datetime) -> bool:
+        try:
+            self._table.update_item(
+                Key={"pk": _job_pk(job_id)},
+                UpdateExpression="SET callback_attempts = :attempt, callback_next_at = :lease",
+                ConditionExpression="callback_state = :pending AND callback_attempts = :previous",
+                ExpressionAttributeValues={
+                    ":attempt": attempt,
+                    ":previous": attempt - 1,
+                    ":lease": iso(lease_until),
+                    ":pending": CallbackState.PENDING.value,
+                },
+            )
+            return True
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+
+    def record_delivery(
+        self, job_id: str, attempt: DeliveryAttempt, settled: CallbackState | None, next_attempt_at: datetime | None
+    ) -> None:
+        update = "SET deliveries = list_append(if_not_exists(deliveries, :none), :attempt)"
+        values: dict[str, Any] = {":none": [], ":attempt": [delivery_to_item(attempt)]}
+        if settled is not None:
+            update += ", callback_state = :state REMOVE open_kind, callback_next_at"
+            values[":state"] = settled.value
+        elif next_attempt_at is not None:
+            update += ", callback_next_at = :next"
+            values[":next"] = iso(next_attempt_at)
+        self._table.update_item(
+            Key={"pk": _job_pk(job_id)},
+            UpdateExpression=update,
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues=values,
+        )
+
+    def settle_callback(self, job_id: str, state: CallbackState) -> None:
+        try:
+            self._table.update_item(
+                Key={"pk": _job_pk(job_id)},
+                UpdateExpression="SET callback_state = :state REMOVE open_kind, callback_next_at",
+                ConditionExpression="callback_state = :pending",
+                ExpressionAttributeValues={":state": state.value, ":pending": CallbackState.PENDING.value},
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):  # settled meanwhile, by an attempt
+                raise
+
+    def deliveries(self, job_id: str) -> list[DeliveryAttempt]:
+        item = self._table.get_item(
+            Key={"pk": _job_pk(job_id)}, ProjectionExpression="deliveries", ConsistentRead=True
+        ).get("Item")
+        return [delivery_from_item(entry) for entry in (item or {}).get("deliveries", [])]
 
     def claim_commit(self, dry_run_id: str, commit_id: str) -> bool:
         """Records that the validated dry run is committed as job `commit_id`; False when it is not a validated

@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import BaseModel, Json
 
+from bulkio.domain.callbacks import CallbackMessage
 from bulkio.domain.chunks import ChunkMessage, FailedChunkerRun
 
 SEND_BATCH = 10  # SQS SendMessageBatch limit
@@ -44,6 +45,15 @@ class ChunkQueue:
                 raise RuntimeError(f"SQS refused {len(response['Failed'])} chunk messages: {response['Failed']}")
 
 
+class CallbackQueue:
+    def __init__(self, sqs_client: Any, queue_url: str) -> None:
+        self._sqs = sqs_client
+        self._url = queue_url
+
+    def send(self, message: CallbackMessage, delay_seconds: int = 0) -> None:
+        self._sqs.send_message(QueueUrl=self._url, MessageBody=message.model_dump_json(), DelaySeconds=delay_seconds)
+
+
 class DeliveryAttributes(BaseModel):
     """The one attribute of a received message the functions read. Lambda sends more (SenderId, timestamps);
     they are not required, so that a record is never refused for metadata nobody reads."""
@@ -63,4 +73,11 @@ class DeadLetterRecord(SqsRecordModel):
     """What the dead-letter queue holds: a chunk message that kept failing, or the chunker's OnFailure record."""
 
     body: Json[ChunkMessage | FailedChunkerRun]
+    attributes: DeliveryAttributes  # type: ignore[assignment]  # fewer required fields than the base model
+
+
+class CallbackRecord(SqsRecordModel):
+    """A message of the callback queue as the callback function receives it."""
+
+    body: Json[CallbackMessage]
     attributes: DeliveryAttributes  # type: ignore[assignment]  # fewer required fields than the base model

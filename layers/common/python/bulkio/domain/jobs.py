@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from bulkio.domain.callbacks import CallbackState, JobCallback
 from bulkio.domain.errors import Conflict, Gone
 from bulkio.domain.resources import Format, Resource
 
@@ -108,6 +109,12 @@ class ImportJob:
     committed_job_id: str | None = None  # a dry run's commit: the job that imports its source
     # Records of this job's rejected ones imported since, by jobs naming it as their parent_job_id.
     rejected_reimported: int = 0
+    callback: JobCallback | None = None  # where the job's end is POSTed (callback_url), signed
+
+    @property
+    def awaits_callback(self) -> bool:
+        """Ended, and its callback neither taken nor given up: the job stays among the open jobs meanwhile."""
+        return self.is_final and self.callback is not None and self.callback.state is CallbackState.PENDING
 
     @property
     def is_final(self) -> bool:
@@ -236,7 +243,15 @@ def progress(job: ImportJob, now: datetime | None = None) -> dict[str, Any]:
     }
 
 
-IMPORT_COMPLETED = "Import Job Completed"  # the completion event's detail-type; its detail is the job's summary
+IMPORT_COMPLETED = "Import Job Completed"  # the completion event's detail-type and the callback's Bulkio-Event
+
+
+def completion_payload(job: ImportJob, now: datetime) -> dict[str, Any]:
+    """What the completion event carries as its detail and a callback POSTs: the job's summary, without the
+    state of the callback that is being delivered."""
+    summary = job_summary(job, now)
+    summary.pop("callback", None)
+    return summary
 
 
 def job_summary(job: ImportJob, now: datetime) -> dict[str, Any]:
@@ -282,6 +297,8 @@ def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) 
         view["committed_job_id"] = job.committed_job_id
     if job.rejected_reimported:
         view["rejected_reimported"] = job.rejected_reimported
+    if job.callback is not None:
+        view["callback"] = job.callback.view()
     return view
 
 

@@ -4,9 +4,11 @@ Pushgateway) and the fakes of tests/fakes.py both fit them, and the services kno
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from types import TracebackType
 from typing import Any, BinaryIO, Literal, Protocol
 
+from bulkio.domain.callbacks import CallbackAnswer, CallbackMessage, CallbackState, DeliveryAttempt
 from bulkio.domain.chunks import ChunkMessage
 from bulkio.domain.export_jobs import ExportJob
 from bulkio.domain.exports import ExportFormat, ExportQuery
@@ -64,8 +66,25 @@ class ImportJobRepository(Protocol):
     def credit_reimport(self, parent_id: str, child_id: str, records: int) -> None:
         """Adds `records` to the parent's rejected_reimported, once per child."""
 
-    def completion_published(self, job_id: str) -> None:
-        """The ended job's completion event went out: it leaves the open jobs (the sweeper's outbox)."""
+    def completion_published(self, job_id: str, keep_open: bool = False) -> None:
+        """The ended job's completion event went out (and its callback was queued): it leaves the open jobs (the
+        sweeper's outbox), unless `keep_open` (its callback is still to be taken); the callback's first attempt
+        is then due now."""
+
+    def claim_callback_attempt(self, job_id: str, attempt: int, lease_until: datetime) -> bool:
+        """Automatic attempt `attempt` starts, once: False when it was claimed before (a duplicate message) or
+        the callback is no longer pending. Until `lease_until` the sweeper takes it as under way."""
+
+    def record_delivery(
+        self, job_id: str, attempt: DeliveryAttempt, settled: CallbackState | None, next_attempt_at: datetime | None
+    ) -> None:
+        """Appends the attempt to the job's deliveries. `settled` (delivered, failed) ends the callback: the job
+        leaves the open jobs; else the next automatic attempt is due at `next_attempt_at`, if given."""
+
+    def settle_callback(self, job_id: str, state: CallbackState) -> None:
+        """Ends a pending callback without an attempt (the retry window closed): the job leaves the open jobs."""
+
+    def deliveries(self, job_id: str) -> list[DeliveryAttempt]: ...
 
     def fail(self, job_id: str, code: str, message: str) -> bool: ...
 
@@ -246,6 +265,20 @@ class EventPublisher(Protocol):
     by the sweeper for a job whose event did not go out."""
 
     def publish(self, detail_type: str, detail: dict[str, Any]) -> None: ...
+
+
+class CallbackQueue(Protocol):
+    """The queue of callback deliveries: a message comes back to the callback function after `delay_seconds`
+    (at most SQS's 900)."""
+
+    def send(self, message: CallbackMessage, delay_seconds: int = 0) -> None: ...
+
+
+class CallbackSender(Protocol):
+    """POSTs a callback through the SSRF guards of URL imports; raises SourceUnavailable when no HTTP answer came
+    (refused by the guards, unreachable, timed out)."""
+
+    def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> CallbackAnswer: ...
 
 
 class ChunkerLauncher(Protocol):

@@ -37,6 +37,7 @@ from bulkio.web.auth import caller_from_authorizer, require_scope
 from bulkio.web.links import export_links, import_links, with_export_links, with_import_links
 from bulkio.web.models import (
     MAX_WAIT_SECONDS,
+    DeliveryList,
     ExportJobView,
     ExportRequest,
     ExportSubmitted,
@@ -48,6 +49,7 @@ from bulkio.web.models import (
     ImportSubmitted,
     ImportUpload,
     PageLimit,
+    RedeliveryQueued,
     RejectedFormatName,
     ReportFormat,
     WaitSeconds,
@@ -227,6 +229,7 @@ def _upload(content_type: str) -> NewImport:
         file_sha256=form.file.sha256,
         mode=fields.mode,
         parent_job_id=fields.parent_job_id,
+        callback_url=_vetted("callback_url", fields.callback_url),
     )
 
 
@@ -238,18 +241,26 @@ def _from_json() -> NewImport:
     if not isinstance(payload, dict):
         raise bad_request("invalid_json_body", "the request body must be a JSON object")
     request: ImportFromJson = _validated(lambda: ImportFromJson.model_validate(payload))
-    if request.url is not None:
-        settings = import_api().settings
-        reason = check_url(request.url, settings.allow_http_urls, settings.url_denied_ports)
-        if reason:
-            raise bad_request("invalid_url", reason)
     return NewImport(
         resource=request.resource,
         format=request.format or _format_from_name(request.url),
-        url=request.url,
+        url=_vetted("url", request.url),
         mode=request.mode,
         parent_job_id=request.parent_job_id,
+        callback_url=_vetted("callback_url", request.callback_url),
     )
+
+
+def _vetted(field: str, url: str | None) -> str | None:
+    """A URL the service will connect to, checked as far as it can be without DNS (the connection checks the
+    addresses it resolves to)."""
+    if url is None:
+        return None
+    settings = import_api().settings
+    reason = check_url(url, settings.allow_http_urls, settings.url_denied_ports)
+    if reason:
+        raise bad_request(f"invalid_{field}", reason.replace("url ", f"{field} ", 1))
+    return url
 
 
 @route(
@@ -335,6 +346,28 @@ def get_import_errors(job_id: str, format: Annotated[ReportFormat, Query()] = "n
 )
 def get_rejected_records(job_id: str, format: Annotated[RejectedFormatName, Query()] = None) -> Response[Any]:
     return _report_response(import_api().rejected_file(job_id, format, _caller()))
+
+
+@route(
+    "GET",
+    "/v1/imports/<job_id>/deliveries",
+    Scope.IMPORTS_READ,
+    "The attempts to POST the job's end to its callback_url, oldest first",
+)
+def list_deliveries(job_id: str) -> Response[DeliveryList]:
+    return _ok(DeliveryList.model_validate(import_api().deliveries(job_id, _caller())))
+
+
+@route(
+    "POST",
+    "/v1/imports/<job_id>/deliveries/redeliver",
+    Scope.IMPORTS_WRITE,
+    "POST the ended job's summary to its callback_url once more",
+    status_code=202,
+)
+def redeliver_callback(job_id: str) -> Response[RedeliveryQueued]:
+    body = RedeliveryQueued.model_validate(import_api().redeliver(job_id, _caller()))
+    return Response(202, "application/json", body, {"Location": body.deliveries_url})
 
 
 def _report_response(report: ErrorReport) -> Response[Any]:

@@ -21,6 +21,7 @@ from bulkio.domain.resources import Format, Resource, parse_format, parse_resour
 
 MAX_PAGE = 100
 MAX_JOB_ID_CHARS = 64
+MAX_URL_CHARS = 2048
 MAX_WAIT_SECONDS = 20  # a long poll of GET /v1/imports/{job_id}: under API Gateway's 29-second limit
 ERROR_REPORT_FORMATS = ("ndjson", "csv")
 
@@ -92,6 +93,16 @@ def _parent_job_id(value: object) -> str | None:
     raise rule_broken("invalid_parent_job_id", "parent_job_id must be the job_id of one of your import jobs")
 
 
+def _callback_url(value: object) -> str | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str) and len(value) <= MAX_URL_CHARS:
+        return value
+    raise rule_broken(
+        "invalid_callback_url", f"callback_url must be an https URL of at most {MAX_URL_CHARS} characters"
+    )
+
+
 def _page_limit(value: object) -> int:
     if isinstance(value, str) and value.isdigit() and 1 <= int(value) <= MAX_PAGE:
         return int(value)
@@ -130,6 +141,7 @@ ResourceName = Annotated[Resource, BeforeValidator(_resource)]
 FormatName = Annotated[Format | None, BeforeValidator(_format)]
 ImportModeName = Annotated[ImportMode, BeforeValidator(_import_mode)]
 ParentJobId = Annotated[str | None, BeforeValidator(_parent_job_id)]
+CallbackUrl = Annotated[str | None, BeforeValidator(_callback_url)]
 PARENT_DESCRIPTION = (
     "the job whose rejected records (GET /v1/imports/{job_id}/rejected) this file holds, fixed: that job then "
     "shows how many of them were imported since"
@@ -138,6 +150,10 @@ MODE_DESCRIPTION = (
     "import (the default), or validate: a dry run through the whole pipeline, the merge's checks included, that "
     "writes no record; it ends validated, with the counters and error report the import would have, and "
     "POST /v1/imports/{job_id}/commit imports the same bytes"
+)
+CALLBACK_DESCRIPTION = (
+    "POSTed the job's summary when it ends, signed (Bulkio-Signature) with the callback_secret of the 202; "
+    "retried with backoff for 24 hours; https only, public addresses only"
 )
 PageLimit = Annotated[int, BeforeValidator(_page_limit)]
 WaitSeconds = Annotated[int, BeforeValidator(_wait_seconds)]
@@ -182,6 +198,9 @@ class ImportFromJson(Request):
     )
     mode: ImportModeName = Field(default=ImportMode.IMPORT, description=MODE_DESCRIPTION)
     parent_job_id: ParentJobId = Field(default=None, description=PARENT_DESCRIPTION)
+    callback_url: CallbackUrl = Field(
+        default=None, json_schema_extra={"format": "uri"}, description=CALLBACK_DESCRIPTION
+    )
 
 
 class ImportUpload(Request):
@@ -192,11 +211,14 @@ class ImportUpload(Request):
     format: FormatName = None
     mode: ImportModeName = Field(default=ImportMode.IMPORT, description=MODE_DESCRIPTION)
     parent_job_id: ParentJobId = Field(default=None, description=PARENT_DESCRIPTION)
+    callback_url: CallbackUrl = Field(
+        default=None, json_schema_extra={"format": "uri"}, description=CALLBACK_DESCRIPTION
+    )
     file: bytes = Field(description="the data file (CSV, NDJSON or a JSON array; gzip allowed)")
 
     @classmethod
     def _send(cls) -> str:
-        return "file, resource, format, mode, parent_job_id"
+        return "file, resource, format, mode, parent_job_id, callback_url"
 
     @classmethod
     def validate_fields(cls, fields: dict[str, str]) -> ImportUpload:
@@ -278,6 +300,11 @@ class ImportSubmitted(View):
     mode: str  # new members come after the ones clients have always seen
     parent_job_id: str | None = left_out_when_none("the dry run it commits, or the job whose rejected records it holds")
     upload: Upload | None = left_out_when_none("where to PUT the file, when neither a file nor a URL was sent")
+    callback_url: str | None = left_out_when_none("where the job's end is POSTed")
+    callback_secret: str | None = left_out_when_none(
+        "the HMAC-SHA256 key of the callback's Bulkio-Signature: shown in this answer only (a commit's job uses "
+        "its dry run's)"
+    )
 
 
 class Failure(View):
@@ -313,6 +340,15 @@ class ImportMetrics(View):
     duration_seconds: float | None
 
 
+class CallbackView(View):
+    url: str
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="pending: not taken yet, retried; delivered: an attempt got a 2xx; failed: the retries ended"
+    )
+    deliveries: int = Field(description="attempts made, automatic ones and redeliveries")
+    next_attempt_at: str | None = Field(description="while pending: when the next automatic attempt is due")
+
+
 class _ImportJob(View):
     """What a job view and a job summary share, in the order they are served."""
 
@@ -340,6 +376,7 @@ class ImportJobSummary(_ImportJob):
     rejected_reimported: int | None = left_out_when_none(
         "how many of its rejected records jobs naming it as parent_job_id have imported since"
     )
+    callback: CallbackView | None = left_out_when_none("its callback_url, and how its delivery went")
 
 
 class ImportJobView(_ImportJob):
@@ -353,6 +390,30 @@ class ImportJobView(_ImportJob):
     rejected_reimported: int | None = left_out_when_none(
         "how many of its rejected records jobs naming it as parent_job_id have imported since"
     )
+    callback: CallbackView | None = left_out_when_none("its callback_url, and how its delivery went")
+
+
+class Delivery(View):
+    delivery_id: str = Field(description="sent as Bulkio-Delivery")
+    trigger: Literal["automatic", "redelivery"]
+    at: str
+    outcome: Literal["delivered", "failed"]
+    status_code: int | None = Field(description="the endpoint's HTTP status; null when none came")
+    duration_ms: int
+    error: str | None
+    response_excerpt: str | None = Field(description="the first characters of the endpoint's answer")
+
+
+class DeliveryList(View):
+    job_id: str
+    callback: CallbackView
+    deliveries: list[Delivery] = Field(description="oldest first")
+
+
+class RedeliveryQueued(View):
+    job_id: str
+    status: Literal["queued"]
+    deliveries_url: str
 
 
 class ImportJobPage(View):

@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger
 
 from bulkio.config import Settings
 from bulkio.domain.auth import Principal
+from bulkio.domain.callbacks import MAX_DELIVERIES, CallbackMessage, DeliveryTrigger, JobCallback, new_secret
 from bulkio.domain.errors import Conflict, Gone, InvalidRequest, NotFound
 from bulkio.domain.jobs import (
     ImportJob,
@@ -39,15 +40,15 @@ from bulkio.services.imports.common import (
     IDEMPOTENCY_SCOPE,
     REPORT_CONTENT_TYPES,
     discard,
-    publish_completion,
     rejected_key,
     report_key,
     scratch_prefixes,
     source_key,
 )
+from bulkio.services.imports.completion import Completion
 from bulkio.services.ports import (
+    CallbackQueue,
     ChunkerLauncher,
-    EventPublisher,
     IdempotencyRecords,
     ImportJobRepository,
     ImportStore,
@@ -74,6 +75,7 @@ class NewImport:
     file_sha256: str | None = None
     mode: ImportMode = ImportMode.IMPORT
     parent_job_id: str | None = None  # the job whose rejected records this file holds, fixed
+    callback_url: str | None = None  # where the job's end is POSTed, signed
 
     @property
     def kind(self) -> SourceKind:
@@ -92,6 +94,7 @@ class NewImport:
             "file_sha256": self.file_sha256,
             "mode": self.mode.value,
             "parent_job_id": self.parent_job_id,
+            "callback_url": self.callback_url,
         }
 
 
@@ -112,7 +115,8 @@ class ImportApi:
     objects: ObjectStore
     store: ImportStore
     launch_chunker: ChunkerLauncher
-    events: EventPublisher
+    completion: Completion
+    callbacks: CallbackQueue
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
 
@@ -153,6 +157,7 @@ class ImportApi:
             owner=owner,
             mode=request.mode,
             parent_job_id=request.parent_job_id,
+            callback=JobCallback(request.callback_url, new_secret()) if request.callback_url else None,
         )
         self.jobs.create(job)
         try:
@@ -169,6 +174,9 @@ class ImportApi:
         """The side effect that gets the job going: upload, chunker launch or presigned URL."""
         job_id, kind = job.job_id, job.source.kind
         body = _submitted_body(job)
+        if job.callback is not None:
+            # Shown this once (and to a replay of the same Idempotency-Key): the receiver checks signatures with it.
+            body["callback_secret"] = job.callback.secret
         if kind is SourceKind.MULTIPART and request.file is not None:
             # The object's creation event starts the chunker.
             self.objects.upload_stream(source_key(job_id), request.file)
@@ -228,7 +236,7 @@ class ImportApi:
             ended = self._job(job_id, caller).status.value
             raise Conflict("job_already_ended", f"job {job_id} already ended ({ended}): there is nothing to cancel")
         discard(self.objects, job_id, scratch_prefixes(job_id))
-        publish_completion(self.jobs, self.events, job_id)
+        self.completion.publish(job_id)
         logger.info("import job cancelled", extra={"job_id": job_id})
         return self.view(job_id, caller)
 
@@ -299,11 +307,53 @@ class ImportApi:
             created_at=utc_now(),
             owner=dry_run.owner,
             parent_job_id=dry_run_id,
+            # The dry run's endpoint and secret: its receiver knows them already.
+            callback=JobCallback(dry_run.callback.url, dry_run.callback.secret) if dry_run.callback else None,
         )
         self.jobs.create(job)
         self.launch_chunker(commit_id)
         logger.info("dry run committed", extra={"job_id": commit_id, "dry_run_id": dry_run_id})
         return Submitted(commit_id, _submitted_body(job), replayed=False)
+
+    def deliveries(self, job_id: str, caller: Principal) -> dict[str, Any]:
+        """The attempts to POST the job's completion to its callback_url, oldest first."""
+        job = self._job(job_id, caller)
+        callback = self._callback_of(job)
+        return {
+            "job_id": job_id,
+            "callback": callback.view(),
+            "deliveries": [attempt.view() for attempt in self.jobs.deliveries(job_id)],
+        }
+
+    def redeliver(self, job_id: str, caller: Principal) -> dict[str, Any]:
+        """Queues one more POST of the job's completion (its summary as it is now), whatever became of the
+        earlier ones; a 2xx answer settles the callback as delivered."""
+        job = self._job(job_id, caller)
+        callback = self._callback_of(job)
+        if not job.is_final:
+            raise Conflict(
+                "job_not_ended",
+                f"job {job_id} is {job.status.value}: its callback is sent when it ends, redeliveries after that",
+            )
+        if callback.deliveries >= MAX_DELIVERIES:
+            raise Conflict(
+                "too_many_deliveries",
+                f"job {job_id} has {callback.deliveries} delivery attempts, the most one job records: "
+                "GET /v1/imports/{job_id} gives its summary",
+            )
+        self.callbacks.send(CallbackMessage(job_id=job_id, trigger=DeliveryTrigger.REDELIVERY))
+        logger.info("callback redelivery queued", extra={"job_id": job_id})
+        return {"job_id": job_id, "status": "queued", "deliveries_url": f"/v1/imports/{job_id}/deliveries"}
+
+    @staticmethod
+    def _callback_of(job: ImportJob) -> JobCallback:
+        if job.callback is None:
+            raise Conflict(
+                "no_callback",
+                f"job {job.job_id} was created without callback_url: it has no deliveries. Give callback_url "
+                "when you create a job",
+            )
+        return job.callback
 
     def _job(self, job_id: str, caller: Principal) -> ImportJob:
         job = self.jobs.get(job_id)
@@ -319,14 +369,18 @@ def _same_step(job: ImportJob, other: ImportJob) -> bool:
 
 
 def _submitted_body(job: ImportJob) -> dict[str, Any]:
-    body = {
+    body: dict[str, Any] = {
         "job_id": job.job_id,
         "status": job.status.value,
         "mode": job.mode.value,
         "resource": job.resource.value,
         "format": job.format.value if job.format else None,
     }
-    return {**body, "parent_job_id": job.parent_job_id} if job.parent_job_id else body
+    if job.parent_job_id:
+        body["parent_job_id"] = job.parent_job_id
+    if job.callback is not None:
+        body["callback_url"] = job.callback.url
+    return body
 
 
 def _url_filename(url: str | None) -> str | None:

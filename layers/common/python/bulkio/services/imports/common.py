@@ -8,8 +8,7 @@ from aws_lambda_powertools import Logger
 
 from bulkio import faults
 from bulkio.domain.chunks import ChunkMessage, chunk_prefix
-from bulkio.domain.jobs import IMPORT_COMPLETED, credited_parent, job_summary, utc_now
-from bulkio.services.ports import ChunkQueue, EventPublisher, ImportJobRepository, ObjectStore
+from bulkio.services.ports import ChunkQueue, ObjectStore
 
 logger = Logger(child=True)
 
@@ -55,28 +54,6 @@ def scratch_prefixes(job_id: str, keep_download: bool = False) -> tuple[str, ...
     if keep_download:
         return (chunk_prefix(job_id),)
     return chunk_prefix(job_id), fetched_prefix(job_id)
-
-
-def publish_completion(jobs: ImportJobRepository, events: EventPublisher, job_id: str) -> bool:
-    """What follows a job's end, once it is recorded: a re-import credits its parent with the records it imported
-    (once per child, however often this runs), the completion event goes on the bus, then the job leaves the open
-    jobs. False (and logged) when a step failed: the job stays open, and the sweeper tries again on its next
-    round. At least once: a crash between the last two steps publishes the event twice."""
-    job = jobs.get(job_id)
-    if job is None or not job.is_final or not job.completion_pending:
-        return False
-    try:
-        parent_id = credited_parent(job)
-        if parent_id is not None:
-            parent = jobs.get(parent_id)
-            if parent is not None and parent.committed_job_id != job_id:
-                jobs.credit_reimport(parent.job_id, job_id, job.counters.succeeded)
-        events.publish(IMPORT_COMPLETED, job_summary(job, utc_now()))
-        jobs.completion_published(job_id)
-    except Exception:
-        logger.exception("the job's completion event did not go out: the sweeper sends it", extra={"job_id": job_id})
-        return False
-    return True
 
 
 def discard(objects: ObjectStore, job_id: str, prefixes: Iterable[str]) -> None:

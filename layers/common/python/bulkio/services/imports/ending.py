@@ -19,13 +19,12 @@ from bulkio.services.imports.common import (
     REPORT_CONTENT_TYPES,
     announce,
     discard,
-    publish_completion,
     report_key,
     scratch_prefixes,
 )
+from bulkio.services.imports.completion import Completion
 from bulkio.services.ports import (
     ChunkQueue,
-    EventPublisher,
     ImportJobRepository,
     ImportStore,
     MetricsSink,
@@ -44,7 +43,7 @@ class JobEnding:
     queue: ChunkQueue
     store: ImportStore
     metrics: MetricsSink
-    events: EventPublisher
+    completion: Completion
 
     def finish_if_complete(self, job_id: str, wait: bool = True) -> None:
         """Merges and ends the job once every chunk is staged. wait=False leaves a job whose merge is under way
@@ -85,7 +84,7 @@ class JobEnding:
                     "duration_seconds": metrics.duration_seconds,
                 },
             )
-            publish_completion(self.jobs, self.events, job_id)
+            self.completion.publish(job_id)
 
     def fail(self, job_id: str, code: str, message: str) -> None:
         if not self.store.fail_run(job_id):
@@ -100,7 +99,7 @@ class JobEnding:
                 "import job failed: GET /v1/imports/{job_id} shows why", extra={"job_id": job_id, "code": code}
             )
             logger.debug("import job failure reason", extra={"job_id": job_id, "reason": message})
-            publish_completion(self.jobs, self.events, job_id)
+            self.completion.publish(job_id)
 
     def _restage(self, job_id: str, lost: StagingLost) -> None:
         """Staged rows vanished (a crash recovery of PostgreSQL empties the UNLOGGED staging tables): their chunks

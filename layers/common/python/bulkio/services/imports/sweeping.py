@@ -15,7 +15,7 @@ from bulkio.domain.chunks import ChunkMessage, FailedChunkerRun
 from bulkio.domain.jobs import ImportJob, JobStatus
 from bulkio.domain.sweep import SweepAction, SweepSettings, decide
 from bulkio.services.imports.chunking import store_totals
-from bulkio.services.imports.common import announce, publish_completion, source_key
+from bulkio.services.imports.common import announce, source_key
 from bulkio.services.imports.ending import JobEnding
 from bulkio.services.ports import (
     ChunkerLauncher,
@@ -55,8 +55,10 @@ class Sweeper:
         actions: dict[str, int] = {}
         for job in self.jobs.open_jobs():
             try:
-                if job.is_final:  # ended, but its completion event did not go out
-                    action = "published" if publish_completion(self.jobs, self.ending.events, job.job_id) else "error"
+                if job.is_final and job.completion_pending:  # ended, but its completion did not go out
+                    action = "published" if self.ending.completion.publish(job.job_id) else "error"
+                elif job.is_final:  # ended, and its callback not taken yet
+                    action = self.ending.completion.sweep_callback(job, self.settings.callback_retry_window_seconds)
                 else:
                     action = self._sweep_job(job, settings)
             except Exception:
