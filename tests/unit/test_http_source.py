@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from bulkio.adapters import http_source
-from bulkio.adapters.http_source import SourceUnavailable, check_url, open_url
+from bulkio.adapters.http_source import SourceUnavailable, check_url, open_url, post_url
 from bulkio.config import Settings
 
 BODY = b"id,email\n1,a@example.com\n2,b@example.com\n"
@@ -22,6 +22,7 @@ LOCAL = "127.0.0.1"
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     hosts: list[str] = []
+    posted: list[tuple[bytes, dict[str, str]]] = []
 
     def do_GET(self) -> None:
         Handler.hosts.append(self.headers.get("Host", ""))
@@ -54,13 +55,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_error(404)
 
+    def do_POST(self) -> None:
+        Handler.hosts.append(self.headers.get("Host", ""))
+        Handler.posted.append((self.rfile.read(int(self.headers["Content-Length"])), dict(self.headers.items())))
+        if self.path == "/moved":
+            self.send_response(307)
+            self.send_header("Location", "/hooks")
+            self.end_headers()
+            return
+        self.send_response(202)
+        self.send_header("Content-Length", "9")
+        self.end_headers()
+        self.wfile.write(b"thank you")
+
     def log_message(self, *args: Any) -> None:
         pass
 
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    Handler.hosts = []
+    Handler.hosts, Handler.posted = [], []
     httpd = http.server.ThreadingHTTPServer((LOCAL, 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -357,3 +371,36 @@ def test_a_download_that_trickles_past_its_deadline_stops_with_source_too_slow(s
     assert caught.value.code == "source_too_slow"
     assert "URL_MAX_SECONDS" in caught.value.message
     assert time.monotonic() - started < 5  # it stopped at its deadline, not at the end of the body (20 s)
+
+
+# ------------------------------------------------------------------ post_url (completion callbacks)
+def test_a_callback_is_posted_to_an_allowed_server_and_its_answer_kept(server: str) -> None:
+    answer = post_url(f"{server}/hooks", b'{"job_id":"j"}', {"Bulkio-Event": "x"}, True, 2, allowed_hosts=LOCAL)
+    assert (answer.status_code, answer.excerpt, answer.delivered) == (202, "thank you", True)
+    [(body, headers)] = Handler.posted
+    assert body == b'{"job_id":"j"}' and headers["Bulkio-Event"] == "x"
+
+
+def test_a_callback_follows_no_redirect(server: str) -> None:
+    answer = post_url(f"{server}/moved", b"{}", {}, True, 2, allowed_hosts=LOCAL)
+    assert answer.status_code == 307 and not answer.delivered
+    assert "redirect" in (answer.error() or "")
+    assert len(Handler.posted) == 1
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest", "http://10.0.0.5/hooks", "http://[::1]:9/x"])
+def test_a_callback_to_a_non_public_address_is_refused_without_connecting(url: str, dials: list[str]) -> None:
+    with pytest.raises(SourceUnavailable) as refused_post:
+        post_url(url, b"{}", {}, True, 2, allowed_hosts="127.0.0.1")
+    assert refused_post.value.code == "url_not_allowed"
+    assert dials == []
+
+
+def test_a_callback_host_resolving_to_a_private_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch, dials: list[str]
+) -> None:
+    fake_dns(monkeypatch, {"hooks.example": ["10.0.0.5"]})
+    with pytest.raises(SourceUnavailable) as refused_post:
+        post_url("https://hooks.example/x", b"{}", {}, False, 2)
+    assert refused_post.value.message.startswith("hooks.example resolves to a private address 10.0.0.5")
+    assert dials == []
