@@ -47,7 +47,7 @@ from bulkio.domain.rejected import (
     rejected_csv_row,
     rejected_ndjson_line,
 )
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import DEPENDENCY_ORDER, Format, ImportTarget
 from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
 from bulkio.domain.sweep import RunState
 from bulkio.services import ports
@@ -184,7 +184,12 @@ class FakeJobRepository:
         job.counters.total = records_total
 
     def finish(
-        self, job_id: str, counters: Counters, errors_by_code: dict[str, int], mode: ImportMode = ImportMode.IMPORT
+        self,
+        job_id: str,
+        counters: Counters,
+        errors_by_code: dict[str, int],
+        mode: ImportMode = ImportMode.IMPORT,
+        counters_by_resource: dict[str, dict[str, int]] | None = None,
     ) -> bool:
         stored = self._end(job_id, final_status(counters.failed, mode))
         if stored is None:
@@ -196,6 +201,7 @@ class FakeJobRepository:
             failed=counters.failed,
         )
         stored.job.errors_by_code = dict(errors_by_code)
+        stored.job.counters_by_resource = copy.deepcopy(counters_by_resource)
         return True
 
     def credit_reimport(self, parent_id: str, child_id: str, records: int) -> None:
@@ -441,7 +447,7 @@ class FakeChunkQueue:
 
 @dataclass(slots=True)
 class FakeRun:
-    resource: Resource
+    resource: ImportTarget
     chunks_total: int | None = None
     records_total: int | None = None
     staged_chunks: dict[int, tuple[int, int]] = field(default_factory=dict)  # chunk -> (records, failed)
@@ -472,14 +478,14 @@ class FakeImportStore:
     def close(self) -> None:
         """Nothing to close: there is no connection."""
 
-    def register_job(self, job_id: str, resource: Resource, dry_run: bool = False) -> None:
-        run = self.runs.setdefault(job_id, FakeRun(resource))
+    def register_job(self, job_id: str, target: ImportTarget, dry_run: bool = False) -> None:
+        run = self.runs.setdefault(job_id, FakeRun(target))
         run.dry_run = run.dry_run or dry_run
 
     def stage_chunk(
         self,
         job_id: str,
-        resource: Resource,
+        target: ImportTarget,
         chunk_no: int,
         staged: Iterable[StagedRecord],
         failed: Iterable[FailedRecord],
@@ -487,7 +493,7 @@ class FakeImportStore:
     ) -> bool:
         if self.staging_error is not None:
             raise self.staging_error
-        run = self.runs.setdefault(job_id, FakeRun(resource))
+        run = self.runs.setdefault(job_id, FakeRun(target))
         run.dry_run = run.dry_run or dry_run
         if chunk_no in run.staged_chunks:
             return False
@@ -545,11 +551,22 @@ class FakeImportStore:
             failed=len({record.index for record in run.failed}),
             errors_by_code=errors_by_code,
             merged_now=True,
+            counters_by_resource=None if run.resource.single else self._counters_by_resource(run),
         )
         # A dry run is checked like an import, and writes nothing.
         run.merged, run.staged = ([] if run.dry_run else run.staged), []
         self.merges += 1
         return run.outcome
+
+    @staticmethod
+    def _counters_by_resource(run: FakeRun) -> dict[str, dict[str, int]]:
+        counters = {}
+        for resource in DEPENDENCY_ORDER:
+            succeeded = sum(1 for record in run.staged if record.resource is resource)
+            failed = len({record.index for record in run.failed if record.resource is resource})
+            total = succeeded + failed
+            counters[resource.value] = {"total": total, "processed": total, "succeeded": succeeded, "failed": failed}
+        return counters
 
     def is_staged(self, job_id: str, chunk_no: int) -> bool:
         run = self.runs.get(job_id)

@@ -11,7 +11,7 @@ import pytest
 from bulkio.adapters.jobs_repo import DynamoJobRepository
 from bulkio.domain.callbacks import CallbackState, DeliveryAttempt, DeliveryTrigger, JobCallback
 from bulkio.domain.jobs import Counters, ImportJob, JobSource, JobStatus, SourceKind, utc_now
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget
 
 from infra.local.stack import REPOSITORY_ROOT
 from infra.local.template import load_template
@@ -42,7 +42,7 @@ def ended_job_with_callback(jobs: DynamoJobRepository) -> str:
     jobs.create(
         ImportJob(
             job_id=job_id,
-            resource=Resource.USERS,
+            resource=ImportTarget.USERS,
             format=Format.CSV,
             status=JobStatus.QUEUED,
             source=JobSource(kind=SourceKind.URL, url="https://example.com/u.csv"),

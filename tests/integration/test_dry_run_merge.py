@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from bulkio.adapters.postgres import ImportStore
-from bulkio.domain.resources import Resource
+from bulkio.domain.resources import ImportTarget, Resource
 
 from tests.fixtures.postgres import query
 from tests.integration.test_update_semantics import Importer
@@ -106,8 +106,8 @@ def test_a_dry_run_reports_what_the_real_run_does_and_writes_nothing(
 def test_a_dry_run_stays_one_whoever_creates_its_run(importer: Importer, clean_db: str) -> None:
     """A writer may create the run row before the chunker registers the job: either way it is a dry run."""
     store = importer.store
-    store.register_job("dry", Resource.USERS)  # as if a plain run row came first
-    store.register_job("dry", Resource.USERS, dry_run=True)
-    store.register_job("dry", Resource.USERS)
+    store.register_job("dry", ImportTarget.USERS)  # as if a plain run row came first
+    store.register_job("dry", ImportTarget.USERS, dry_run=True)
+    store.register_job("dry", ImportTarget.USERS)
 
     assert query(clean_db, "SELECT dry_run FROM import_runs WHERE job_id = 'dry'") == [(True,)]

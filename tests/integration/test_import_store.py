@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 from bulkio.adapters.postgres import ImportStore, connect
 from bulkio.domain.errors import ErrorCode, RecordError
-from bulkio.domain.resources import COLUMNS, Resource
+from bulkio.domain.resources import COLUMNS, ImportTarget, Resource
 from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord
 
 from tests.fixtures.postgres import query
@@ -93,11 +93,11 @@ def users_table(dsn: str) -> list[tuple[Any, ...]]:
 
 
 def test_a_redelivered_chunk_is_staged_once(store: ImportStore, clean_db: str) -> None:
-    store.register_job("job", Resource.USERS)
+    store.register_job("job", ImportTarget.USERS)
     chunk = [user(1, "a@example.com", "u1"), user(2, "b@example.com", "u2")]
 
-    assert store.stage_chunk("job", Resource.USERS, 0, chunk, ()) is True
-    assert store.stage_chunk("job", Resource.USERS, 0, chunk, ()) is False
+    assert store.stage_chunk("job", ImportTarget.USERS, 0, chunk, ()) is True
+    assert store.stage_chunk("job", ImportTarget.USERS, 0, chunk, ()) is False
 
     assert store.progress("job").chunks == 1
     assert query(clean_db, "SELECT count(*) FROM stage_users WHERE job_id = 'job'") == [(2,)]
@@ -340,14 +340,14 @@ def test_result_does_not_depend_on_chunking_or_chunk_order(store: ImportStore, c
 
 
 def test_try_merge_waits_for_totals_and_every_chunk(store: ImportStore) -> None:
-    store.register_job("job", Resource.USERS)
-    store.stage_chunk("job", Resource.USERS, 1, [user(2, "b@example.com", "u2")], ())
+    store.register_job("job", ImportTarget.USERS)
+    store.stage_chunk("job", ImportTarget.USERS, 1, [user(2, "b@example.com", "u2")], ())
     assert store.try_merge("job") is None
 
     store.set_totals("job", 2, 2)
     assert store.try_merge("job") is None
 
-    store.stage_chunk("job", Resource.USERS, 0, [user(1, "a@example.com", "u1")], ())
+    store.stage_chunk("job", ImportTarget.USERS, 0, [user(1, "a@example.com", "u1")], ())
     first = store.try_merge("job")
     again = store.try_merge("job")
 
@@ -356,8 +356,8 @@ def test_try_merge_waits_for_totals_and_every_chunk(store: ImportStore) -> None:
 
 
 def test_a_failed_run_is_never_merged(store: ImportStore, clean_db: str) -> None:
-    store.register_job("job", Resource.USERS)
-    store.stage_chunk("job", Resource.USERS, 0, [user(1, "a@example.com", "u1")], ())
+    store.register_job("job", ImportTarget.USERS)
+    store.stage_chunk("job", ImportTarget.USERS, 0, [user(1, "a@example.com", "u1")], ())
     store.set_totals("job", 1, 1)
 
     store.fail_run("job")
@@ -368,8 +368,8 @@ def test_a_failed_run_is_never_merged(store: ImportStore, clean_db: str) -> None
 
 
 def test_merge_deletes_the_jobs_staging_rows_only(store: ImportStore, clean_db: str) -> None:
-    store.register_job("other", Resource.USERS)
-    store.stage_chunk("other", Resource.USERS, 0, [user(1, "x@example.com", "x")], ())
+    store.register_job("other", ImportTarget.USERS)
+    store.stage_chunk("other", ImportTarget.USERS, 0, [user(1, "x@example.com", "x")], ())
 
     run_import(store, "job", Resource.USERS, [user(1, "a@example.com", "u1")])
 
@@ -378,9 +378,9 @@ def test_merge_deletes_the_jobs_staging_rows_only(store: ImportStore, clean_db: 
 
 def test_only_one_of_two_concurrent_merges_merges(clean_db: str) -> None:
     setup = ImportStore(lambda: connect(clean_db))
-    setup.register_job("job", Resource.USERS)
+    setup.register_job("job", ImportTarget.USERS)
     records = [user(index, f"u{index}@example.com", f"u{index}") for index in range(1, 2001)]
-    setup.stage_chunk("job", Resource.USERS, 0, records, ())
+    setup.stage_chunk("job", ImportTarget.USERS, 0, records, ())
     setup.set_totals("job", 1, len(records))
     setup.close()
     stores = [ImportStore(lambda: connect(clean_db)) for _ in range(2)]
@@ -427,8 +427,8 @@ def failed_record(index: int, message: str, value: Any, raw: str) -> FailedRecor
 
 
 def stage_failures(store: ImportStore, job_id: str, failures: Sequence[FailedRecord]) -> None:
-    store.register_job(job_id, Resource.USERS)
-    store.stage_chunk(job_id, Resource.USERS, 0, (), failures)
+    store.register_job(job_id, ImportTarget.USERS)
+    store.stage_chunk(job_id, ImportTarget.USERS, 0, (), failures)
 
 
 def test_first_errors_are_ordered_by_index_then_code_and_limited(store: ImportStore) -> None:
@@ -580,26 +580,26 @@ def test_a_dropped_connection_is_replaced_once(clean_db: str) -> None:
         return opened[-1]
 
     store = ImportStore(connect_and_remember)
-    store.register_job("job", Resource.USERS)
+    store.register_job("job", ImportTarget.USERS)
     # Only this store's backend: other clients of the session database (the e2e stack) must live on.
     terminated = query(clean_db, "SELECT pg_terminate_backend(%s)", (opened[0].get_backend_pid(),))
     assert terminated == [(True,)]
 
-    assert store.stage_chunk("job", Resource.USERS, 0, [user(1, "a@example.com", "u1")], ()) is True
+    assert store.stage_chunk("job", ImportTarget.USERS, 0, [user(1, "a@example.com", "u1")], ()) is True
     assert store.progress("job").chunks == 1
     assert len(opened) == 2
     store.close()
 
 
 def test_staging_counts_each_chunks_records_once(store: ImportStore) -> None:
-    store.register_job("job", Resource.USERS)
+    store.register_job("job", ImportTarget.USERS)
     failure = RecordError(ErrorCode.INVALID_EMAIL, "email", "bad", "x")
     first = [user(1, "a@example.com", "u1"), user(2, "b@example.com", "u2")]
     failed = [FailedRecord(3, 4, failure, "{}"), FailedRecord(3, 4, failure, "{}"), FailedRecord(4, 5, failure, "{}")]
 
-    store.stage_chunk("job", Resource.USERS, 1, first, failed)
-    store.stage_chunk("job", Resource.USERS, 1, first, failed)  # redelivered
-    store.stage_chunk("job", Resource.USERS, 2, [user(5, "e@example.com", "u5")], ())
+    store.stage_chunk("job", ImportTarget.USERS, 1, first, failed)
+    store.stage_chunk("job", ImportTarget.USERS, 1, first, failed)  # redelivered
+    store.stage_chunk("job", ImportTarget.USERS, 2, [user(5, "e@example.com", "u5")], ())
 
     progress = store.progress("job")
     assert (progress.chunks, progress.records, progress.failed) == (2, 5, 2)

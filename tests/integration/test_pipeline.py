@@ -34,7 +34,7 @@ from bulkio.config import Settings
 from bulkio.domain.chunks import ChunkMessage
 from bulkio.domain.jobs import ImportJob
 from bulkio.domain.records import ValidationRules
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget, Resource
 from bulkio.services.imports.api import NewImport
 from bulkio.services.imports.common import source_key
 from bulkio.services.imports.wiring import ImportParts, wire_imports
@@ -351,7 +351,7 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_job(pipeline: Pip
 
     def submit() -> None:
         request = NewImport(
-            resource=Resource.USERS,
+            resource=ImportTarget.USERS,
             format=Format.CSV,
             filename="users.csv",
             file=io.BytesIO(data),

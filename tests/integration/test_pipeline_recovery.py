@@ -30,7 +30,7 @@ from bulkio.adapters.s3 import S3ObjectStore
 from bulkio.domain.jobs import Counters, ImportJob, ImportMode, JobSource, JobStatus, LeaseLost, SourceKind, utc_now
 from bulkio.domain.objects import ObjectChanged
 from bulkio.domain.records import ValidationRules, validate_record
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget, Resource
 from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost
 from bulkio.domain.sweep import RunState
 from psycopg2.extensions import cursor as Cursor
@@ -80,11 +80,11 @@ def chunks_of(records: list[dict[str, Any]]) -> int:
 
 
 def stage(store: ImportStore, job_id: str, records: list[dict[str, Any]], chunk_no: int) -> bool:
-    return store.stage_chunk(job_id, Resource.USERS, chunk_no, *chunk_rows(records, chunk_no))
+    return store.stage_chunk(job_id, ImportTarget.USERS, chunk_no, *chunk_rows(records, chunk_no))
 
 
 def stage_all(store: ImportStore, job_id: str, records: list[dict[str, Any]]) -> None:
-    store.register_job(job_id, Resource.USERS)
+    store.register_job(job_id, ImportTarget.USERS)
     for chunk_no in range(1, chunks_of(records) + 1):
         assert stage(store, job_id, records, chunk_no)
     store.set_totals(job_id, chunks_of(records), len(records))
@@ -115,7 +115,7 @@ def reset_tables(dsn: str) -> None:
 
 def test_a_chunk_staged_after_the_run_failed_is_refused_and_leaves_no_rows(store: ImportStore, clean_db: str) -> None:
     records = users_records(6, bad=[4])
-    store.register_job("job", Resource.USERS)
+    store.register_job("job", ImportTarget.USERS)
     assert stage(store, "job", records, 1)
 
     assert store.fail_run("job")  # a cancel, or the job failed; a writer is still in flight
@@ -132,7 +132,7 @@ def test_a_chunk_staged_after_the_run_failed_is_refused_and_leaves_no_rows(store
 
 def test_a_chunk_staged_after_the_merge_is_refused(store: ImportStore, clean_db: str) -> None:
     records = users_records(6)
-    store.register_job("job", Resource.USERS)
+    store.register_job("job", ImportTarget.USERS)
     assert stage(store, "job", records, 1)
     store.set_totals("job", 1, 3)  # say the chunker announced a single chunk
     outcome = store.try_merge("job")
@@ -217,7 +217,7 @@ def test_a_whole_staging_table_lost_in_a_crash_recovery_is_staged_again(store: I
 
 def test_run_state_tells_the_sweeper_what_postgresql_knows(store: ImportStore, clean_db: str) -> None:
     assert store.run_state("no-such-job") is None
-    store.register_job("job", Resource.USERS)
+    store.register_job("job", ImportTarget.USERS)
     assert store.run_state("job") == RunState(None, None, 0, False, False, None, 0)
 
     assert stage(store, "job", RECORDS, 1)
@@ -261,7 +261,7 @@ def test_run_state_tells_the_sweeper_what_postgresql_knows(store: ImportStore, c
 
 
 def test_run_state_shows_a_failed_run(store: ImportStore) -> None:
-    store.register_job("job", Resource.USERS)
+    store.register_job("job", ImportTarget.USERS)
     assert store.fail_run("job")
 
     state = store.run_state("job")
@@ -269,7 +269,7 @@ def test_run_state_shows_a_failed_run(store: ImportStore) -> None:
 
 
 def test_unstaged_chunks_are_the_announced_chunks_no_writer_staged(store: ImportStore) -> None:
-    store.register_job("job", Resource.USERS)
+    store.register_job("job", ImportTarget.USERS)
     assert stage(store, "job", RECORDS, 1)
     assert store.unstaged_chunks("job") == []  # nothing announced yet: nothing to re-send
 
@@ -386,7 +386,7 @@ def test_after_an_immediate_restart_reads_reconnect_and_the_merge_restages_what_
 
 def test_a_statement_error_is_not_taken_for_a_broken_connection(store: ImportStore) -> None:
     """A plain SQL error is raised as it is, without a retry, and the connection stays usable."""
-    store.register_job("job", Resource.USERS)
+    store.register_job("job", ImportTarget.USERS)
     statements: list[str] = []
 
     def bad_statement(cursor: Cursor) -> None:

@@ -29,7 +29,7 @@ from bulkio.adapters.postgres import ImportStore
 from bulkio.domain.chunks import decode_chunk, encode_chunks
 from bulkio.domain.errors import ErrorCode, RecordError
 from bulkio.domain.records import ValidationRules, validate_record
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget, Resource
 from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord
 
 from tests.fixtures.parsing import iter_source_records
@@ -392,9 +392,9 @@ def test_staging_never_writes_a_nul_character(store: ImportStore, clean_db: str)
         FailedRecord(1, 2, RecordError(ErrorCode.INVALID_NAME, nul, f"bad {nul}", nul), '{"name": "a\x00b"}'),
         FailedRecord(2, 3, RecordError(ErrorCode.INVALID_JSON, None, "not JSON", None), orjson.dumps(nul).decode()),
     ]
-    store.register_job("job", Resource.USERS)
+    store.register_job("job", ImportTarget.USERS)
 
-    assert store.stage_chunk("job", Resource.USERS, 0, [], failed)
+    assert store.stage_chunk("job", ImportTarget.USERS, 0, [], failed)
 
     first = store.first_errors("job")
     assert (first[0]["field"], first[0]["message"]) == ("a\\u0000b", "bad a\\u0000b")

@@ -176,7 +176,7 @@ def test_an_unknown_resource_is_a_bad_request_naming_the_allowed_ones(api: Modul
     response = post_json(api, {"resource": "orders"})
 
     problem = assert_problem(response, 400, "invalid_resource")
-    assert problem["allowed"] == ["users", "articles", "comments"]
+    assert problem["allowed"] == ["users", "articles", "comments", "mixed"]
     assert "users, articles, comments" in problem["detail"]
     assert problem["instance"] == "/v1/imports"
     assert world.jobs.all_jobs() == []
@@ -190,9 +190,30 @@ def test_an_unknown_format_is_a_bad_request_naming_the_allowed_ones(api: ModuleT
     response = post_multipart(api, multipart_body({"resource": "users", "format": "xlsx"}))
 
     problem = assert_problem(response, 400, "invalid_format")
-    assert problem["allowed"] == ["csv", "ndjson", "json"]
-    assert "csv, ndjson, json" in problem["detail"]
+    assert problem["allowed"] == ["csv", "ndjson", "json", "zip", "tar"]
+    assert "csv, ndjson, json (zip or tar for resource=mixed)" in problem["detail"]
     assert world.jobs.all_jobs() == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"resource": "users", "format": "zip"}, "send it with resource=mixed"),
+        ({"resource": "mixed", "format": "csv"}, "a CSV file holds one resource"),
+    ],
+)
+def test_a_format_that_cannot_hold_what_is_imported_is_refused(
+    api: ModuleType, world: FakeWorld, fields: dict[str, str], fragment: str
+) -> None:
+    problem = assert_problem(post_multipart(api, multipart_body(fields)), 400, "invalid_format")
+    assert fragment in problem["detail"]
+    assert world.jobs.all_jobs() == []
+
+
+def test_an_archive_named_by_its_file_is_refused_for_one_resource(api: ModuleType, world: FakeWorld) -> None:
+    body = multipart_body({"resource": "articles"}, filename="export.tar.gz")
+    problem = assert_problem(post_multipart(api, body), 400, "invalid_format")
+    assert "a tar archive may hold several resources" in problem["detail"]
 
 
 def test_a_multipart_upload_without_file_is_a_bad_request(api: ModuleType, world: FakeWorld) -> None:

@@ -25,7 +25,7 @@ from bulkio.domain.callbacks import (
 )
 from bulkio.domain.errors import Conflict
 from bulkio.domain.jobs import IMPORT_COMPLETED, ImportMode
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget
 from bulkio.domain.sources import SourceUnavailable
 from bulkio.services.imports.api import NewImport
 from bulkio.services.imports.common import source_key
@@ -45,7 +45,7 @@ def world() -> FakeWorld:
 def import_with_callback(world: FakeWorld, records: list[dict[str, Any]], **fields: Any) -> tuple[str, str]:
     """A multipart import with a callback_url, run to its end: its id and the callback_secret of its 202."""
     request = NewImport(
-        Resource.USERS,
+        ImportTarget.USERS,
         Format.NDJSON,
         filename="users.ndjson",
         file=io.BytesIO(ndjson(records)),
@@ -232,7 +232,7 @@ def test_a_redelivery_posts_again_and_settles_a_failed_callback() -> None:
 
 def test_deliveries_and_redeliveries_are_refused_where_there_is_nothing_to_deliver(world: FakeWorld) -> None:
     plain = world.api.submit(
-        NewImport(Resource.USERS, Format.NDJSON, filename="u.ndjson", file=io.BytesIO(b""), file_sha256="x"),
+        NewImport(ImportTarget.USERS, Format.NDJSON, filename="u.ndjson", file=io.BytesIO(b""), file_sha256="x"),
         None,
         OWNER,
     ).body["job_id"]
@@ -242,7 +242,7 @@ def test_deliveries_and_redeliveries_are_refused_where_there_is_nothing_to_deliv
 
     running = world.api.submit(
         NewImport(
-            Resource.USERS,
+            ImportTarget.USERS,
             Format.NDJSON,
             filename="u.ndjson",
             file=io.BytesIO(b"{}"),

@@ -8,7 +8,7 @@ import orjson
 from bulkio.domain.chunks import ChunkEntry, ChunkMessage, chunk_key, decode_chunk, encode_chunks
 from bulkio.domain.errors import ErrorCode, RecordError
 from bulkio.domain.parsing import SourceRecord
-from bulkio.domain.resources import Resource
+from bulkio.domain.resources import ImportTarget
 
 
 def encode_chunk(records: Iterable[SourceRecord]) -> bytes:
@@ -92,8 +92,8 @@ def test_an_empty_chunk_has_no_entries() -> None:
 
 
 def test_a_chunk_message_names_its_chunk_object_and_leaves_out_what_it_does_not_know() -> None:
-    announced = ChunkMessage.announcing("job-1", Resource.USERS, 3, first=5, records=2)
-    resent = ChunkMessage.announcing("job-1", Resource.USERS, 3)
+    announced = ChunkMessage.announcing("job-1", ImportTarget.USERS, 3, first=5, records=2)
+    resent = ChunkMessage.announcing("job-1", ImportTarget.USERS, 3)
 
     assert orjson.loads(announced.to_json()) == {
         "job_id": "job-1",

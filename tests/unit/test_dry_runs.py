@@ -20,7 +20,7 @@ from bulkio.domain.jobs import (
     commit_job_id,
     final_status,
 )
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget
 from bulkio.services.imports.api import NewImport
 from bulkio.services.imports.common import source_key
 
@@ -34,7 +34,7 @@ FINISHED = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 def finished_dry_run(**changes: object) -> ImportJob:
     job = ImportJob(
         job_id="dry",
-        resource=Resource.USERS,
+        resource=ImportTarget.USERS,
         format=Format.NDJSON,
         status=JobStatus.VALIDATED,
         source=JobSource(SourceKind.MULTIPART, bucket=BUCKET, key="uploads/dry/source", pinned=True),
@@ -86,7 +86,7 @@ def test_a_dry_run_has_one_commit_job_id() -> None:
 # ------------------------------------------------------------------------------------------------ the service
 def dry_run(world: FakeWorld, content: bytes) -> str:
     request = NewImport(
-        Resource.USERS,
+        ImportTarget.USERS,
         Format.NDJSON,
         filename="users.ndjson",
         file=io.BytesIO(content),
@@ -183,7 +183,7 @@ def test_a_commit_interrupted_after_its_claim_creates_its_job_when_asked_again(w
 
 def test_an_import_cannot_be_committed(world: FakeWorld) -> None:
     job_id = world.api.submit(
-        NewImport(Resource.USERS, Format.NDJSON, filename="u.ndjson", file=io.BytesIO(RECORDS), file_sha256="ab"),
+        NewImport(ImportTarget.USERS, Format.NDJSON, filename="u.ndjson", file=io.BytesIO(RECORDS), file_sha256="ab"),
         None,
         OWNER,
     ).body["job_id"]
@@ -215,7 +215,7 @@ def test_a_commit_whose_source_was_deleted_is_gone(world: FakeWorld) -> None:
 
 
 def test_the_mode_is_part_of_an_idempotent_request() -> None:
-    plain = NewImport(Resource.USERS, Format.NDJSON, url="https://example.com/u.ndjson")
+    plain = NewImport(ImportTarget.USERS, Format.NDJSON, url="https://example.com/u.ndjson")
     assert plain.identity() != replace(plain, mode=ImportMode.VALIDATE).identity()
 
 
@@ -237,7 +237,9 @@ def test_a_url_dry_run_keeps_its_download_and_the_commit_reads_it_not_the_url_ag
         return io.BytesIO(RECORDS)
 
     world = build_world(open_source_url=fetch)
-    request = NewImport(Resource.USERS, Format.NDJSON, url="https://example.com/users.ndjson", mode=ImportMode.VALIDATE)
+    request = NewImport(
+        ImportTarget.USERS, Format.NDJSON, url="https://example.com/users.ndjson", mode=ImportMode.VALIDATE
+    )
     parent = world.api.submit(request, None, OWNER).body["job_id"]
     world.chunker.run_chunker(parent)
     deliver_all(world)

@@ -7,7 +7,7 @@ import io
 
 import orjson
 from bulkio.domain.jobs import JobStatus
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget
 from bulkio.services.imports.api import NewImport
 from bulkio.services.imports.common import source_key
 
@@ -23,7 +23,9 @@ def ndjson_users(count: int) -> bytes:
 
 
 def upload_and_chunk(world: FakeWorld, content: bytes, filename: str = "users.ndjson") -> str:
-    request = NewImport(Resource.USERS, Format.NDJSON, filename=filename, file=io.BytesIO(content), file_sha256="ab")
+    request = NewImport(
+        ImportTarget.USERS, Format.NDJSON, filename=filename, file=io.BytesIO(content), file_sha256="ab"
+    )
     job_id = world.api.submit(request, None, OWNER).body["job_id"]
     world.chunker.on_object_created(BUCKET, source_key(job_id), "etag-1")
     return job_id

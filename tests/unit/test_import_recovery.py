@@ -16,7 +16,7 @@ import pytest
 from bulkio import bootstrap, faults
 from bulkio.domain.chunks import ChunkMessage, chunk_key
 from bulkio.domain.jobs import ImportJob, JobSource, JobStatus, LeaseLost, SourceKind, utc_now
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget, Resource
 from bulkio.domain.staging import MergeOutcome, StagingLost
 from bulkio.services.imports.api import NewImport
 from bulkio.services.imports.chunking import ChunkerLease
@@ -69,7 +69,7 @@ def users_file(count: int = 7, prefix: str = "user", bad: tuple[int, ...] = (3,)
 
 def submit_upload(world: FakeWorld, content: bytes) -> str:
     """A multipart import: the file is in S3 under uploads/; its S3 event has not reached the chunker yet."""
-    request = NewImport(Resource.USERS, Format.NDJSON, filename="users.ndjson", file=io.BytesIO(content))
+    request = NewImport(ImportTarget.USERS, Format.NDJSON, filename="users.ndjson", file=io.BytesIO(content))
     return str(world.api.submit(request, None, OWNER).body["job_id"])
 
 
@@ -397,7 +397,7 @@ def test_staged_rows_lost_again_and_again_fail_the_job_as_staging_lost(world: Fa
 def test_an_upload_that_never_came_fails_the_job_once_the_upload_window_is_over(
     world: FakeWorld, clock: FakeClock
 ) -> None:
-    job_id = str(world.api.submit(NewImport(Resource.USERS, Format.CSV), None, OWNER).body["job_id"])
+    job_id = str(world.api.submit(NewImport(ImportTarget.USERS, Format.CSV), None, OWNER).body["job_id"])
 
     clock.advance(STALL + 1)
     assert world.sweeper.sweep() == {"nothing": 1}
@@ -413,7 +413,7 @@ def test_an_upload_that_never_came_fails_the_job_once_the_upload_window_is_over(
 
 
 def test_an_upload_whose_s3_event_was_lost_is_chunked_after_the_stall(world: FakeWorld, clock: FakeClock) -> None:
-    job_id = str(world.api.submit(NewImport(Resource.USERS, Format.NDJSON), None, OWNER).body["job_id"])
+    job_id = str(world.api.submit(NewImport(ImportTarget.USERS, Format.NDJSON), None, OWNER).body["job_id"])
     world.objects.put_bytes(source_key(job_id), users_file())  # the PUT to the presigned URL; no event follows
 
     assert world.sweeper.sweep() == {"nothing": 1}
@@ -430,7 +430,7 @@ def test_an_upload_whose_s3_event_was_lost_is_chunked_after_the_stall(world: Fak
 def test_a_queued_job_whose_chunker_launch_was_lost_is_launched_again(world: FakeWorld, clock: FakeClock) -> None:
     job_id = str(
         world.api.submit(
-            NewImport(Resource.USERS, Format.NDJSON, url="https://example.com/u.ndjson"), None, OWNER
+            NewImport(ImportTarget.USERS, Format.NDJSON, url="https://example.com/u.ndjson"), None, OWNER
         ).body["job_id"]
     )
     assert world.launches.job_ids == [job_id]  # the launch that got lost
@@ -456,7 +456,7 @@ def test_a_run_that_failed_without_telling_its_job_fails_the_job_as_interrupted(
 def test_one_jobs_trouble_does_not_stop_the_sweep_of_the_others(
     world: FakeWorld, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    presigned = NewImport(Resource.USERS, Format.CSV)
+    presigned = NewImport(ImportTarget.USERS, Format.CSV)
     troubled = str(world.api.submit(presigned, None, OWNER).body["job_id"])
     healthy = str(world.api.submit(presigned, None, OWNER).body["job_id"])
     assert [job.job_id for job in world.jobs.open_jobs()] == [troubled, healthy]  # the troubled one comes first
@@ -740,7 +740,7 @@ def test_a_url_import_is_kept_in_s3_and_a_retry_reads_those_bytes_not_the_url_ag
     first_file = users_file(5, prefix="first", bad=())
     url = ChangingUrl(first_file)
     world = build_world(make_settings(chunk_records=CHUNK_RECORDS), open_source_url=url, clock=clock)
-    request = NewImport(Resource.USERS, Format.NDJSON, url="https://example.com/users.ndjson")
+    request = NewImport(ImportTarget.USERS, Format.NDJSON, url="https://example.com/users.ndjson")
     job_id = str(world.api.submit(request, None, OWNER).body["job_id"])
     crash_at(monkeypatch, faults.CHUNKER_AFTER_CHUNK)
 

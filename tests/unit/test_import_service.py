@@ -14,7 +14,7 @@ from bulkio.domain.chunks import FailedChunkerRun, chunk_key, decode_chunk
 from bulkio.domain.errors import Conflict, Unprocessable
 from bulkio.domain.idempotency import StoredRequest, fingerprint
 from bulkio.domain.jobs import ImportJob, JobStatus, SourceKind
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget, Resource
 from bulkio.domain.sources import SourceUnavailable
 from bulkio.services import idempotency
 from bulkio.services.idempotency import idempotency_scope
@@ -38,15 +38,15 @@ def ndjson(records: list[dict[str, Any]]) -> bytes:
 
 
 def multipart_request(content: bytes, filename: str = "users.ndjson", fmt: Format | None = Format.NDJSON) -> NewImport:
-    return NewImport(Resource.USERS, fmt, filename=filename, file=io.BytesIO(content), file_sha256="ab")
+    return NewImport(ImportTarget.USERS, fmt, filename=filename, file=io.BytesIO(content), file_sha256="ab")
 
 
 def url_request(url: str = SOURCE_URL) -> NewImport:
-    return NewImport(Resource.USERS, Format.NDJSON, url=url)
+    return NewImport(ImportTarget.USERS, Format.NDJSON, url=url)
 
 
 def presigned_request() -> NewImport:
-    return NewImport(Resource.USERS, Format.CSV)
+    return NewImport(ImportTarget.USERS, Format.CSV)
 
 
 def job_of(world: FakeWorld, job_id: str) -> ImportJob:
@@ -601,7 +601,7 @@ def test_a_chunker_retry_after_a_crash_chunks_the_file(world: FakeWorld, monkeyp
 
 
 def test_a_cancelled_job_stages_and_merges_nothing(world: FakeWorld) -> None:
-    job_id = world.api.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None, OWNER).body["job_id"]
+    job_id = world.api.submit(NewImport(resource=ImportTarget.USERS, format=Format.NDJSON), None, OWNER).body["job_id"]
     world.objects.put_bytes(source_key(job_id), b'{"email": "a@example.com", "name": "A"}\n')
 
     view = world.api.cancel(job_id, CALLER)
@@ -614,7 +614,7 @@ def test_a_cancelled_job_stages_and_merges_nothing(world: FakeWorld) -> None:
 
 
 def test_cancelling_an_ended_job_is_a_conflict(world: FakeWorld) -> None:
-    job_id = world.api.submit(NewImport(resource=Resource.USERS, format=Format.NDJSON), None, OWNER).body["job_id"]
+    job_id = world.api.submit(NewImport(resource=ImportTarget.USERS, format=Format.NDJSON), None, OWNER).body["job_id"]
     world.api.cancel(job_id, CALLER)
     with pytest.raises(Conflict) as raised:
         world.api.cancel(job_id, CALLER)
@@ -625,9 +625,9 @@ def test_cancelling_an_ended_job_is_a_conflict(world: FakeWorld) -> None:
 
 
 def test_a_chunker_invocation_that_ran_out_of_retries_fails_its_jobs(world: FakeWorld) -> None:
-    upload_job = world.api.submit(NewImport(resource=Resource.USERS, format=Format.CSV), None, OWNER).body["job_id"]
+    upload_job = world.api.submit(NewImport(resource=ImportTarget.USERS, format=Format.CSV), None, OWNER).body["job_id"]
     url_job = world.api.submit(
-        NewImport(resource=Resource.USERS, format=Format.CSV, url="https://example.com/u.csv"), None, OWNER
+        NewImport(resource=ImportTarget.USERS, format=Format.CSV, url="https://example.com/u.csv"), None, OWNER
     ).body["job_id"]
     s3_event = {
         "Records": [
@@ -693,7 +693,7 @@ def test_logs_at_info_and_above_carry_no_record_content(world: FakeWorld, caplog
 
 def test_caller_chosen_names_never_reach_object_keys(world: FakeWorld) -> None:
     hostile = "../../reports/other-job/errors.ndjson\r\n%2e%2e;rm -rf ~.csv"
-    request = NewImport(Resource.USERS, Format.NDJSON, filename=hostile, file=io.BytesIO(ndjson([user(1)])))
+    request = NewImport(ImportTarget.USERS, Format.NDJSON, filename=hostile, file=io.BytesIO(ndjson([user(1)])))
     job_id = world.api.submit(request, None, OWNER).body["job_id"]
     world.chunker.on_object_created(BUCKET, source_key(job_id), "etag-1")
     deliver_all(world)

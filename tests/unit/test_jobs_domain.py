@@ -18,7 +18,7 @@ from bulkio.domain.jobs import (
     job_view,
     progress,
 )
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget
 
 CREATED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 STARTED = CREATED + timedelta(seconds=5)
@@ -27,7 +27,7 @@ STARTED = CREATED + timedelta(seconds=5)
 def make_job(status: JobStatus = JobStatus.QUEUED, **changes: object) -> ImportJob:
     job = ImportJob(
         job_id="job-1",
-        resource=Resource.USERS,
+        resource=ImportTarget.USERS,
         format=Format.CSV,
         status=status,
         source=JobSource(SourceKind.MULTIPART, bucket="b", key="uploads/job-1/source", filename="users.csv"),

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from bulkio.domain.jobs import JobStatus
-from bulkio.domain.resources import Resource
+from bulkio.domain.resources import ImportTarget
 from bulkio.services.imports.api import NewImport
 
 from tests.fakes import OWNER, build_world, make_settings
@@ -60,7 +60,7 @@ def loopback_port() -> Iterator[int]:
 )
 def test_loopback_url_fails_the_job_without_a_connection(host: str, loopback_port: int) -> None:
     world = build_world(make_settings(allow_http_urls=True, url_timeout_seconds=2, url_allowed_hosts=""))
-    request = NewImport(resource=Resource.USERS, format=None, url=f"http://{host}:{loopback_port}/users.csv")
+    request = NewImport(resource=ImportTarget.USERS, format=None, url=f"http://{host}:{loopback_port}/users.csv")
     job_id = world.api.submit(request, None, OWNER).body["job_id"]
 
     world.chunker.run_chunker(job_id)
@@ -76,7 +76,7 @@ def test_loopback_url_fails_the_job_without_a_connection(host: str, loopback_por
 def test_the_same_server_is_read_when_allowlisted(loopback_port: int) -> None:
     """The control: the refusals above come from the address check, not from an unreachable server."""
     world = build_world(make_settings(allow_http_urls=True, url_timeout_seconds=2, url_allowed_hosts="127.0.0.1"))
-    request = NewImport(resource=Resource.USERS, format=None, url=f"http://127.0.0.1:{loopback_port}/users.csv")
+    request = NewImport(resource=ImportTarget.USERS, format=None, url=f"http://127.0.0.1:{loopback_port}/users.csv")
     job_id = world.api.submit(request, None, OWNER).body["job_id"]
 
     world.chunker.run_chunker(job_id)

@@ -19,7 +19,7 @@ from bulkio.domain.rejected import (
     rejected_format_of,
     rejected_ndjson_line,
 )
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget, Resource
 from bulkio.services.imports.api import NewImport
 from bulkio.services.imports.common import source_key
 
@@ -148,7 +148,7 @@ def test_a_re_import_naming_its_parent_credits_it_once(world: FakeWorld) -> None
 
     submitted = world.api.submit(
         NewImport(
-            Resource.USERS,
+            ImportTarget.USERS,
             Format.CSV,
             filename="fixed.csv",
             file=io.BytesIO(fixed.encode()),
@@ -173,8 +173,8 @@ def test_a_re_import_naming_its_parent_credits_it_once(world: FakeWorld) -> None
 
 def test_a_parent_must_be_one_of_the_callers_jobs(world: FakeWorld) -> None:
     with pytest.raises(NotFound) as refused:
-        world.api.submit(NewImport(Resource.USERS, Format.CSV, parent_job_id="no-such-job"), None, OWNER)
+        world.api.submit(NewImport(ImportTarget.USERS, Format.CSV, parent_job_id="no-such-job"), None, OWNER)
     assert refused.value.code == "parent_job_not_found"
-    other = world.api.submit(NewImport(Resource.USERS, Format.CSV), None, "someone-else").body["job_id"]
+    other = world.api.submit(NewImport(ImportTarget.USERS, Format.CSV), None, "someone-else").body["job_id"]
     with pytest.raises(NotFound):
-        world.api.submit(NewImport(Resource.USERS, Format.CSV, parent_job_id=other), None, OWNER)
+        world.api.submit(NewImport(ImportTarget.USERS, Format.CSV, parent_job_id=other), None, OWNER)

@@ -13,7 +13,7 @@ import pytest
 from bulkio import faults
 from bulkio.domain.chunks import ChunkMessage, chunk_key, chunk_prefix
 from bulkio.domain.jobs import JobStatus
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget
 from bulkio.services.imports.api import NewImport
 from bulkio.services.imports.common import fetched_key, fetched_prefix, report_key, source_key
 
@@ -60,7 +60,7 @@ def scratch_of(world: FakeWorld, job_id: str) -> list[tuple[str, str]]:
 
 
 def submit_url(world: FakeWorld) -> str:
-    request = NewImport(Resource.USERS, Format.NDJSON, url=URL)
+    request = NewImport(ImportTarget.USERS, Format.NDJSON, url=URL)
     return str(world.api.submit(request, None, OWNER).body["job_id"])
 
 

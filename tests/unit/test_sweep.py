@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from bulkio.domain.jobs import FINAL_STATUSES, ImportJob, JobSource, JobStatus, SourceKind
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget
 from bulkio.domain.sweep import RunState, SweepAction, SweepDecision, SweepSettings, decide, retry_delay_seconds
 
 from infra.local.template import load_template
@@ -27,7 +27,7 @@ def job(
     """A job created `age_seconds` before NOW; `lease_until` in seconds from NOW."""
     return ImportJob(
         job_id="job-1",
-        resource=Resource.USERS,
+        resource=ImportTarget.USERS,
         format=Format.CSV,
         status=status,
         source=JobSource(SourceKind.PRESIGNED, bucket="b", key="uploads/job-1/source"),

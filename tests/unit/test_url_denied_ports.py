@@ -27,7 +27,7 @@ from bulkio.adapters import http_source
 from bulkio.adapters.http_source import Allowlist, SourceUnavailable, check_url, open_url, resolve_vetted
 from bulkio.config import Settings
 from bulkio.domain.jobs import JobStatus
-from bulkio.domain.resources import Resource
+from bulkio.domain.resources import ImportTarget
 from bulkio.services.imports.api import NewImport
 
 from infra.local import denied_ports
@@ -325,7 +325,7 @@ def test_the_job_fails_with_url_not_allowed(own_service: Served, connects: Conne
     )
     world: FakeWorld = build_world(settings)
     # The API lets it through (the port is only denied in the chunker's settings here), as it would a name.
-    request = NewImport(resource=Resource.USERS, format=None, url=f"http://localhost:{own_service.port}/users.csv")
+    request = NewImport(resource=ImportTarget.USERS, format=None, url=f"http://localhost:{own_service.port}/users.csv")
     job_id = world.api.submit(request, None, OWNER).body["job_id"]
 
     world.chunker.run_chunker(job_id)

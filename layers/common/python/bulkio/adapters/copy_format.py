@@ -95,8 +95,10 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def copy_error_line(job_id: str, record: FailedRecord) -> str:
+def copy_error_line(job_id: str, record: FailedRecord, job_resource: Resource | None) -> str:
+    """The error's COPY line; its resource is the record's own, else the job's (None: a mixed record naming none)."""
     error = record.error
+    resource = record.resource or job_resource
     fields = (
         job_id,
         str(record.index),
@@ -106,6 +108,7 @@ def copy_error_line(job_id: str, record: FailedRecord) -> str:
         error.message,
         _json_text(error.value),
         record.raw,
+        None if resource is None else resource.value,
     )
     return without_nul("\t".join(map(copy_text, fields)) + "\n")
 
@@ -147,7 +150,9 @@ STAGE_COPY_SQL: dict[Resource, str] = {
     resource: f"COPY {STAGE_TABLES[resource]} (job_id, idx, line, {', '.join(columns)}, raw, provided) FROM STDIN"
     for resource, columns in COLUMNS.items()
 }
-ERRORS_COPY_SQL = "COPY import_errors (job_id, idx, line, code, field, message, value_json, record_json) FROM STDIN"
+ERRORS_COPY_SQL = (
+    "COPY import_errors (job_id, idx, line, code, field, message, value_json, record_json, resource) FROM STDIN"
+)
 
 REPORT_ORDER = "ORDER BY idx, code, field, message"
 

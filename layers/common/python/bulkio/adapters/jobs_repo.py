@@ -34,7 +34,7 @@ from bulkio.domain.jobs import (
     parse_iso,
     utc_now,
 )
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget
 
 JOBS_BY_CREATION_INDEX = "by_kind_created"
 JOBS_BY_OWNER_INDEX = "by_owner_created"  # sparse: only jobs with an owner (not S3 drops)
@@ -161,7 +161,7 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
     failure = item.get("failure")
     return ImportJob(
         job_id=item["job_id"],
-        resource=Resource(item["resource"]),
+        resource=ImportTarget(item["resource"]),
         format=Format(item["format"]) if item.get("format") else None,
         status=JobStatus(item["status"]),
         source=JobSource(
@@ -200,7 +200,14 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
         parent_job_id=item.get("parent_job_id"),
         committed_job_id=item.get("committed_job_id"),
         callback=callback_from_item(item),
+        counters_by_resource=_counters_by_resource(item.get("counters_by_resource")),
     )
+
+
+def _counters_by_resource(stored: dict[str, Any] | None) -> dict[str, dict[str, int]] | None:
+    if stored is None:
+        return None
+    return {resource: {name: int(value) for name, value in counters.items()} for resource, counters in stored.items()}
 
 
 class DynamoJobRepository:
@@ -423,20 +430,27 @@ class DynamoJobRepository:
         )
 
     def finish(
-        self, job_id: str, counters: Counters, errors_by_code: dict[str, int], mode: ImportMode = ImportMode.IMPORT
+        self,
+        job_id: str,
+        counters: Counters,
+        errors_by_code: dict[str, int],
+        mode: ImportMode = ImportMode.IMPORT,
+        counters_by_resource: dict[str, dict[str, int]] | None = None,
     ) -> bool:
         """Marks the job completed (with or without errors; validated for a dry run) once; False if it had already
         ended."""
+        by_resource = ", counters_by_resource = :r" if counters_by_resource is not None else ""
         return self._end(
             job_id,
             final_status(counters.failed, mode),
-            "SET #processed = :p, #succeeded = :s, #failed = :f, records_total = :t, errors_by_code = :e",
+            "SET #processed = :p, #succeeded = :s, #failed = :f, records_total = :t, errors_by_code = :e" + by_resource,
             {
                 ":p": counters.processed,
                 ":s": counters.succeeded,
                 ":f": counters.failed,
                 ":t": counters.total or 0,
                 ":e": errors_by_code,
+                **({":r": counters_by_resource} if counters_by_resource is not None else {}),
             },
         )
 

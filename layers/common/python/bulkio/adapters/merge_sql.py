@@ -120,7 +120,37 @@ def _merged_value(spec: _MergeSpec, column: str) -> str:
     return f"coalesce(r.{column}, e.{column}, {default})" if default else f"coalesce(r.{column}, e.{column})"
 
 
-def _merge_sql(spec: _MergeSpec) -> str:
+def _missing_reference(ref: _Reference, mixed: bool) -> str:
+    """The condition that the merged row's reference names no row. In a mixed job a parent of the same file counts
+    as well: accepted by its own merge (which ran first), it is in the table; in a dry run, which writes no row,
+    its staged record without an error stands for it, so that the dry run reports what the import would."""
+    missing = f"NOT EXISTS (SELECT 1 FROM {ref.table} ref WHERE ref.id = m.{ref.column})"
+    if not mixed:
+        return missing
+    parent_stage = STAGE_TABLES[Resource(ref.table)]
+    return (
+        f"{missing} AND NOT EXISTS (SELECT 1 FROM {parent_stage} p WHERE p.job_id = %(job_id)s"
+        f" AND p.id = m.{ref.column} AND NOT EXISTS ("
+        "SELECT 1 FROM import_errors pe WHERE pe.job_id = %(job_id)s AND pe.idx = p.idx))"
+    )
+
+
+def _reference_message(ref: _Reference, mixed: bool) -> str:
+    """What a missing reference's error says; in a mixed job, the line of the parent the same file rejected."""
+    fix = f"format('no {ref.noun} has id %%s: import the {ref.noun} first or fix {ref.column}', c.{ref.column})"
+    if not mixed:
+        return fix
+    rejected_parent = (
+        f"(SELECT format('{ref.noun} %%s was rejected at %%s of this file: fix that record, then import both again', "
+        f"c.{ref.column}, min(coalesce('line ' || pe.line::text, 'record ' || pe.idx::text)))"
+        f" FROM import_errors pe WHERE pe.job_id = %(job_id)s AND pe.resource = '{ref.table}'"
+        f" AND left(pe.record_json, 1) = '{{' AND pe.record_json::json ->> 'id' = c.{ref.column}"
+        " HAVING count(*) > 0)"
+    )
+    return f"coalesce({rejected_parent}, {fix})"
+
+
+def _merge_sql(spec: _MergeSpec, mixed: bool = False) -> str:
     """Build the merge statement of one resource. Every identifier comes from the constants above.
 
     CTEs: checked (targets, merged rows and the per-record checks against the prior state),
@@ -162,11 +192,7 @@ def _merge_sql(spec: _MergeSpec) -> str:
     if key:
         checks.append(("key_taken", "m.natural_key IS NOT NULL AND m.key_owner_id <> m.known_target"))
     checks += [
-        (
-            ref.code,
-            f"m.{ref.column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {ref.table} ref WHERE ref.id = m.{ref.column})",
-        )
-        for ref in spec.references
+        (ref.code, f"m.{ref.column} IS NOT NULL AND {_missing_reference(ref, mixed)}") for ref in spec.references
     ]
     if spec.resource is Resource.ARTICLES:
         checks.append(("draft_published", "m.v_status = 'draft' AND m.v_published_at IS NOT NULL"))
@@ -199,9 +225,7 @@ def _merge_sql(spec: _MergeSpec) -> str:
             f"format('same {key} as %%s; {once_per_file}', h.place), to_json(c.{key})::text)",
         ]
     error_rows += [
-        f"(c.{ref.code}, '{ref.code}', '{ref.column}', "
-        f"format('no {ref.noun} has id %%s: import the {ref.noun} first or fix {ref.column}', "
-        f"c.{ref.column}), to_json(c.{ref.column})::text)"
+        f"(c.{ref.code}, '{ref.code}', '{ref.column}', {_reference_message(ref, mixed)}, to_json(c.{ref.column})::text)"
         for ref in spec.references
     ]
     if spec.resource is Resource.ARTICLES:
@@ -359,10 +383,11 @@ rejected AS MATERIALIZED (
     SELECT c.* FROM checked c LEFT JOIN settled s ON s.idx = c.idx WHERE NOT ({accepted})
 ),
 errors AS (
-    INSERT INTO import_errors (job_id, idx, line, code, field, message, value_json, record_json)
+    INSERT INTO import_errors (job_id, idx, line, code, field, message, value_json, record_json, resource)
     SELECT %(job_id)s, c.idx, c.line, e.code, e.field, e.message, e.value_json,
         -- Looked up per error (few), not joined: the original record is the widest column of all.
-        (SELECT st.raw FROM {stage} st WHERE st.job_id = %(job_id)s AND st.idx = c.idx)
+        (SELECT st.raw FROM {stage} st WHERE st.job_id = %(job_id)s AND st.idx = c.idx),
+        '{table}'
     FROM rejected c
     LEFT JOIN settled s ON s.idx = c.idx
     LEFT JOIN key_holders h ON h.natural_key = c.natural_key AND h.idx < c.idx
@@ -394,3 +419,7 @@ SELECT count(*) FROM checked c LEFT JOIN settled s ON s.idx = c.idx WHERE {accep
 
 
 MERGE_SQL: dict[Resource, str] = {resource: _merge_sql(spec) for resource, spec in _MERGE_SPECS.items()}
+# A mixed job's: one per resource, run in dependency order in one transaction (bulkio.adapters.postgres).
+MIXED_MERGE_SQL: dict[Resource, str] = {
+    resource: _merge_sql(spec, mixed=True) for resource, spec in _MERGE_SPECS.items()
+}

@@ -31,7 +31,7 @@ from bulkio.adapters.copy_format import (
     CountingSink,
     copy_error_line,
 )
-from bulkio.adapters.merge_sql import MERGE_SQL, STAGE_TABLES
+from bulkio.adapters.merge_sql import MERGE_SQL, MIXED_MERGE_SQL, STAGE_TABLES
 from bulkio.domain.objects import ByteSink
 from bulkio.domain.rejected import (
     RejectedFormat,
@@ -40,7 +40,7 @@ from bulkio.domain.rejected import (
     rejected_csv_row,
     rejected_ndjson_line,
 )
-from bulkio.domain.resources import Resource
+from bulkio.domain.resources import DEPENDENCY_ORDER, ImportTarget, Resource
 from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
 from bulkio.domain.sweep import RunState
 
@@ -83,16 +83,47 @@ def _one_row(cursor: Cursor) -> tuple[Any, ...]:
     return row
 
 
-def _register_run(cursor: Cursor, job_id: str, resource: Resource, dry_run: bool) -> None:
+def _register_run(cursor: Cursor, job_id: str, target: ImportTarget, dry_run: bool) -> None:
     """Creates the job's run row. Whichever comes first creates it, a writer staging a chunk or the chunker's
     totals; both read the job's mode, and a dry run stays one whatever the order (no resource table is written
     for it). No ON CONFLICT DO UPDATE: that would lock the row for each chunk, and the writers would queue."""
     cursor.execute(
         "INSERT INTO import_runs (job_id, resource, dry_run) VALUES (%s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
-        (job_id, resource.value, dry_run),
+        (job_id, target.value, dry_run),
     )
     if dry_run and cursor.rowcount == 0:
         cursor.execute("UPDATE import_runs SET dry_run = true WHERE job_id = %s AND NOT dry_run", (job_id,))
+
+
+def _by_resource(records: Iterable[StagedRecord]) -> dict[Resource, list[StagedRecord]]:
+    """A mixed chunk's valid records, by the resource each names (in dependency order)."""
+    grouped: dict[Resource, list[StagedRecord]] = {}
+    for record in records:
+        if record.resource is None:
+            raise ValueError(f"record {record.index} of a mixed job names no resource")
+        grouped.setdefault(record.resource, []).append(record)
+    return {resource: grouped[resource] for resource in DEPENDENCY_ORDER if resource in grouped}
+
+
+def _counters_by_resource(cursor: Cursor, job_id: str, succeeded: dict[Resource, int]) -> dict[str, dict[str, int]]:
+    """A mixed job's outcome per resource: each of its records was accepted or has errors, so the total is the
+    sum of the two. A record that names no resource counts in the job's counters only."""
+    cursor.execute(
+        "SELECT resource, count(DISTINCT idx) FROM import_errors WHERE job_id = %s AND resource IS NOT NULL"
+        " GROUP BY resource",
+        (job_id,),
+    )
+    failed = {Resource(name): count for name, count in cursor.fetchall()}
+    counters = {}
+    for resource in DEPENDENCY_ORDER:
+        total = succeeded.get(resource, 0) + failed.get(resource, 0)
+        counters[resource.value] = {
+            "total": total,
+            "processed": total,
+            "succeeded": succeeded.get(resource, 0),
+            "failed": failed.get(resource, 0),
+        }
+    return counters
 
 
 def is_broken(error: BaseException, connection: Connection) -> bool:
@@ -146,29 +177,30 @@ class ImportStore(OneConnection):
                 raise
         raise AssertionError("unreachable")
 
-    def register_job(self, job_id: str, resource: Resource, dry_run: bool = False) -> None:
-        self._transaction(lambda cursor: _register_run(cursor, job_id, resource, dry_run))
+    def register_job(self, job_id: str, target: ImportTarget, dry_run: bool = False) -> None:
+        self._transaction(lambda cursor: _register_run(cursor, job_id, target, dry_run))
 
     def stage_chunk(
         self,
         job_id: str,
-        resource: Resource,
+        target: ImportTarget,
         chunk_no: int,
         staged: Iterable[StagedRecord],
         failed: Iterable[FailedRecord],
         dry_run: bool = False,
     ) -> bool:
-        """Stage one chunk exactly once: False (and nothing changed) when it had been staged before."""
+        """Stage one chunk exactly once: False (and nothing changed) when it had been staged before. A mixed
+        job's records go to the staging table of the resource each names."""
         copying_started = False
 
-        encode = ROW_ENCODERS[resource]
         staged_count = 0
         failed_indexes: set[int] = set()
         first_index: int | None = None
 
-        def counted_staged() -> Iterator[str]:
+        def counted_staged(resource: Resource, records: Iterable[StagedRecord]) -> Iterator[str]:
             nonlocal staged_count, first_index
-            for record in staged:
+            encode = ROW_ENCODERS[resource]
+            for record in records:
                 staged_count += 1
                 first_index = record.index if first_index is None else min(first_index, record.index)
                 yield encode(job_id, record.index, record.line, record.row, record.raw)
@@ -178,16 +210,21 @@ class ImportStore(OneConnection):
             for record in failed:
                 failed_indexes.add(record.index)
                 first_index = record.index if first_index is None else min(first_index, record.index)
-                yield copy_error_line(job_id, record)
+                yield copy_error_line(job_id, record, target.single)
 
-        staged_lines = counted_staged()
+        single = target.single
+        staged_lines = (
+            {single: counted_staged(single, staged)}
+            if single is not None
+            else {resource: counted_staged(resource, records) for resource, records in _by_resource(staged).items()}
+        )
         failed_lines = counted_failed()
 
         def work(cursor: Cursor) -> bool:
             nonlocal copying_started
             # The run row may not exist if a writer beats the chunker's register_job; creating it here is
             # harmless because register_job does nothing on conflict.
-            _register_run(cursor, job_id, resource, dry_run)
+            _register_run(cursor, job_id, target, dry_run)
             # A run that failed, was cancelled or merged takes no more rows: a writer still in flight then must
             # not leave rows behind that nothing would ever remove. The share lock makes fail_run and the merge
             # (which update this row) wait for chunks being staged, and a chunk wait for them.
@@ -204,7 +241,8 @@ class ImportStore(OneConnection):
             if cursor.rowcount == 0:
                 return False
             copying_started = True
-            cursor.copy_expert(STAGE_COPY_SQL[resource], CopySource(staged_lines), COPY_BUFFER_BYTES)
+            for resource, lines in staged_lines.items():
+                cursor.copy_expert(STAGE_COPY_SQL[resource], CopySource(lines), COPY_BUFFER_BYTES)
             cursor.copy_expert(ERRORS_COPY_SQL, CopySource(failed_lines), COPY_BUFFER_BYTES)
             cursor.execute(
                 "UPDATE import_chunks SET records = %s, failed = %s, first_idx = %s"
@@ -243,36 +281,49 @@ class ImportStore(OneConnection):
         def work(cursor: Cursor) -> MergeOutcome | StagingLost | None:
             cursor.execute(
                 "SELECT resource, chunks_total, records_total, merged_at IS NOT NULL, failed_at IS NOT NULL,"
-                " succeeded, failed, errors_by_code, dry_run"
+                " succeeded, failed, errors_by_code, dry_run, counters_by_resource"
                 " FROM import_runs WHERE job_id = %s FOR UPDATE" + ("" if wait else " SKIP LOCKED"),
                 (job_id,),
             )
             run = cursor.fetchone()
             if run is None:
                 return None
-            resource_name, chunks_total, records_total, merged, run_failed, succeeded, failed, by_code, dry_run = run
+            (
+                target_name,
+                chunks_total,
+                records_total,
+                merged,
+                run_failed,
+                succeeded,
+                failed,
+                by_code,
+                dry_run,
+                by_resource,
+            ) = run
             if merged:
-                return MergeOutcome(records_total, succeeded, failed, dict(by_code), merged_now=False)
+                return MergeOutcome(records_total, succeeded, failed, dict(by_code), False, by_resource)
             if run_failed or chunks_total is None:
                 return None
             cursor.execute("SELECT count(*) FROM import_chunks WHERE job_id = %s", (job_id,))
             if _one_row(cursor)[0] < chunks_total:
                 return None
-            resource = Resource(resource_name)
-            lost = self._unstage_lost_chunks(cursor, job_id, resource)
+            target = ImportTarget(target_name)
+            lost = self._unstage_lost_chunks(cursor, job_id, target)
             if lost is not None:
                 return lost
-            return self._merge(cursor, job_id, resource, records_total, dry_run)
+            return self._merge(cursor, job_id, target, records_total, dry_run)
 
         return self._transaction(work)
 
     @staticmethod
-    def _unstage_lost_chunks(cursor: Cursor, job_id: str, resource: Resource) -> StagingLost | None:
+    def _unstage_lost_chunks(cursor: Cursor, job_id: str, target: ImportTarget) -> StagingLost | None:
         """None when every claimed chunk's valid records are staged; else the claims of the chunks that lost
         rows are removed (with what is left of their rows and validation errors) and their numbers returned."""
-        stage = STAGE_TABLES[resource]
+        tables = [STAGE_TABLES[resource] for resource in target.resources]
+        # A mixed job's chunk stages into several tables: its rows are counted across them.
+        stage = " UNION ALL ".join(f"SELECT idx FROM {table} WHERE job_id = %(job)s" for table in tables)
         cursor.execute(
-            f"SELECT (SELECT count(*) FROM {stage} WHERE job_id = %(job)s),"
+            f"SELECT (SELECT count(*) FROM ({stage}) s),"
             " (SELECT coalesce(sum(records - failed), 0) FROM import_chunks WHERE job_id = %(job)s)",
             {"job": job_id},
         )
@@ -282,14 +333,13 @@ class ImportStore(OneConnection):
         cursor.execute(
             f"""DELETE FROM import_chunks c
             WHERE c.job_id = %(job)s AND c.records - c.failed <> (
-                SELECT count(*) FROM {stage} s
-                WHERE s.job_id = c.job_id AND s.idx >= c.first_idx AND s.idx < c.first_idx + c.records)
+                SELECT count(*) FROM ({stage}) s WHERE s.idx >= c.first_idx AND s.idx < c.first_idx + c.records)
             RETURNING c.chunk_no, c.first_idx, c.records""",
             {"job": job_id},
         )
         lost = cursor.fetchall()
         for _, first_idx, records in lost:
-            for table in (stage, "import_errors"):
+            for table in (*tables, "import_errors"):
                 cursor.execute(
                     f"DELETE FROM {table} WHERE job_id = %s AND idx >= %s AND idx < %s",
                     (job_id, first_idx, first_idx + records),
@@ -299,16 +349,26 @@ class ImportStore(OneConnection):
         return StagingLost(tuple(sorted(chunk_no for chunk_no, _, _ in lost)), restages)
 
     @staticmethod
-    def _merge(cursor: Cursor, job_id: str, resource: Resource, records_total: int, dry_run: bool) -> MergeOutcome:
+    def _merge(cursor: Cursor, job_id: str, target: ImportTarget, records_total: int, dry_run: bool) -> MergeOutcome:
+        """One merge statement per resource of the job, in dependency order, in this one transaction: a mixed
+        job's articles find the users its own merge just wrote, as if the parts were imported one after the other."""
         cursor.execute(f"SET LOCAL work_mem = '{MERGE_WORK_MEM}'")
         # Compiling the merge plan costs over a second and saves nothing measurable on this statement.
         cursor.execute("SET LOCAL jit = off")
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", (MERGE_LOCK_CLASS, MERGE_LOCK_IDS[resource]))
-        # The job's rows arrived seconds ago, before autovacuum could sample them: without fresh statistics
-        # the planner may take a million-row job for an empty one.
-        cursor.execute(f"ANALYZE {STAGE_TABLES[resource]}")
-        cursor.execute(MERGE_SQL[resource], {"job_id": job_id, "writes": not dry_run})
-        succeeded = _one_row(cursor)[0]
+        statements = MERGE_SQL if target.single is not None else MIXED_MERGE_SQL
+        succeeded_by_resource: dict[Resource, int] = {}
+        for resource in target.resources:
+            # Always in dependency order, so two merges never wait for each other's locks in a cycle.
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", (MERGE_LOCK_CLASS, MERGE_LOCK_IDS[resource]))
+            # The job's rows arrived seconds ago, before autovacuum could sample them: without fresh statistics
+            # the planner may take a million-row job for an empty one.
+            cursor.execute(f"ANALYZE {STAGE_TABLES[resource]}")
+            cursor.execute(statements[resource], {"job_id": job_id, "writes": not dry_run})
+            succeeded_by_resource[resource] = _one_row(cursor)[0]
+        succeeded = sum(succeeded_by_resource.values())
+        counters_by_resource = (
+            None if target.single is not None else _counters_by_resource(cursor, job_id, succeeded_by_resource)
+        )
         cursor.execute(
             "SELECT code, count(*) FROM import_errors WHERE job_id = %s GROUP BY code ORDER BY code",
             (job_id,),
@@ -317,12 +377,19 @@ class ImportStore(OneConnection):
         cursor.execute("SELECT count(DISTINCT idx) FROM import_errors WHERE job_id = %s", (job_id,))
         failed = _one_row(cursor)[0]
         cursor.execute(
-            "UPDATE import_runs SET merged_at = now(), succeeded = %s, failed = %s, errors_by_code = %s"
-            " WHERE job_id = %s",
-            (succeeded, failed, json.dumps(errors_by_code), job_id),
+            "UPDATE import_runs SET merged_at = now(), succeeded = %s, failed = %s, errors_by_code = %s,"
+            " counters_by_resource = %s WHERE job_id = %s",
+            (
+                succeeded,
+                failed,
+                json.dumps(errors_by_code),
+                None if counters_by_resource is None else json.dumps(counters_by_resource),
+                job_id,
+            ),
         )
-        cursor.execute(f"DELETE FROM {STAGE_TABLES[resource]} WHERE job_id = %s", (job_id,))
-        return MergeOutcome(records_total, succeeded, failed, errors_by_code, merged_now=True)
+        for resource in target.resources:
+            cursor.execute(f"DELETE FROM {STAGE_TABLES[resource]} WHERE job_id = %s", (job_id,))
+        return MergeOutcome(records_total, succeeded, failed, errors_by_code, True, counters_by_resource)
 
     def progress(self, job_id: str) -> StagingProgress:
         def work(cursor: Cursor) -> StagingProgress:
@@ -503,7 +570,8 @@ class ImportStore(OneConnection):
             )
             found = cursor.fetchone()
             if found is not None:
-                cursor.execute(f"DELETE FROM {STAGE_TABLES[Resource(found[0])]} WHERE job_id = %s", (job_id,))
+                for resource in ImportTarget(found[0]).resources:
+                    cursor.execute(f"DELETE FROM {STAGE_TABLES[resource]} WHERE job_id = %s", (job_id,))
                 return True
             cursor.execute("SELECT merged_at IS NULL FROM import_runs WHERE job_id = %s", (job_id,))
             merged = cursor.fetchone()

@@ -1,7 +1,8 @@
 """Chunk objects: at most CHUNK_RECORDS normalized records with their source line numbers, one JSON per line.
 
 An entry is `{"i": index, "l": line, "r": record}` or, for a record that could not be parsed,
-`{"i": index, "l": line, "e": {"code", "field", "message", "value"}, "raw": source text}`.
+`{"i": index, "l": line, "e": {"code", "field", "message", "value"}, "raw": source text}`. A record of an archive
+member also has `"s": resource`, the resource its file name gives.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bulkio.domain.errors import ErrorCode, RecordError
 from bulkio.domain.parsing import SourceRecord
-from bulkio.domain.resources import Resource
+from bulkio.domain.resources import ImportTarget, Resource
 
 
 def chunk_prefix(job_id: str) -> str:
@@ -32,7 +33,7 @@ class ChunkMessage(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     job_id: str
-    resource: Resource
+    resource: ImportTarget  # the job's: `mixed` when each record names its own
     chunk: int
     key: str
     first: int | None = None
@@ -40,7 +41,7 @@ class ChunkMessage(BaseModel):
 
     @classmethod
     def announcing(
-        cls, job_id: str, resource: Resource, chunk_no: int, first: int | None = None, records: int | None = None
+        cls, job_id: str, resource: ImportTarget, chunk_no: int, first: int | None = None, records: int | None = None
     ) -> ChunkMessage:
         return cls(
             job_id=job_id,
@@ -79,6 +80,8 @@ RECORD_KEY = b',"r":'
 
 def encode_entry(record: SourceRecord) -> bytes:
     head = b'{"i":%d,"l":%s' % (record.index, b"null" if record.line is None else b"%d" % record.line)
+    if record.resource is not None:  # an archive member's
+        head += b',"s":"%s"' % record.resource.value.encode()
     if record.error is not None:
         error = record.error
         entry = {"code": error.code.value, "field": error.field, "message": error.message, "value": error.value}
@@ -119,6 +122,7 @@ class ChunkEntry(NamedTuple):  # a tuple: built a million times per job, far che
     record: dict[str, Any] | None
     error: RecordError | None
     raw_json: str  # the original record as JSON text (an object, or a string of unparseable source)
+    resource: Resource | None = None  # an archive member's resource (named by its file)
 
 
 def decode_chunk(data: bytes) -> Iterator[ChunkEntry]:
@@ -134,7 +138,10 @@ def decode_chunk(data: bytes) -> Iterator[ChunkEntry]:
                 None,
                 RecordError(ErrorCode(error["code"]), error["field"], error["message"], error.get("value")),
                 orjson.dumps(entry.get("raw")).decode(),
+                Resource(entry["s"]) if "s" in entry else None,
             )
         else:
             raw = text[text.index(RECORD_KEY) + len(RECORD_KEY) : -1]
-            yield ChunkEntry(entry["i"], entry["l"], entry["r"], None, raw.decode())
+            yield ChunkEntry(
+                entry["i"], entry["l"], entry["r"], None, raw.decode(), Resource(entry["s"]) if "s" in entry else None
+            )

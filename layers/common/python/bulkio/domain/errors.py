@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     DUPLICATE_IN_FILE = "duplicate_in_file"
     RECORD_TOO_LARGE = "record_too_large"
     INVALID_CHARACTER = "invalid_character"
+    INVALID_RESOURCE = "invalid_resource"  # a mixed import's record names no resource it imports
 
 
 @dataclass(frozen=True, slots=True)

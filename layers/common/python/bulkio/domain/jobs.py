@@ -10,7 +10,7 @@ from typing import Any
 
 from bulkio.domain.callbacks import CallbackState, JobCallback
 from bulkio.domain.errors import Conflict, Gone
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget
 
 
 class JobStatus(StrEnum):
@@ -83,7 +83,7 @@ class JobFailure:
 @dataclass(slots=True)
 class ImportJob:
     job_id: str
-    resource: Resource
+    resource: ImportTarget
     format: Format | None
     status: JobStatus
     source: JobSource
@@ -110,6 +110,8 @@ class ImportJob:
     # Records of this job's rejected ones imported since, by jobs naming it as their parent_job_id.
     rejected_reimported: int = 0
     callback: JobCallback | None = None  # where the job's end is POSTed (callback_url), signed
+    # A mixed job's outcome per resource, once it has ended: {"users": {total, processed, succeeded, failed}, ...}
+    counters_by_resource: dict[str, dict[str, int]] | None = None
 
     @property
     def awaits_callback(self) -> bool:
@@ -299,6 +301,8 @@ def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) 
         view["rejected_reimported"] = job.rejected_reimported
     if job.callback is not None:
         view["callback"] = job.callback.view()
+    if job.counters_by_resource is not None:
+        view["counters_by_resource"] = job.counters_by_resource
     return view
 
 

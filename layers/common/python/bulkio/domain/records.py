@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bulkio.domain.errors import ErrorCode, RecordError
-from bulkio.domain.resources import COLUMNS, Resource
+from bulkio.domain.resources import COLUMNS, Resource, parse_resource
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 SLUG_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -74,6 +74,26 @@ class Validated:
 
 def validate_record(resource: Resource, data: Mapping[str, Any], rules: ValidationRules) -> Validated:
     return _VALIDATORS[resource](_Check(data), rules)
+
+
+def record_resource(record: Mapping[str, Any] | None) -> Resource | None:
+    """The resource a mixed import's record names in its `resource` member, if it names one."""
+    return parse_resource(record.get("resource")) if record is not None else None
+
+
+def unknown_resource(value: Any) -> RecordError:
+    """The error of a mixed import's record that names no resource this service imports."""
+    allowed = ", ".join(resource.value for resource in Resource)
+    if value is None:
+        problem = "the record has no resource member"
+    else:
+        problem = f"resource {_reported(value)!r} is not one this service imports"
+    return RecordError(
+        ErrorCode.INVALID_RESOURCE,
+        "resource",
+        f'{problem}: a mixed import\'s record says what it is in "resource": one of {allowed}',
+        _reported(value),
+    )
 
 
 def _json_type_with_article(value: Any) -> str:

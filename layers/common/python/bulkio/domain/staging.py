@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulkio.domain.errors import RecordError
+from bulkio.domain.resources import Resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,7 @@ class StagedRecord:
     line: int | None
     row: dict[str, Any]
     raw: str
+    resource: Resource | None = None  # a mixed job's record names its own; None: the job's resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,7 @@ class FailedRecord:
     line: int | None
     error: RecordError
     raw: str
+    resource: Resource | None = None  # the record's resource, when known (a mixed job's may name none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,8 @@ class MergeOutcome:
     failed: int
     errors_by_code: dict[str, int]
     merged_now: bool
+    # A mixed job's outcome per resource: {"users": {"total", "processed", "succeeded", "failed"}, ...}
+    counters_by_resource: dict[str, dict[str, int]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

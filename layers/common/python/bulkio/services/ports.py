@@ -17,7 +17,7 @@ from bulkio.domain.jobs import Counters, ImportJob, ImportMode, JobSource
 from bulkio.domain.metrics import JobSummary
 from bulkio.domain.objects import ByteSink, ObjectInfo, PresignedUpload
 from bulkio.domain.rejected import RejectedFormat
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget
 from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
 from bulkio.domain.sweep import RunState
 
@@ -58,7 +58,12 @@ class ImportJobRepository(Protocol):
     def set_totals(self, job_id: str, chunks_total: int, records_total: int) -> None: ...
 
     def finish(
-        self, job_id: str, counters: Counters, errors_by_code: dict[str, int], mode: ImportMode = ImportMode.IMPORT
+        self,
+        job_id: str,
+        counters: Counters,
+        errors_by_code: dict[str, int],
+        mode: ImportMode = ImportMode.IMPORT,
+        counters_by_resource: dict[str, dict[str, int]] | None = None,
     ) -> bool: ...
 
     def claim_commit(self, dry_run_id: str, commit_id: str) -> bool: ...
@@ -107,12 +112,12 @@ class IdempotencyRecords(Protocol):
 class ImportStore(Protocol):
     """The import pipeline's database work: staging exactly once per chunk, the merge, progress, error reports."""
 
-    def register_job(self, job_id: str, resource: Resource, dry_run: bool = False) -> None: ...
+    def register_job(self, job_id: str, target: ImportTarget, dry_run: bool = False) -> None: ...
 
     def stage_chunk(
         self,
         job_id: str,
-        resource: Resource,
+        target: ImportTarget,
         chunk_no: int,
         staged: Iterable[StagedRecord],
         failed: Iterable[FailedRecord],

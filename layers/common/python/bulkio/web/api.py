@@ -28,7 +28,7 @@ from bulkio.bootstrap import export_service, health_report, import_api
 from bulkio.domain.auth import Principal, Scope
 from bulkio.domain.errors import Refusal
 from bulkio.domain.parsing import detect_format
-from bulkio.domain.resources import Format
+from bulkio.domain.resources import Format, check_format_fits
 from bulkio.domain.submissions import Submitted
 from bulkio.problems import PROBLEM_CONTENT_TYPE, Problem, bad_request, payload_too_large, unsupported_media_type
 from bulkio.services.imports.api import ErrorReport, NewImport
@@ -221,9 +221,11 @@ def _upload(content_type: str) -> NewImport:
     if form.file is None:
         raise bad_request("missing_file", "multipart uploads need a 'file' part holding the data file")
     fields: ImportUpload = _validated(lambda: ImportUpload.validate_fields(form.fields))
+    fmt = fields.format or _format_from_name(form.file.filename)
+    check_format_fits(fields.resource, fmt)
     return NewImport(
         resource=fields.resource,
-        format=fields.format or _format_from_name(form.file.filename),
+        format=fmt,
         filename=form.file.filename,
         file=form.file.stream,
         file_sha256=form.file.sha256,
@@ -241,9 +243,11 @@ def _from_json() -> NewImport:
     if not isinstance(payload, dict):
         raise bad_request("invalid_json_body", "the request body must be a JSON object")
     request: ImportFromJson = _validated(lambda: ImportFromJson.model_validate(payload))
+    fmt = request.format or _format_from_name(request.url)
+    check_format_fits(request.resource, fmt)
     return NewImport(
         resource=request.resource,
-        format=request.format or _format_from_name(request.url),
+        format=fmt,
         url=_vetted("url", request.url),
         mode=request.mode,
         parent_job_id=request.parent_job_id,

@@ -17,7 +17,15 @@ from bulkio.domain.exports import parse_export_request
 from bulkio.domain.idempotency import valid_key
 from bulkio.domain.jobs import ImportMode
 from bulkio.domain.rejected import REJECTED_FORMATS, RejectedFormat
-from bulkio.domain.resources import Format, Resource, parse_format, parse_resource
+from bulkio.domain.resources import (
+    Format,
+    ImportTarget,
+    Resource,
+    check_format_fits,
+    parse_format,
+    parse_import_target,
+    parse_resource,
+)
 
 MAX_PAGE = 100
 MAX_JOB_ID_CHARS = 64
@@ -47,6 +55,19 @@ def _resource(value: object) -> Resource:
     return resource
 
 
+def _import_target(value: object) -> ImportTarget:
+    target = parse_import_target(value)
+    if target is None:
+        allowed = [t.value for t in ImportTarget]
+        raise rule_broken(
+            "invalid_resource",
+            f"resource {value!r} is not supported: use one of {', '.join(allowed)} (mixed: records of all three in "
+            "one file, imported in dependency order)",
+            allowed=allowed,
+        )
+    return target
+
+
 def _format(value: object) -> Format | None:
     if value in (None, ""):
         return None
@@ -54,7 +75,8 @@ def _format(value: object) -> Format | None:
     if fmt is None:
         raise rule_broken(
             "invalid_format",
-            f"format {value!r} is not supported: use one of csv, ndjson, json (or leave it out to infer it)",
+            f"format {value!r} is not supported: use one of csv, ndjson, json (zip or tar for resource=mixed), or "
+            "leave it out to infer it",
             allowed=[f.value for f in Format],
         )
     return fmt
@@ -138,6 +160,7 @@ def _rejected_format(value: object) -> object:
 
 
 ResourceName = Annotated[Resource, BeforeValidator(_resource)]
+ImportTargetName = Annotated[ImportTarget, BeforeValidator(_import_target)]
 FormatName = Annotated[Format | None, BeforeValidator(_format)]
 ImportModeName = Annotated[ImportMode, BeforeValidator(_import_mode)]
 ParentJobId = Annotated[str | None, BeforeValidator(_parent_job_id)]
@@ -185,12 +208,25 @@ class Request(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------------ requests
-class ImportFromJson(Request):
+class _ImportRequest(Request):
+    """What every way of starting an import takes first: what it loads, and the file's format."""
+
+    resource: ImportTargetName
+    format: FormatName = Field(default=None, description="inferred from the file name or content when left out")
+
+    @model_validator(mode="after")
+    def _format_fits_resource(self) -> Any:
+        try:
+            check_format_fits(self.resource, self.format)
+        except Refusal as refusal:
+            raise refusal_as_rule(refusal) from None
+        return self
+
+
+class ImportFromJson(_ImportRequest):
     """POST /v1/imports with a JSON body: an import from a URL, or (without url) a presigned upload URL."""
 
     unknown_field_hint = "fields "
-    resource: ResourceName
-    format: FormatName = Field(default=None, description="inferred from the file name or content when left out")
     url: str | None = Field(
         default=None,
         json_schema_extra={"format": "uri"},
@@ -203,12 +239,10 @@ class ImportFromJson(Request):
     )
 
 
-class ImportUpload(Request):
+class ImportUpload(_ImportRequest):
     """POST /v1/imports as multipart/form-data: the file itself, streamed to S3 while it is read."""
 
     unknown_field_hint = "form fields "
-    resource: ResourceName
-    format: FormatName = None
     mode: ImportModeName = Field(default=ImportMode.IMPORT, description=MODE_DESCRIPTION)
     parent_job_id: ParentJobId = Field(default=None, description=PARENT_DESCRIPTION)
     callback_url: CallbackUrl = Field(
@@ -377,6 +411,9 @@ class ImportJobSummary(_ImportJob):
         "how many of its rejected records jobs naming it as parent_job_id have imported since"
     )
     callback: CallbackView | None = left_out_when_none("its callback_url, and how its delivery went")
+    counters_by_resource: dict[str, ImportCounters] | None = left_out_when_none(
+        "a mixed import's counters per resource (users, articles, comments), once it has ended"
+    )
 
 
 class ImportJobView(_ImportJob):
@@ -391,6 +428,9 @@ class ImportJobView(_ImportJob):
         "how many of its rejected records jobs naming it as parent_job_id have imported since"
     )
     callback: CallbackView | None = left_out_when_none("its callback_url, and how its delivery went")
+    counters_by_resource: dict[str, ImportCounters] | None = left_out_when_none(
+        "a mixed import's counters per resource (users, articles, comments), once it has ended"
+    )
 
 
 class Delivery(View):

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any, Protocol, cast
 
 from bulkio.domain.errors import ErrorCode, RecordError
+from bulkio.domain.resources import Resource
 
 READ_SIZE = 64 * 1024
 RAW_TEXT_LIMIT = 64 * 1024
@@ -26,6 +27,10 @@ class FileErrorCode(StrEnum):
     DECOMPRESSED_TOO_LARGE = "decompressed_too_large"
     COMPRESSION_RATIO_TOO_HIGH = "compression_ratio_too_high"
     TOO_MANY_RECORDS = "too_many_records"
+    INVALID_ARCHIVE = "invalid_archive"
+    UNKNOWN_ARCHIVE_MEMBER = "unknown_archive_member"
+    ARCHIVE_NEEDS_MIXED = "archive_needs_mixed"  # an archive posted for one resource
+    MIXED_NEEDS_RESOURCE = "mixed_needs_resource"  # a CSV file posted as mixed: its rows name no resource
 
 
 class UnreadableFile(Exception):
@@ -49,6 +54,8 @@ class SourceRecord:
     """Why the record could not be parsed."""
     raw: str | None
     """The record's source text when it could not be parsed (truncated to 64 KiB), for the error report."""
+    resource: Resource | None = None
+    """An archive member's resource (named by its file name); None elsewhere (a mixed record names its own)."""
 
 
 def _raw_text(data: bytes) -> str:

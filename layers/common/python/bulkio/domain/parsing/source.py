@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from itertools import chain
 from typing import BinaryIO
 
+from bulkio.domain.parsing.archives import archive_records
 from bulkio.domain.parsing.common import READ_SIZE, FileErrorCode, SourceRecord, UnreadableFile
 from bulkio.domain.parsing.csv import _csv_records
 from bulkio.domain.parsing.gzip import GZIP_MAGIC, _gunzip, _gunzip_head
 from bulkio.domain.parsing.json_array import _json_array_records
 from bulkio.domain.parsing.ndjson import _ndjson_records
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget, Resource
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -25,6 +26,9 @@ FORMAT_BY_EXTENSION: dict[str, Format] = {
     "ndjson": Format.NDJSON,
     "jsonl": Format.NDJSON,
     "json": Format.JSON,
+    "zip": Format.ZIP,
+    "tar": Format.TAR,
+    "tgz": Format.TAR,
 }
 
 
@@ -61,7 +65,7 @@ def detect_format(filename: str | None, head: bytes) -> Format | None:
 def iter_source_records(
     stream: BinaryIO,
     fmt: Format | None,
-    resource: Resource,
+    target: ImportTarget | Resource,
     *,
     filename: str | None = None,
     max_record_bytes: int,
@@ -77,8 +81,9 @@ def iter_source_records(
     the records before the problem: also when gzip content expands past `max_decompressed_bytes` or more than
     `max_compression_ratio` times, and when the file holds more than `max_records` records (None: no limit).
     """
-    records = _source_records(
-        stream, fmt, resource, filename, max_record_bytes, max_decompressed_bytes, max_compression_ratio
+    target = ImportTarget(target.value)  # a Resource names the same target
+    records = _target_records(
+        stream, fmt, target, filename, max_record_bytes, max_decompressed_bytes, max_compression_ratio
     )
     if max_records is None:
         yield from records
@@ -93,10 +98,41 @@ def iter_source_records(
         yield record
 
 
+def _target_records(
+    stream: BinaryIO,
+    fmt: Format | None,
+    target: ImportTarget,
+    filename: str | None,
+    max_record_bytes: int,
+    max_decompressed_bytes: int,
+    max_compression_ratio: float,
+) -> Iterator[SourceRecord]:
+    """One resource's file, or a mixed import's: NDJSON or JSON records naming their resource, or an archive."""
+    if fmt is not None and fmt.is_archive:
+        if target is not ImportTarget.MIXED:
+            raise UnreadableFile(
+                FileErrorCode.ARCHIVE_NEEDS_MIXED,
+                f"the file is a {fmt.value} archive, which may hold several resources: import it with "
+                f"resource=mixed (members named users.*, articles.*, comments.*), or upload the {target.value} file "
+                "itself",
+            )
+
+        def read_member(member: BinaryIO, resource: Resource, name: str) -> Iterator[SourceRecord]:
+            return _source_records(
+                member, None, resource, name, max_record_bytes, max_decompressed_bytes, max_compression_ratio
+            )
+
+        yield from archive_records(stream, fmt, read_member, max_decompressed_bytes, max_compression_ratio)
+        return
+    yield from _source_records(
+        stream, fmt, target.single, filename, max_record_bytes, max_decompressed_bytes, max_compression_ratio
+    )
+
+
 def _source_records(
     stream: BinaryIO,
     fmt: Format | None,
-    resource: Resource,
+    resource: Resource | None,
     filename: str | None,
     max_record_bytes: int,
     max_decompressed_bytes: int,
@@ -109,12 +145,23 @@ def _source_records(
             raise UnreadableFile(
                 FileErrorCode.UNKNOWN_FORMAT,
                 "the file is not UTF-8 text (a spreadsheet, an archive or UTF-16 text?): "
-                "export it as CSV (UTF-8), NDJSON or a JSON array",
+                "export it as CSV (UTF-8), NDJSON or a JSON array (a mixed import's zip or tar archive: name it "
+                ".zip, .tar or .tar.gz, or give its format)",
             )
     if fmt is Format.NDJSON:
         yield from _ndjson_records(chunks, max_record_bytes)
     elif fmt is Format.JSON:
         yield from _json_array_records(chunks, max_record_bytes)
+    elif fmt.is_archive:
+        raise UnreadableFile(
+            FileErrorCode.INVALID_ARCHIVE, f"{filename or 'the file'} is an archive inside an archive: unpack it"
+        )
+    elif resource is None:
+        raise UnreadableFile(
+            FileErrorCode.MIXED_NEEDS_RESOURCE,
+            "a mixed import's CSV rows cannot say which resource they are: send NDJSON or JSON records with a "
+            '"resource" member, or a zip or tar.gz of users.csv, articles.csv and comments.csv',
+        )
     else:
         yield from _csv_records(chunks, resource, max_record_bytes)
 

@@ -33,7 +33,7 @@ from bulkio.domain.jobs import (
     utc_now,
 )
 from bulkio.domain.rejected import RejectedFormat, rejected_format_of
-from bulkio.domain.resources import Format, Resource
+from bulkio.domain.resources import Format, ImportTarget
 from bulkio.domain.submissions import Submitted
 from bulkio.services.idempotency import idempotency_scope, submit_once
 from bulkio.services.imports.common import (
@@ -67,7 +67,7 @@ LONG_POLL_INTERVAL_SECONDS = 1.0
 class NewImport:
     """A validated POST /v1/imports request."""
 
-    resource: Resource
+    resource: ImportTarget
     format: Format | None
     url: str | None = None
     filename: str | None = None

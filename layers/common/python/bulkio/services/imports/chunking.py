@@ -27,7 +27,7 @@ from bulkio.domain.jobs import (
 )
 from bulkio.domain.objects import ObjectChanged
 from bulkio.domain.parsing import SourceRecord, UnreadableFile, detect_format, iter_source_records
-from bulkio.domain.resources import Format, parse_resource
+from bulkio.domain.resources import Format, parse_import_target
 from bulkio.domain.sources import SourceUnavailable
 from bulkio.services.imports.common import announce, discard, fetched_key, scratch_prefixes, source_key
 from bulkio.services.imports.ending import JobEnding
@@ -62,10 +62,10 @@ class Chunker:
 
     def _import_drop(self, bucket: str, key: str, etag: str) -> None:
         parts = key.split("/")
-        resource = parse_resource(parts[1] if len(parts) > 2 else None)
+        resource = parse_import_target(parts[1] if len(parts) > 2 else None)
         if resource is None:
             logger.warning(
-                "dropped object ignored: put files under drop/users/, drop/articles/ or drop/comments/",
+                "dropped object ignored: put files under drop/users/, drop/articles/, drop/comments/ or drop/mixed/",
                 extra={"key": key},
             )
             return

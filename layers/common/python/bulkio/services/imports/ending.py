@@ -65,7 +65,7 @@ class JobEnding:
             succeeded=outcome.succeeded,
             failed=outcome.failed,
         )
-        if self.jobs.finish(job_id, counters, outcome.errors_by_code, job.mode):
+        if self.jobs.finish(job_id, counters, outcome.errors_by_code, job.mode, outcome.counters_by_resource):
             discard(self.objects, job_id, scratch_prefixes(job_id, keep_download=job.is_dry_run))
             finished = self.jobs.get(job_id) or job
             metrics = job_metrics(finished, utc_now())
