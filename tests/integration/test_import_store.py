@@ -72,9 +72,10 @@ def run_import(
     chunk_order: Sequence[int] | None = None,
 ) -> MergeOutcome:
     chunks = [records[start : start + chunk_size] for start in range(0, max(len(records), 1), chunk_size)]
-    store.register_job(job_id, resource)
+    target = ImportTarget(resource.value)
+    store.register_job(job_id, target)
     for chunk_no in chunk_order if chunk_order is not None else range(len(chunks)):
-        assert store.stage_chunk(job_id, resource, chunk_no, chunks[chunk_no], failed if chunk_no == 0 else ())
+        assert store.stage_chunk(job_id, target, chunk_no, chunks[chunk_no], failed if chunk_no == 0 else ())
     store.set_totals(job_id, len(chunks), len(records) + len(failed))
     outcome = store.try_merge(job_id)
     assert outcome is not None

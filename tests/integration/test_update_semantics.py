@@ -28,9 +28,9 @@ import pytest
 from bulkio.adapters.postgres import ImportStore
 from bulkio.domain.chunks import decode_chunk, encode_chunks
 from bulkio.domain.errors import ErrorCode, RecordError
-from bulkio.domain.records import ValidationRules, validate_record
+from bulkio.domain.records import ValidationRules
 from bulkio.domain.resources import Format, ImportTarget, Resource
-from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord
+from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, validate_chunk
 
 from tests.fixtures.parsing import iter_source_records
 from tests.fixtures.postgres import query
@@ -47,33 +47,31 @@ class Importer:
     def __init__(self, store: ImportStore) -> None:
         self.store = store
         self.jobs = 0
+        self.last_chunk: tuple[list[StagedRecord], list[FailedRecord]] = ([], [])
 
     def file(
-        self, resource: Resource, content: bytes, fmt: Format = Format.NDJSON, dry_run: bool = False
+        self, target: ImportTarget | Resource, content: bytes, fmt: Format = Format.NDJSON, dry_run: bool = False
     ) -> tuple[str, MergeOutcome]:
-        self.jobs += 1
-        job_id = f"job-{self.jobs}"
-        source = iter_source_records(io.BytesIO(content), fmt, resource)
-        # One chunk, whatever the file's size: the chunker's encoding without its limits.
-        chunk = b"".join(piece.body for piece in encode_chunks(source, max_records=1 << 62, max_bytes=1 << 62))
-        staged: list[StagedRecord] = []
-        failed: list[FailedRecord] = []
-        records = 0
-        for entry in decode_chunk(chunk):
-            records += 1
-            if entry.error is not None:
-                failed.append(FailedRecord(entry.index, entry.line, entry.error, entry.raw_json))
-                continue
-            result = validate_record(resource, entry.record or {}, ValidationRules())
-            if result.row is not None:
-                staged.append(StagedRecord(entry.index, entry.line, result.row, entry.raw_json))
-            failed.extend(FailedRecord(entry.index, entry.line, error, entry.raw_json) for error in result.errors)
-        self.store.register_job(job_id, resource, dry_run)
-        assert self.store.stage_chunk(job_id, resource, 0, staged, failed, dry_run)
-        self.store.set_totals(job_id, 1, records)
+        job_id = self.stage(target, content, fmt, dry_run)
         outcome = self.store.try_merge(job_id)
         assert isinstance(outcome, MergeOutcome), outcome
         return job_id, outcome
+
+    def stage(
+        self, target: ImportTarget | Resource, content: bytes, fmt: Format = Format.NDJSON, dry_run: bool = False
+    ) -> str:
+        """Stages the file as chunk 0 of a new job (kept in `last_chunk`), without merging it."""
+        target = ImportTarget(target.value)
+        self.jobs += 1
+        job_id = f"job-{self.jobs}"
+        source = iter_source_records(io.BytesIO(content), fmt, target)
+        # One chunk, whatever the file's size: the chunker's encoding without its limits.
+        chunk = b"".join(piece.body for piece in encode_chunks(source, max_records=1 << 62, max_bytes=1 << 62))
+        self.last_chunk = validate_chunk(target, decode_chunk(chunk), ValidationRules())
+        self.store.register_job(job_id, target, dry_run)
+        assert self.store.stage_chunk(job_id, target, 0, *self.last_chunk, dry_run)
+        self.store.set_totals(job_id, 1, len(list(decode_chunk(chunk))))
+        return job_id
 
     def records(self, resource: Resource, *records: dict[str, Any]) -> tuple[str, MergeOutcome]:
         return self.file(resource, b"".join(orjson.dumps(record) + b"\n" for record in records))

@@ -3,11 +3,14 @@ store. Pure: no database here, only the shapes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from bulkio.domain.chunks import ChunkEntry
 from bulkio.domain.errors import RecordError
-from bulkio.domain.resources import Resource
+from bulkio.domain.records import ValidationRules, record_resource, unknown_resource, validate_record
+from bulkio.domain.resources import ImportTarget, Resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +63,27 @@ class StagingLost:
 
     chunks: tuple[int, ...]
     restages: int
+
+
+def validate_chunk(
+    target: ImportTarget, entries: Iterable[ChunkEntry], rules: ValidationRules
+) -> tuple[list[StagedRecord], list[FailedRecord]]:
+    """A chunk's records, validated: the valid ones to stage, and an entry per error of the others. A mixed job's
+    record is validated as the resource it names (an archive member's, as its file's name says)."""
+    staged: list[StagedRecord] = []
+    failed: list[FailedRecord] = []
+    single = target.single
+    for entry in entries:
+        resource = single or entry.resource or record_resource(entry.record)
+        if entry.error is not None:
+            failed.append(FailedRecord(entry.index, entry.line, entry.error, entry.raw_json, resource))
+            continue
+        if resource is None:
+            error = unknown_resource((entry.record or {}).get("resource"))
+            failed.append(FailedRecord(entry.index, entry.line, error, entry.raw_json))
+            continue
+        result = validate_record(resource, entry.record or {}, rules)
+        if result.row is not None:
+            staged.append(StagedRecord(entry.index, entry.line, result.row, entry.raw_json, resource))
+        failed.extend(FailedRecord(entry.index, entry.line, error, entry.raw_json, resource) for error in result.errors)
+    return staged, failed

@@ -12,8 +12,8 @@ from bulkio import faults
 from bulkio.config import Settings
 from bulkio.domain.chunks import ChunkMessage, decode_chunk
 from bulkio.domain.jobs import ImportJob
-from bulkio.domain.records import ValidationRules, record_resource, unknown_resource, validate_record
-from bulkio.domain.staging import FailedRecord, StagedRecord
+from bulkio.domain.records import ValidationRules
+from bulkio.domain.staging import validate_chunk
 from bulkio.domain.sweep import retry_delay_seconds
 from bulkio.services.imports.common import discard
 from bulkio.services.imports.ending import JobEnding
@@ -65,26 +65,8 @@ class ChunkWriter:
         self.ending.finish_if_complete(job_id)
 
     def _validate_and_stage(self, job: ImportJob, chunk_no: int, key: str) -> bool:
-        """False when the chunk had been staged before (a redelivery). A mixed job's record is validated as the
-        resource it names (an archive member's, as its file's name says)."""
-        staged: list[StagedRecord] = []
-        failed: list[FailedRecord] = []
-        single = job.resource.single
-        for entry in decode_chunk(self.objects.read_bytes(key)):
-            resource = single or entry.resource or record_resource(entry.record)
-            if entry.error is not None:
-                failed.append(FailedRecord(entry.index, entry.line, entry.error, entry.raw_json, resource))
-                continue
-            if resource is None:
-                error = unknown_resource((entry.record or {}).get("resource"))
-                failed.append(FailedRecord(entry.index, entry.line, error, entry.raw_json))
-                continue
-            result = validate_record(resource, entry.record or {}, self.rules)
-            if result.row is not None:
-                staged.append(StagedRecord(entry.index, entry.line, result.row, entry.raw_json, resource))
-            failed.extend(
-                FailedRecord(entry.index, entry.line, error, entry.raw_json, resource) for error in result.errors
-            )
+        """False when the chunk had been staged before (a redelivery)."""
+        staged, failed = validate_chunk(job.resource, decode_chunk(self.objects.read_bytes(key)), self.rules)
         # Staging also counts the chunk's records, in the same transaction: a redelivery counts nothing twice.
         return self.store.stage_chunk(job.job_id, job.resource, chunk_no, staged, failed, job.is_dry_run)
 
