@@ -9,6 +9,7 @@ import io
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -418,3 +419,60 @@ def test_a_callback_url_is_checked_before_the_job_is_created(api: Api) -> None:
     assert reply.status == 400
     assert reply.json()["code"] == "invalid_callback_url"
     assert "callback_url scheme 'ftp'" in reply.json()["detail"]
+
+
+def test_a_mixed_file_imports_every_resource_in_dependency_order(api: Api) -> None:
+    tag = uuid.uuid4().hex[:8]
+    lines = [
+        {"resource": "comments", "id": f"c-{tag}", "article_id": f"a-{tag}", "user_id": f"u-{tag}", "body": "Hi"},
+        {"resource": "articles", "id": f"a-{tag}", "slug": f"s-{tag}", "title": "T", "author_id": f"u-{tag}"},
+        {"resource": "articles", "id": f"b-{tag}", "slug": f"b-{tag}", "title": "T", "author_id": f"bad-{tag}"},
+        {"resource": "users", "id": f"u-{tag}", "email": f"{tag}@example.com", "name": "Ann"},
+        {"resource": "users", "id": f"bad-{tag}", "email": "broken", "name": "Bad"},
+    ]
+    body, content_type = multipart(
+        {"resource": "mixed"}, "all.ndjson", b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    )
+    reply = api.call("POST", "/imports", body, {"Content-Type": content_type})
+    assert reply.status == 202, reply.body
+    job = api.wait(reply.json()["job_id"])
+
+    assert (job["resource"], job["status"]) == ("mixed", "completed_with_errors")
+    assert job["counters_by_resource"] == {
+        "users": {"total": 2, "processed": 2, "succeeded": 1, "failed": 1},
+        "articles": {"total": 2, "processed": 2, "succeeded": 1, "failed": 1},
+        "comments": {"total": 1, "processed": 1, "succeeded": 1, "failed": 0},
+    }
+    errors = {(error["line"], error["code"]): error["message"] for error in job["errors"]}
+    assert errors[(3, "unknown_author")].startswith(f"user bad-{tag} was rejected at line 5 of this file")
+    exported = request("GET", f"{api.base}/exports?resource=comments&format=ndjson", headers=api.headers)
+    assert f"c-{tag}".encode() in exported.body
+
+    rejected = api.call("GET", f"/imports/{job['job_id']}/rejected")
+    assert [orjson.loads(line)["resource"] for line in rejected.body.splitlines()] == ["articles", "users"]
+
+
+def test_a_zip_of_the_three_resources_imports_as_mixed(api: Api) -> None:
+    tag = uuid.uuid4().hex[:8]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as members:
+        members.writestr(
+            "comments.ndjson",
+            orjson.dumps({"id": f"c-{tag}", "article_id": f"a-{tag}", "user_id": f"u-{tag}", "body": "Hi"}),
+        )
+        members.writestr("users.csv", f"id,email,name\nu-{tag},{tag}@example.com,Ann\n")
+        members.writestr(
+            "articles.json",
+            orjson.dumps([{"id": f"a-{tag}", "slug": f"s-{tag}", "title": "T", "author_id": f"u-{tag}"}]),
+        )
+    body, content_type = multipart({"resource": "mixed"}, "export.zip", archive.getvalue())
+    reply = api.call("POST", "/imports", body, {"Content-Type": content_type})
+    assert reply.status == 202, reply.body
+    job = api.wait(reply.json()["job_id"])
+
+    assert (job["format"], job["status"], job["counters"]["succeeded"]) == ("zip", "completed", 3)
+    assert {name: counters["succeeded"] for name, counters in job["counters_by_resource"].items()} == {
+        "users": 1,
+        "articles": 1,
+        "comments": 1,
+    }
