@@ -12,13 +12,13 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
 SIGNATURE_HEADER = "Bulkio-Signature"
-DELIVERY_HEADER = "Bulkio-Delivery"  # the delivery's number: a receiver that sees one twice can skip it
+DELIVERY_HEADER = "Bulkio-Delivery"  # a new id per attempt, as the deliveries list shows it
 EVENT_HEADER = "Bulkio-Event"
 SECRET_PREFIX = "whsec_"
 # The most deliveries one job records (automatic retries over a day number about 30): redeliveries beyond are refused.
@@ -48,18 +48,6 @@ class JobCallback:
     attempts: int = 0  # automatic attempts started (claimed)
     deliveries: int = 0  # attempts recorded, automatic ones and redeliveries
     next_attempt_at: datetime | None = None
-
-    def view(self) -> dict[str, object]:
-        return {
-            "url": self.url,
-            "state": self.state.value,
-            "deliveries": self.deliveries,
-            "next_attempt_at": _iso(self.next_attempt_at) if self.state is CallbackState.PENDING else None,
-        }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if moment else None
 
 
 class CallbackMessage(BaseModel):
@@ -122,18 +110,6 @@ class DeliveryAttempt:
     delivered: bool
     error: str | None = None
     response_excerpt: str | None = None
-
-    def view(self) -> dict[str, object]:
-        return {
-            "delivery_id": self.delivery_id,
-            "trigger": self.trigger.value,
-            "at": _iso(self.at),
-            "outcome": "delivered" if self.delivered else "failed",
-            "status_code": self.status_code,
-            "duration_ms": self.duration_ms,
-            "error": self.error,
-            "response_excerpt": self.response_excerpt,
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from bulkio.domain.callbacks import CallbackState, JobCallback
+from bulkio.domain.callbacks import CallbackState, DeliveryAttempt, JobCallback
 from bulkio.domain.errors import Conflict, Gone
 from bulkio.domain.resources import Format, ImportTarget
 
@@ -300,10 +300,35 @@ def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) 
     if job.rejected_reimported:
         view["rejected_reimported"] = job.rejected_reimported
     if job.callback is not None:
-        view["callback"] = job.callback.view()
+        view["callback"] = callback_view(job.callback)
     if job.counters_by_resource is not None:
         view["counters_by_resource"] = job.counters_by_resource
     return view
+
+
+def callback_view(callback: JobCallback) -> dict[str, Any]:
+    """A job's callback as its view shows it: never its secret."""
+    pending = callback.state is CallbackState.PENDING
+    return {
+        "url": callback.url,
+        "state": callback.state.value,
+        "deliveries": callback.deliveries,
+        "next_attempt_at": iso(callback.next_attempt_at) if pending else None,
+    }
+
+
+def delivery_view(attempt: DeliveryAttempt) -> dict[str, Any]:
+    """One attempt, as GET /v1/imports/{job_id}/deliveries lists it."""
+    return {
+        "delivery_id": attempt.delivery_id,
+        "trigger": attempt.trigger.value,
+        "at": iso(attempt.at),
+        "outcome": "delivered" if attempt.delivered else "failed",
+        "status_code": attempt.status_code,
+        "duration_ms": attempt.duration_ms,
+        "error": attempt.error,
+        "response_excerpt": attempt.response_excerpt,
+    }
 
 
 def credited_parent(job: ImportJob) -> str | None:

@@ -24,8 +24,10 @@ from bulkio.domain.jobs import (
     JobSource,
     JobStatus,
     SourceKind,
+    callback_view,
     check_committable,
     commit_job_id,
+    delivery_view,
     iso,
     job_summary,
     job_view,
@@ -321,8 +323,8 @@ class ImportApi:
         callback = self._callback_of(job)
         return {
             "job_id": job_id,
-            "callback": callback.view(),
-            "deliveries": [attempt.view() for attempt in self.jobs.deliveries(job_id)],
+            "callback": callback_view(callback),
+            "deliveries": [delivery_view(attempt) for attempt in self.jobs.deliveries(job_id)],
         }
 
     def redeliver(self, job_id: str, caller: Principal) -> dict[str, Any]:
