@@ -50,6 +50,7 @@ from bulkio.domain.rejected import (
 from bulkio.domain.resources import DEPENDENCY_ORDER, Format, ImportTarget
 from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
 from bulkio.domain.sweep import RunState
+from bulkio.domain.uploads import UploadedPart
 from bulkio.services import ports
 from bulkio.services.imports.api import ImportApi
 from bulkio.services.imports.chunking import Chunker
@@ -344,6 +345,8 @@ class FakeObjectStore:
         self.versions: dict[tuple[str, str, str], StoredObject] = {}
         self.version_ids: dict[tuple[str, str], str] = {}
         self.versions_written = 0
+        # Multipart uploads under way: upload id -> (key, {part number: bytes}).
+        self.multipart: dict[str, tuple[str, dict[int, bytes]]] = {}
 
     def _put(self, bucket: str, key: str, stored: StoredObject) -> None:
         self.objects[(bucket, key)] = stored
@@ -398,6 +401,31 @@ class FakeObjectStore:
 
     def presign_get(self, key: str, ttl_seconds: int, filename: str | None = None) -> str:
         return f"https://{self.bucket}.s3.example/{key}?method=GET&expires={ttl_seconds}&filename={filename}"
+
+    def start_multipart(self, key: str) -> str:
+        upload_id = f"upload-{len(self.multipart) + 1}"
+        self.multipart[upload_id] = (key, {})
+        return upload_id
+
+    def presign_part(self, key: str, upload_id: str, part_number: int, ttl_seconds: int) -> str:
+        return f"https://{self.bucket}.s3.example/{key}?uploadId={upload_id}&partNumber={part_number}"
+
+    def put_part(self, upload_id: str, part_number: int, data: bytes) -> None:
+        """What a client's PUT to a part's presigned URL does."""
+        self.multipart[upload_id][1][part_number] = data
+
+    def uploaded_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        if upload_id not in self.multipart:
+            raise FileNotFoundError(upload_id)
+        parts = self.multipart[upload_id][1]
+        return [
+            UploadedPart(number, hashlib.md5(data).hexdigest(), len(data))
+            for number, data in sorted(parts.items())
+        ]
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None:
+        _, uploaded = self.multipart.pop(upload_id)
+        self.put_bytes(key, b"".join(uploaded[part.part_number] for part in parts))
 
     def writer(self, key: str, content_type: str = "application/octet-stream") -> FakeObjectWriter:
         return FakeObjectWriter(self, key, content_type)

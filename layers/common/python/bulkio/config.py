@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     max_upload_bytes: WholeNumber = 10 * 1024**2
     max_record_bytes: WholeNumber = 1024**2
     presign_ttl_seconds: WholeNumber = 3600
+    # a resumable upload (upload_size): how long after the job's creation its parts may still come
+    multipart_upload_window_seconds: WholeNumber = 86400
     idempotency_ttl_seconds: WholeNumber = 86400
     dry_run_retention_seconds: WholeNumber = 86400  # how long a validated dry run can be committed
     event_bus_name: str = "default"  # where jobs' completion events go

@@ -153,6 +153,8 @@ def vars_of(source: JobSource) -> dict[str, Any]:
         "version_id": source.version_id,
         "pinned": source.pinned or None,
         "size": source.size,
+        "upload_id": source.upload_id,
+        "upload_size": source.upload_size,
     }
 
 
@@ -174,6 +176,8 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
             version_id=source.get("version_id"),
             pinned=bool(source.get("pinned")),
             size=_int(source.get("size")),
+            upload_id=source.get("upload_id"),
+            upload_size=_int(source.get("upload_size")),
         ),
         created_at=parse_iso(item["created_at"]) or datetime.min,
         started_at=parse_iso(item.get("started_at")),

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from bulkio.domain.objects import ObjectChanged, ObjectInfo, PresignedUpload
+from bulkio.domain.uploads import UploadedPart
 
 PART_SIZE = 8 * 1024 * 1024  # above S3's 5 MiB minimum part size
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
@@ -98,6 +99,45 @@ class S3ObjectStore:
             "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_seconds
         )
         return PresignedUpload(url, "PUT", datetime.now(UTC) + timedelta(seconds=ttl_seconds))
+
+    def start_multipart(self, key: str) -> str:
+        return str(self._s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"])
+
+    def presign_part(self, key: str, upload_id: str, part_number: int, ttl_seconds: int) -> str:
+        return str(
+            self._s3.generate_presigned_url(
+                "upload_part",
+                Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number},
+                ExpiresIn=ttl_seconds,
+            )
+        )
+
+    def uploaded_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        """FileNotFoundError when the upload is gone (completed, aborted, or expired by the lifecycle rule)."""
+        parts: list[UploadedPart] = []
+        marker = 0
+        while True:
+            try:
+                page = self._s3.list_parts(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker)
+            except self._s3.exceptions.ClientError as error:
+                if _error_code(error) in {"NoSuchUpload", "404"}:
+                    raise FileNotFoundError(f"multipart upload {upload_id} of s3://{self.bucket}/{key}") from error
+                raise
+            parts += [
+                UploadedPart(part["PartNumber"], part["ETag"].strip('"'), part["Size"])
+                for part in page.get("Parts", [])
+            ]
+            if not page.get("IsTruncated"):
+                return parts
+            marker = page["NextPartNumberMarker"]
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None:
+        self._s3.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": p.part_number, "ETag": f'"{p.etag}"'} for p in parts]},
+        )
 
     def presign_get(self, key: str, ttl_seconds: int, filename: str | None = None) -> str:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}

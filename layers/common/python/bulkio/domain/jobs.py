@@ -64,6 +64,9 @@ class JobSource:
     version_id: str | None = None
     pinned: bool = False
     size: int | None = None  # bytes of the pinned source (compressed, if it is): the basis of early progress
+    # A resumable (multipart) presigned upload: its S3 upload id and the file's announced size.
+    upload_id: str | None = None
+    upload_size: int | None = None
 
 
 @dataclass(slots=True)

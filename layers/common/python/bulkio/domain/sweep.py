@@ -40,8 +40,10 @@ class SweepSettings:
     stall_seconds: float = 180.0
     max_chunker_runs: int = 3
     max_resends: int = 5
-    # How long after its creation a presigned job may still receive its file: the URL's lifetime plus slack.
+    # How long after its creation a presigned job may still receive its file: the URL's lifetime plus slack; for
+    # a resumable (multipart) upload, whose part URLs are handed out again on request, a longer window.
     upload_window_seconds: float = 3600.0 + 300.0
+    multipart_upload_window_seconds: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,8 @@ def decide(
     if job.status is JobStatus.AWAITING_UPLOAD:
         if upload_present and age > settings.stall_seconds:
             return SweepDecision(SweepAction.LAUNCH_CHUNKER)
-        if age > settings.upload_window_seconds:
+        window = settings.multipart_upload_window_seconds if job.source.upload_id else settings.upload_window_seconds
+        if age > window:
             return SweepDecision(
                 SweepAction.FAIL,
                 "upload_expired",

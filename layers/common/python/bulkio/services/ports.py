@@ -20,6 +20,7 @@ from bulkio.domain.rejected import RejectedFormat
 from bulkio.domain.resources import Format, ImportTarget
 from bulkio.domain.staging import FailedRecord, MergeOutcome, StagedRecord, StagingLost, StagingProgress
 from bulkio.domain.sweep import RunState
+from bulkio.domain.uploads import UploadedPart
 
 # ================================================================================================ jobs
 
@@ -195,6 +196,18 @@ class ObjectStore(Protocol):
     def presign_put(self, key: str, ttl_seconds: int) -> PresignedUpload: ...
 
     def presign_get(self, key: str, ttl_seconds: int, filename: str | None = None) -> str: ...
+
+    def start_multipart(self, key: str) -> str:
+        """Starts a multipart upload of `key`; returns its upload id."""
+        ...
+
+    def presign_part(self, key: str, upload_id: str, part_number: int, ttl_seconds: int) -> str: ...
+
+    def uploaded_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        """FileNotFoundError when the upload is gone (completed or aborted)."""
+        ...
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None: ...
 
     def writer(self, key: str, content_type: str = "application/octet-stream") -> ObjectWriter: ...
 

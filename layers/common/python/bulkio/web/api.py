@@ -52,6 +52,7 @@ from bulkio.web.models import (
     RedeliveryQueued,
     RejectedFormatName,
     ReportFormat,
+    UploadStatus,
     WaitSeconds,
 )
 from bulkio.web.multipart import parse_form
@@ -252,6 +253,7 @@ def _from_json() -> NewImport:
         mode=request.mode,
         parent_job_id=request.parent_job_id,
         callback_url=_vetted("callback_url", request.callback_url),
+        upload_size=request.upload_size,
     )
 
 
@@ -328,6 +330,28 @@ def commit_import(job_id: str) -> Response[ImportSubmitted]:
 def _import_submitted(result: Submitted) -> Response[ImportSubmitted]:
     body = ImportSubmitted.model_validate(with_import_links(result.body))
     return _submitted(result, body, import_links(result.job_id)["self"])
+
+
+@route(
+    "GET",
+    "/v1/imports/<job_id>/upload",
+    Scope.IMPORTS_WRITE,
+    "A resumable upload's parts, with fresh URLs, and the ones already uploaded",
+)
+def get_upload(job_id: str) -> Response[UploadStatus]:
+    return _ok(UploadStatus.model_validate(import_api().upload_status(job_id, _caller())))
+
+
+@route(
+    "POST",
+    "/v1/imports/<job_id>/upload/complete",
+    Scope.IMPORTS_WRITE,
+    "Complete a resumable upload once every part is uploaded: the job starts",
+    status_code=202,
+)
+def complete_upload(job_id: str) -> Response[ImportJobView]:
+    view = ImportJobView.model_validate(with_import_links(import_api().complete_upload(job_id, _caller())))
+    return Response(202, "application/json", view, {"Location": import_links(job_id)["self"]})
 
 
 @route(

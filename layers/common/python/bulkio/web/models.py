@@ -125,6 +125,14 @@ def _callback_url(value: object) -> str | None:
     )
 
 
+def _upload_size(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise rule_broken("invalid_upload_size", "upload_size must be the file's size in bytes, a whole number above 0")
+
+
 def _page_limit(value: object) -> int:
     if isinstance(value, str) and value.isdigit() and 1 <= int(value) <= MAX_PAGE:
         return int(value)
@@ -165,6 +173,7 @@ FormatName = Annotated[Format | None, BeforeValidator(_format)]
 ImportModeName = Annotated[ImportMode, BeforeValidator(_import_mode)]
 ParentJobId = Annotated[str | None, BeforeValidator(_parent_job_id)]
 CallbackUrl = Annotated[str | None, BeforeValidator(_callback_url)]
+UploadSize = Annotated[int | None, BeforeValidator(_upload_size)]
 PARENT_DESCRIPTION = (
     "the job whose rejected records (GET /v1/imports/{job_id}/rejected) this file holds, fixed: that job then "
     "shows how many of them were imported since"
@@ -237,6 +246,19 @@ class ImportFromJson(_ImportRequest):
     callback_url: CallbackUrl = Field(
         default=None, json_schema_extra={"format": "uri"}, description=CALLBACK_DESCRIPTION
     )
+    upload_size: UploadSize = Field(
+        default=None,
+        description="without url: a resumable upload of a file of this many bytes, in parts PUT to presigned "
+        "URLs (GET …/upload gives them again; POST …/upload/complete starts the job)",
+    )
+
+    @model_validator(mode="after")
+    def _upload_size_without_url(self) -> Any:
+        if self.url is not None and self.upload_size is not None:
+            raise rule_broken(
+                "invalid_upload_size", "upload_size is for an upload of your file: leave it out of a URL import"
+            )
+        return self
 
 
 class ImportUpload(_ImportRequest):
@@ -325,6 +347,33 @@ class Upload(View):
     expires_at: str
 
 
+class UploadPart(View):
+    part_number: int
+    offset: int = Field(description="the part's first byte in the file")
+    size: int
+    url: str = Field(description="PUT the part's bytes here (curl -T, or any HTTP client); keep nothing else")
+
+
+class UploadedPartView(View):
+    part_number: int
+    size: int
+
+
+class MultipartUpload(View):
+    method: Literal["multipart"]
+    size: int
+    part_size: int
+    parts: list[UploadPart]
+    uploaded: list[UploadedPartView] = Field(description="the parts S3 holds already: skip them when resuming")
+    complete_url: str
+    expires_at: str = Field(description="when the part URLs expire: GET …/upload gives fresh ones")
+
+
+class UploadStatus(View):
+    job_id: str
+    upload: MultipartUpload
+
+
 class ImportSubmitted(View):
     job_id: str
     status: str
@@ -333,7 +382,9 @@ class ImportSubmitted(View):
     links: ImportLinks
     mode: str  # new members come after the ones clients have always seen
     parent_job_id: str | None = left_out_when_none("the dry run it commits, or the job whose rejected records it holds")
-    upload: Upload | None = left_out_when_none("where to PUT the file, when neither a file nor a URL was sent")
+    upload: Upload | MultipartUpload | None = left_out_when_none(
+        "where to PUT the file (or its parts, with upload_size), when neither a file nor a URL was sent"
+    )
     callback_url: str | None = left_out_when_none("where the job's end is POSTed")
     callback_secret: str | None = left_out_when_none(
         "the HMAC-SHA256 key of the callback's Bulkio-Signature: shown in this answer only (a commit's job uses "

@@ -7,6 +7,7 @@ import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
@@ -37,6 +38,7 @@ from bulkio.domain.jobs import (
 from bulkio.domain.rejected import RejectedFormat, rejected_format_of
 from bulkio.domain.resources import Format, ImportTarget
 from bulkio.domain.submissions import Submitted
+from bulkio.domain.uploads import UploadedPart, missing_parts, part_ranges, part_size_for
 from bulkio.services.idempotency import idempotency_scope, submit_once
 from bulkio.services.imports.common import (
     IDEMPOTENCY_SCOPE,
@@ -78,6 +80,7 @@ class NewImport:
     mode: ImportMode = ImportMode.IMPORT
     parent_job_id: str | None = None  # the job whose rejected records this file holds, fixed
     callback_url: str | None = None  # where the job's end is POSTed, signed
+    upload_size: int | None = None  # a presigned upload in parts (resumable), of a file of this many bytes
 
     @property
     def kind(self) -> SourceKind:
@@ -97,6 +100,7 @@ class NewImport:
             "mode": self.mode.value,
             "parent_job_id": self.parent_job_id,
             "callback_url": self.callback_url,
+            "upload_size": self.upload_size,
         }
 
 
@@ -143,6 +147,14 @@ class ImportApi:
 
     def _create(self, request: NewImport, job_id: str, owner: str) -> dict[str, Any]:
         kind = request.kind
+        resumable = kind is SourceKind.PRESIGNED and request.upload_size is not None
+        if resumable and request.upload_size is not None and request.upload_size > self.settings.max_source_bytes:
+            raise InvalidRequest(
+                "source_too_large",
+                f"upload_size {request.upload_size} is over MAX_SOURCE_BYTES ({self.settings.max_source_bytes}): "
+                "split the file",
+                limit_bytes=self.settings.max_source_bytes,
+            )
         job = ImportJob(
             job_id=job_id,
             resource=request.resource,
@@ -154,6 +166,8 @@ class ImportApi:
                 key=None if kind is SourceKind.URL else source_key(job_id),
                 url=request.url,
                 filename=request.filename or _url_filename(request.url),
+                upload_id=self.objects.start_multipart(source_key(job_id)) if resumable else None,
+                upload_size=request.upload_size if resumable else None,
             ),
             created_at=utc_now(),
             owner=owner,
@@ -184,10 +198,93 @@ class ImportApi:
             self.objects.upload_stream(source_key(job_id), request.file)
         elif kind is SourceKind.URL:
             self.launch_chunker(job_id)
+        elif job.source.upload_id is not None:
+            body["upload"] = self._parts_to_upload(job)
         else:
             upload = self.objects.presign_put(source_key(job_id), self.settings.presign_ttl_seconds)
             body["upload"] = {"url": upload.url, "method": upload.method, "expires_at": iso(upload.expires_at)}
         return body
+
+    def _parts_to_upload(self, job: ImportJob, uploaded: list[UploadedPart] | None = None) -> dict[str, Any]:
+        """A resumable upload's parts, each with a fresh presigned PUT URL, and the ones S3 already holds."""
+        source = job.source
+        assert source.upload_id is not None and source.upload_size is not None
+        ttl = self.settings.presign_ttl_seconds
+        key = source_key(job.job_id)
+        return {
+            "method": "multipart",
+            "size": source.upload_size,
+            "part_size": part_size_for(source.upload_size),
+            "parts": [
+                {
+                    "part_number": number,
+                    "offset": offset,
+                    "size": size,
+                    "url": self.objects.presign_part(key, source.upload_id, number, ttl),
+                }
+                for number, offset, size in part_ranges(source.upload_size)
+            ],
+            "uploaded": [{"part_number": p.part_number, "size": p.size} for p in uploaded or []],
+            "complete_url": f"/v1/imports/{job.job_id}/upload/complete",
+            "expires_at": iso(utc_now() + timedelta(seconds=ttl)),
+        }
+
+    def upload_status(self, job_id: str, caller: Principal) -> dict[str, Any]:
+        """A resumable upload's parts with fresh URLs, and those already uploaded: how a client resumes."""
+        job = self._awaiting_parts(job_id, caller)
+        assert job.source.upload_id is not None
+        uploaded = self._uploaded(job)
+        return {"job_id": job_id, "upload": self._parts_to_upload(job, uploaded)}
+
+    def complete_upload(self, job_id: str, caller: Principal) -> dict[str, Any]:
+        """Completes a resumable upload once every part is there: the file appears, and the job starts."""
+        job = self._awaiting_parts(job_id, caller)
+        assert job.source.upload_id is not None and job.source.upload_size is not None
+        uploaded = self._uploaded(job)
+        missing = missing_parts(job.source.upload_size, uploaded)
+        if missing:
+            shown = ", ".join(map(str, missing[:20])) + (" …" if len(missing) > 20 else "")
+            raise Conflict(
+                "upload_incomplete",
+                f"{len(missing)} of the file's parts are missing or of the wrong size ({shown}): PUT them to their "
+                f"URLs (GET /v1/imports/{job_id}/upload gives fresh ones), then complete again",
+                missing_parts=missing,
+            )
+        self.objects.complete_multipart(source_key(job_id), job.source.upload_id, uploaded)
+        # The object's creation event starts the chunker too; launching it here does not wait for the event (a
+        # second start finds the job claimed).
+        self.launch_chunker(job_id)
+        logger.info("resumable upload completed", extra={"job_id": job_id, "parts": len(uploaded)})
+        return self.view(job_id, caller)
+
+    def _awaiting_parts(self, job_id: str, caller: Principal) -> ImportJob:
+        job = self._job(job_id, caller)
+        if job.source.upload_id is None:
+            raise Conflict(
+                "not_a_resumable_upload",
+                f"job {job_id} was not created with upload_size: it has no parts to upload",
+            )
+        if job.status is not JobStatus.AWAITING_UPLOAD:
+            raise Conflict(
+                "upload_already_completed",
+                f"job {job_id} is {job.status.value}: its upload was completed (or it ended); GET /v1/imports/{job_id}",
+            )
+        return job
+
+    def _uploaded(self, job: ImportJob) -> list[UploadedPart]:
+        assert job.source.upload_id is not None
+        try:
+            return self.objects.uploaded_parts(source_key(job.job_id), job.source.upload_id)
+        except FileNotFoundError:
+            if self.objects.info(source_key(job.job_id)) is not None:
+                raise Conflict(
+                    "upload_already_completed",
+                    f"the upload of job {job.job_id} was completed: the job starts shortly, GET /v1/imports/{{job_id}}",
+                ) from None
+            raise Gone(
+                "upload_expired",
+                f"the parts of job {job.job_id} are no longer kept: create a new import and upload the file again",
+            ) from None
 
     def list_jobs(self, limit: int, cursor: str | None, caller: Principal) -> dict[str, Any]:
         """The caller's jobs, newest first; an admin sees everyone's (and the S3 drops')."""

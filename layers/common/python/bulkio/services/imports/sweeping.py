@@ -51,6 +51,7 @@ class Sweeper:
             max_chunker_runs=self.settings.sweep_max_chunker_runs,
             max_resends=self.settings.sweep_max_resends,
             upload_window_seconds=self.settings.presign_ttl_seconds + UPLOAD_GRACE_SECONDS,
+            multipart_upload_window_seconds=self.settings.multipart_upload_window_seconds,
         )
         actions: dict[str, int] = {}
         for job in self.jobs.open_jobs():
