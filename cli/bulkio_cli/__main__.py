@@ -1,0 +1,3 @@
+from bulkio_cli.main import cli
+
+cli()
