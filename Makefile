@@ -13,7 +13,7 @@ SCOPES ?= imports:write imports:read exports:read
 SUBJECT ?= local-user
 TTL ?= 3600
 
-.PHONY: help system-packages venv run reset token test test-unit lint invoke migrate data bench-import bench-export chaos deploy
+.PHONY: help system-packages venv run reset token test test-unit lint invoke migrate data bench-import bench-export bench-cli chaos deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ data: $(STAMP) ## generate sample files in the reference shape: make data ROWS=1
 
 bench-import: $(STAMP) ## import ROWS users and articles (default 1,000,000), RUNS times (3); table + bench-results/import.json; BENCH_ARGS=--skip-100k-memory-run
 	$(PY) -m infra.bench.import_bench --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),1000000) --runs $(if $(filter command line,$(origin RUNS)),$(RUNS),3) $(BENCH_ARGS)
+
+bench-cli: $(STAMP) ## the bulkio command's peak memory importing and exporting 100,000 and 1,000,000 users; bench-results/cli.json
+	$(PY) -m infra.bench.cli_bench $(BENCH_ARGS)
 
 bench-export: $(STAMP) ## stream ROWS users and articles (default 1,000,000 each) vs a bare COPY, RUNS times (3); table + bench-results/export.json
 	$(PY) -m infra.bench.export_bench --rows $(if $(filter command line,$(origin ROWS)),$(ROWS),1000000) --runs $(if $(filter command line,$(origin RUNS)),$(RUNS),3) $(BENCH_ARGS)
