@@ -139,7 +139,7 @@ def import_command(
             ctx.say(f"job {job_id} {job['status']}: bulkio show {job_id}")
             ctx.emit(job)
             sys.exit(EXIT_OK)
-        job = _follow(ctx, job_id)
+        job = _follow(ctx, job_id, rejected_hint=rejected is None)
         if rejected is not None:
             _save_rejected(ctx, job, rejected)
         ctx.emit(job)
@@ -194,7 +194,7 @@ def _format_of(file: Path) -> str | None:
     return None
 
 
-def _follow(ctx: Context, job_id: str) -> dict[str, Any]:
+def _follow(ctx: Context, job_id: str, rejected_hint: bool = True) -> dict[str, Any]:
     """Long-polls the job to its end, drawing its records bar; prints the summary."""
     with record_bar(f"job {job_id[:8]}") as bar:
         job = ctx.api.call("GET", f"/imports/{job_id}")
@@ -202,7 +202,7 @@ def _follow(ctx: Context, job_id: str) -> dict[str, Any]:
             _show_progress(bar, job)
             job = ctx.api.call("GET", f"/imports/{job_id}?wait={LONG_POLL_SECONDS}")
         _show_progress(bar, job)
-    _summary(ctx, job)
+    _summary(ctx, job, rejected_hint)
     return dict(job)
 
 
@@ -222,7 +222,7 @@ def _show_progress(bar: Any, job: dict[str, Any]) -> None:
     )
 
 
-def _summary(ctx: Context, job: dict[str, Any]) -> None:
+def _summary(ctx: Context, job: dict[str, Any], rejected_hint: bool = True) -> None:
     counters = job["counters"]
     took = job["metrics"]["duration_seconds"]
     imported = "would import" if job["status"] == "validated" else "imported"
@@ -238,8 +238,8 @@ def _summary(ctx: Context, job: dict[str, Any]) -> None:
     by_code = sorted(job.get("errors_by_code", {}).items(), key=lambda item: (-item[1], item[0]))
     for code, count in by_code[:TOP_ERRORS]:
         ctx.say(f"  {count:>9,}  {code}")
-    if job["counters"]["failed"]:
-        ctx.say(f"  the error report: bulkio show {job['job_id']}; the rejected records: --rejected FILE")
+    if job["counters"]["failed"] and rejected_hint:
+        ctx.say(f"  the first errors: bulkio show {job['job_id']}; the rejected records, to fix: --rejected FILE")
 
 
 def _save_rejected(ctx: Context, job: dict[str, Any], target: Path) -> None:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    FileSizeColumn,
     MofNCompleteColumn,
     Progress,
     TaskID,
@@ -55,7 +56,7 @@ def export_bar(description: str) -> Iterator[Bar]:
     columns = (
         TextColumn("{task.description}"),
         TextColumn("{task.fields[rows]:,} rows"),
-        DownloadColumn(),
+        FileSizeColumn(),
         TransferSpeedColumn(),
     )
     with _bar(columns, description, None, rows=0) as bar:

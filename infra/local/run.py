@@ -97,6 +97,10 @@ def run(state_dir: Path) -> int:
             f"  Prometheus    {monitoring.prometheus_url or 'not installed'}\n"
             f"  state         {state_dir}\n"
             f"  logs          {stack.logs_dir}\n"
+            "The command line, from another terminal (README, Try it):\n"
+            f"  export BULKIO_API={stack.api_url}/v1 BULKIO_TOKEN=$(make -s token)\n"
+            "  .venv/bin/bulkio import sample-data/users.csv --resource users --wait   (make data ROWS=10000 first)\n"
+            "  .venv/bin/bulkio export --resource users --format csv -o users.csv;  .venv/bin/bulkio --help\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )
