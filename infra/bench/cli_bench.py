@@ -4,8 +4,8 @@ imported) at 100,000 and 1,000,000 users, each size on its own fresh stack and d
     python -m infra.bench.cli_bench [--rows 100000 1000000] [--seed 42] [--resumable-above BYTES]
 
 The command runs as a user runs it (the installed console script, a child process); its peak resident memory is
-its VmHWM, polled from /proc while it runs. The figure must not grow with the file: the upload is streamed from disk, the
-job followed by a long poll, the export streamed to disk. Prints one table and writes bench-results/cli.json.
+its VmHWM, polled from /proc while it runs. The figure must not grow with the file: the upload is streamed from
+disk, the job followed by a long poll, the export streamed to disk. Prints one table and writes bench-results/cli.json.
 """
 
 from __future__ import annotations
