@@ -20,9 +20,11 @@ import click
 from bulkio_cli import uploads
 from bulkio_cli.client import Api, ApiError
 from bulkio_cli.progress import byte_bar, export_bar, record_bar
+from bulkio_cli.rows import RowCounter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WITH_ERRORS = 0, 1, 2, 3
-FINAL = {"completed", "completed_with_errors", "failed", "cancelled", "validated"}
+DONE = {"completed", "completed_with_errors", "validated"}
+FINAL = DONE | {"failed", "cancelled"}
 LONG_POLL_SECONDS = 20
 DOWNLOAD_BYTES = 1024 * 1024
 TOP_ERRORS = 5
@@ -207,19 +209,15 @@ def _follow(ctx: Context, job_id: str, rejected_hint: bool = True) -> dict[str, 
 
 
 def _show_progress(bar: Any, job: dict[str, Any]) -> None:
+    """The records bar: staged out of the total (estimated from the bytes read while the total is unknown)."""
     counters, progress = job["counters"], job["progress"]
-    processed = counters["processed"]
-    total = counters["total"]
+    processed, total = counters["processed"], counters["total"]
     if total is None and progress["percent"]:
         total = round(processed * 100 / progress["percent"])
+    if job["status"] in DONE:
+        processed = total or processed
     rate = job["metrics"]["rows_per_second"]
-    bar.update(
-        total=total,
-        completed=processed
-        if job["status"] not in {"completed", "completed_with_errors", "validated"}
-        else (total or processed),
-        rate=f"{rate:,.0f} rows/s" if rate else "",
-    )
+    bar.update(total=total, completed=processed, rate=f"{rate:,.0f} rows/s" if rate else "")
 
 
 def _summary(ctx: Context, job: dict[str, Any], rejected_hint: bool = True) -> None:
@@ -318,19 +316,16 @@ def _export_job(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _download(ctx: Context, url: str, output: Path, fmt: str) -> tuple[int, int]:
-    """Streams the body to the file; counts rows as lines (CSV: less its header; JSON: one element a line)."""
-    lines = size = 0
+    """Streams the body to the file, counting its rows and bytes."""
+    counter = RowCounter(fmt)
+    size = 0
     with export_bar(f"export → {output.name}") as bar, ctx.api.open("GET", url) as response, output.open("wb") as sink:
         while piece := response.read(DOWNLOAD_BYTES):
             sink.write(piece)
             size += len(piece)
-            lines += piece.count(b"\n")
-            bar.update(completed=size, rows=max(lines - (1 if fmt == "csv" else 0), 0))
-    if fmt == "json":
-        lines -= 1  # the closing bracket's line
-    elif fmt == "csv":
-        lines -= 1
-    return max(lines, 0), size
+            counter.feed(piece)
+            bar.update(completed=size, rows=counter.rows)
+    return counter.rows, size
 
 
 # ------------------------------------------------------------------------------------------------ jobs
