@@ -419,8 +419,7 @@ class FakeObjectStore:
             raise FileNotFoundError(upload_id)
         parts = self.multipart[upload_id][1]
         return [
-            UploadedPart(number, hashlib.md5(data).hexdigest(), len(data))
-            for number, data in sorted(parts.items())
+            UploadedPart(number, hashlib.md5(data).hexdigest(), len(data)) for number, data in sorted(parts.items())
         ]
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None:

@@ -13,28 +13,12 @@ from bulkio.domain.callbacks import CallbackState, DeliveryAttempt, DeliveryTrig
 from bulkio.domain.jobs import Counters, ImportJob, JobSource, JobStatus, SourceKind, utc_now
 from bulkio.domain.resources import Format, ImportTarget
 
-from infra.local.stack import REPOSITORY_ROOT
-from infra.local.template import load_template
-
-TABLE = "callback-jobs"
+from tests.fixtures.aws import create_jobs_table
 
 
 @pytest.fixture
 def jobs(aws_environment: str) -> DynamoJobRepository:
-    session = boto3.session.Session()
-    dynamodb = session.client("dynamodb")
-    if TABLE not in dynamodb.list_tables()["TableNames"]:
-        table = load_template(REPOSITORY_ROOT / "template.yaml", parameter_overrides={"DatabaseUrl": ""}).tables[
-            "JobsTable"
-        ]
-        dynamodb.create_table(
-            TableName=TABLE,
-            AttributeDefinitions=table.attribute_definitions,
-            KeySchema=table.key_schema,
-            GlobalSecondaryIndexes=table.global_secondary_indexes,
-            BillingMode="PAY_PER_REQUEST",
-        )
-    return DynamoJobRepository(session.resource("dynamodb").Table(TABLE))
+    return DynamoJobRepository(create_jobs_table(boto3.session.Session(), f"callback-jobs-{uuid.uuid4().hex[:8]}"))
 
 
 def ended_job_with_callback(jobs: DynamoJobRepository) -> str:

@@ -41,10 +41,10 @@ from bulkio.services.imports.wiring import ImportParts, wire_imports
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local.monitoring import start_monitoring
-from infra.local.stack import REPOSITORY_ROOT, free_port
-from infra.local.template import load_template
+from infra.local.stack import free_port
 from infra.tools import datagen
 from tests.fakes import CALLER, OWNER, FakeCallbackQueue
+from tests.fixtures.aws import create_jobs_table
 
 BUCKET = "pipeline-imports"
 TABLE = "pipeline-jobs"
@@ -58,16 +58,7 @@ def aws(aws_environment: str) -> boto3.session.Session:
     s3 = session.client("s3")
     if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=BUCKET)
-        # The table as template.yaml declares it.
-        template = load_template(REPOSITORY_ROOT / "template.yaml", parameter_overrides={"DatabaseUrl": ""})
-        table = template.tables["JobsTable"]
-        session.client("dynamodb").create_table(
-            TableName=TABLE,
-            AttributeDefinitions=table.attribute_definitions,
-            KeySchema=table.key_schema,
-            GlobalSecondaryIndexes=table.global_secondary_indexes,
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_jobs_table(session, TABLE)
         session.client("sqs").create_queue(QueueName=QUEUE)
     _drain(session)
     return session

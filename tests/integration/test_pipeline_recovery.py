@@ -36,9 +36,8 @@ from bulkio.domain.sweep import RunState
 from psycopg2.extensions import cursor as Cursor
 
 from infra.local import postgres as local_postgres
-from infra.local.stack import REPOSITORY_ROOT
-from infra.local.template import load_template
 from infra.migrate import apply_migrations
+from tests.fixtures.aws import create_jobs_table
 from tests.fixtures.postgres import query
 
 pytestmark = pytest.mark.integration
@@ -411,18 +410,7 @@ def session(aws_environment: str) -> boto3.session.Session:
 @pytest.fixture
 def jobs(session: boto3.session.Session) -> DynamoJobRepository:
     """A fresh jobs table with the keys and indexes template.yaml declares."""
-    table = load_template(REPOSITORY_ROOT / "template.yaml", parameter_overrides={"DatabaseUrl": ""}).tables[
-        "JobsTable"
-    ]
-    name = f"recovery-jobs-{uuid.uuid4().hex[:8]}"
-    session.client("dynamodb").create_table(
-        TableName=name,
-        AttributeDefinitions=table.attribute_definitions,
-        KeySchema=table.key_schema,
-        GlobalSecondaryIndexes=table.global_secondary_indexes,
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return DynamoJobRepository(session.resource("dynamodb").Table(name))
+    return DynamoJobRepository(create_jobs_table(session, f"recovery-jobs-{uuid.uuid4().hex[:8]}"))
 
 
 def new_job(job_id: str, status: JobStatus = JobStatus.QUEUED) -> ImportJob:
