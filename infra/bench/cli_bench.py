@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.bench.common import bench_server, machine, measured_at, scratch_database, source_revision
+from infra.bench.common import bench_server, bench_stack, machine, measured_at, scratch_database, source_revision
 from infra.bench.import_bench import generated_file
 from infra.bench.results import write_results
-from infra.local.stack import REPOSITORY_ROOT, LocalStack, StackPorts
+from infra.local.stack import REPOSITORY_ROOT
 from infra.tools.token import local_token
 
 RESULTS = REPOSITORY_ROOT / "bench-results" / "cli.json"
@@ -63,13 +63,7 @@ def one_size(server_dsn: str, rows: int, seed: int, resumable_above: int | None)
     users = generated_file("users", rows, seed, clean=False)
     state = Path(tempfile.mkdtemp(prefix="bulkio-cli-bench-"))
     with scratch_database(server_dsn) as dsn:
-        stack = LocalStack(
-            REPOSITORY_ROOT / "template.yaml",
-            state,
-            StackPorts.free(),
-            database_url=dsn,
-            output=(state / "console.log").open("ab"),
-        )
+        stack = bench_stack(dsn, state)
         stack.start()
         try:
             env = {

@@ -20,7 +20,7 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from infra.local.postgres import session_cluster
-from infra.local.stack import REPOSITORY_ROOT, LocalStack
+from infra.local.stack import REPOSITORY_ROOT, LocalStack, StackPorts
 from infra.migrate import apply_migrations
 from infra.tools.machine import cpu_model
 
@@ -149,6 +149,18 @@ def _add(entry: Usage, process: _Process) -> None:
     for line in process.status.splitlines():
         if line.startswith("VmHWM:"):
             entry.peak_kib = max(entry.peak_kib, int(line.split()[1]))
+
+
+def bench_stack(dsn: str, state: Path, extra_environment: dict[str, str] | None = None) -> LocalStack:
+    """An embedded stack on free ports against `dsn`, its state and console in `state` (not started yet)."""
+    return LocalStack(
+        REPOSITORY_ROOT / "template.yaml",
+        state,
+        StackPorts.free(),
+        database_url=dsn,
+        extra_environment=extra_environment or {},
+        output=(state / "console.log").open("ab"),
+    )
 
 
 def database_name(dsn: str) -> str:

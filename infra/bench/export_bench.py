@@ -28,6 +28,7 @@ from infra.bench.common import (
     POSTGRESQL_BACKENDS,
     api_request,
     bench_server,
+    bench_stack,
     database_name,
     machine,
     measured_at,
@@ -36,7 +37,7 @@ from infra.bench.common import (
     source_revision,
 )
 from infra.bench.results import median, median_of_ratios, mib, rounded, write_results
-from infra.local.stack import REPOSITORY_ROOT, LocalStack, StackPorts
+from infra.local.stack import REPOSITORY_ROOT
 from infra.tools import datagen
 from infra.tools.token import local_token
 
@@ -158,13 +159,7 @@ def _run(server_dsn: str, rows: int, seed: int, runs: int) -> dict[str, Any]:
     with scratch_database(server_dsn) as dsn:
         about = {"machine": machine(dsn), "git": source_revision(), "date": measured_at()}
         loaded = load(dsn, rows, seed)
-        stack = LocalStack(
-            REPOSITORY_ROOT / "template.yaml",
-            state,
-            StackPorts.free(),
-            database_url=dsn,
-            output=(state / "console.log").open("ab"),
-        )
+        stack = bench_stack(dsn, state)
         stack.start()
         measured: dict[str, list[Measured]] = {resource: [] for resource in RESOURCES}
         try:

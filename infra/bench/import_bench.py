@@ -33,6 +33,7 @@ from infra.bench.common import (
     POSTGRESQL_BACKENDS,
     Usage,
     bench_server,
+    bench_stack,
     database_name,
     machine,
     measured_at,
@@ -43,7 +44,7 @@ from infra.bench.common import (
 from infra.bench.results import median, median_of_ratios, mib, peak_over_runs, rounded, write_results
 from infra.chaos.api import CONTENT_TYPES, UPLOAD_TIMEOUT_SECONDS, Api, ApiError, http
 from infra.local.functions_host import DEFAULT_SQS_CONCURRENCY
-from infra.local.stack import REPOSITORY_ROOT, LocalStack, StackPorts
+from infra.local.stack import REPOSITORY_ROOT
 from infra.tools import datagen
 from infra.tools.token import local_token
 
@@ -209,14 +210,7 @@ def one_run(server_dsn: str, rows: int, seed: int, workers: int, clean: bool, la
     with scratch_database(server_dsn) as dsn:
         users_copy = bare_copy_seconds(dsn, "users", users_file)
         articles_copy = bare_copy_seconds(dsn, "articles", articles_file)
-        stack = LocalStack(
-            REPOSITORY_ROOT / "template.yaml",
-            state,
-            StackPorts.free(),
-            database_url=dsn,
-            extra_environment={"LOCAL_SQS_CONCURRENCY": str(workers)},
-            output=(state / "console.log").open("ab"),
-        )
+        stack = bench_stack(dsn, state, {"LOCAL_SQS_CONCURRENCY": str(workers)})
         stack.start()
         try:
             api = Api(stack.api_url, local_token(state))
