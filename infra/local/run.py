@@ -88,13 +88,15 @@ def run(state_dir: Path) -> int:
         )
         stack.start()
         wait_for_health(stack.api_url + HEALTH_PATH, stack)
+        # No Grafana without Docker: Prometheus' own page answers the README's queries.
+        prometheus_hint = "   (its /graph page answers the README's queries)" if monitoring.prometheus_url else ""
         print(
             "\nbulkio local stack is up\n"
             f"  API           {stack.api_url}   (docs {stack.api_url}/v1/docs; a token: make -s token)\n"
             f"  AWS endpoint  {stack.aws_endpoint_url}   (AWS_ENDPOINT_URL for boto3 and the aws CLI)\n"
             f"  PostgreSQL    {without_password(database_url)}\n"
             f"  Pushgateway   {monitoring.pushgateway_url or 'not installed'}\n"
-            f"  Prometheus    {monitoring.prometheus_url or 'not installed'}\n"
+            f"  Prometheus    {monitoring.prometheus_url or 'not installed'}{prometheus_hint}\n"
             f"  state         {state_dir}\n"
             f"  logs          {stack.logs_dir}\n"
             "The command line, from another terminal (README, Try it):\n"

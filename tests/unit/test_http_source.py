@@ -404,3 +404,16 @@ def test_a_callback_host_resolving_to_a_private_address_is_refused(
         post_url("https://hooks.example/x", b"{}", {}, False, 2)
     assert refused_post.value.message.startswith("hooks.example resolves to a private address 10.0.0.5")
     assert dials == []
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://10.0.0.1/users.csv", "10.0.0.1 is a private address: only public hosts"),
+        ("http://[::ffff:10.0.0.1]/users.csv", "::ffff:10.0.0.1 is a private address (IPv4 10.0.0.1): only public"),
+        ("http://[fd00::1]/users.csv", "fd00::1 is a private address: only public hosts"),
+    ],
+)
+def test_a_literal_address_is_named_once(url: str, message: str, dials: list[str]) -> None:
+    assert refused(url).message.startswith(message)
+    assert dials == []

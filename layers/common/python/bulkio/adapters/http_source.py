@@ -219,8 +219,10 @@ def address_problem(address: IPAddress) -> str | None:
 
 
 def _refuse(host: str, address: IPAddress, label: str, port: int, allowlist: Allowlist) -> SourceUnavailable:
-    if host.strip("[]") == str(address):
-        what = f"{address} is {label} address"
+    if _literal_address(host) == address:
+        # An IPv4-mapped IPv6 address is judged as the IPv4 address it carries: named as written, then that one.
+        carried = _unwrap(address)
+        what = f"{host.strip('[]')} is {label} address" + ("" if carried == address else f" (IPv4 {carried})")
     else:
         what = f"{host} resolves to {label} address {address}"
     other_ports = allowlist.ports_for(host, address)
@@ -235,6 +237,13 @@ def _refuse(host: str, address: IPAddress, label: str, port: int, allowlist: All
         "url_not_allowed",
         f"{what}: only public hosts may be imported from; ask an operator to add it to URL_ALLOWED_HOSTS",
     )
+
+
+def _literal_address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
 
 
 def resolve_vetted(host: str, port: int, allowlist: Allowlist, denied_ports: Collection[int] = ()) -> list[IPAddress]:
