@@ -537,6 +537,12 @@ class FakeImportStore:
         counts = list(run.staged_chunks.values()) if run else []
         return StagingProgress(len(counts), sum(c[0] for c in counts), sum(c[1] for c in counts))
 
+    def errors_by_code(self, job_id: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self.runs[job_id].failed if job_id in self.runs else []:
+            counts[record.error.code.value] = counts.get(record.error.code.value, 0) + 1
+        return dict(sorted(counts.items()))
+
     def set_totals(self, job_id: str, chunks_total: int, records_total: int) -> None:
         run = self.runs.get(job_id)
         if run is None:
@@ -569,9 +575,7 @@ class FakeImportStore:
             run.lost_chunks.clear()
             run.restages += 1
             return StagingLost(lost, run.restages)
-        errors_by_code: dict[str, int] = {}
-        for record in run.failed:
-            errors_by_code[record.error.code.value] = errors_by_code.get(record.error.code.value, 0) + 1
+        errors_by_code = self.errors_by_code(job_id)
         run.outcome = MergeOutcome(
             records_total=run.records_total or 0,
             succeeded=len(run.staged),

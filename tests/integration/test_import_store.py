@@ -604,3 +604,19 @@ def test_staging_counts_each_chunks_records_once(store: ImportStore) -> None:
 
     progress = store.progress("job")
     assert (progress.chunks, progress.records, progress.failed) == (2, 5, 2)
+
+
+def test_a_failed_run_keeps_its_errors_for_the_report(store: ImportStore) -> None:
+    """Failing (or cancelling) a run drops its staged rows; the errors of the chunks it staged stay, so that the
+    job's counters and its report agree."""
+    store.register_job("stopped", ImportTarget.USERS)
+    bad = FailedRecord(2, 3, RecordError(ErrorCode.INVALID_EMAIL, "email", "not an email", "x"), '{"email": "x"}')
+    assert store.stage_chunk("stopped", ImportTarget.USERS, 0, [staged(Resource.USERS, 1, email="a@x.io")], [bad])
+
+    assert store.fail_run("stopped")
+
+    assert store.errors_by_code("stopped") == {"invalid_email": 1}
+    sink = io.BytesIO()
+    store.write_error_report("stopped", "ndjson", sink)
+    assert [json.loads(line)["line"] for line in sink.getvalue().splitlines()] == [3]
+    assert store.progress("stopped").failed == 1

@@ -702,3 +702,20 @@ def test_caller_chosen_names_never_reach_object_keys(world: FakeWorld) -> None:
     assert keys and all(job_id in key for key in keys)
     assert all(set(key) <= set("abcdefghijklmnopqrstuvwxyz0123456789-/._") for key in keys), keys
     assert job_of(world, job_id).source.filename == hostile  # kept as data, shown back to the owner
+
+
+def test_a_cancelled_job_keeps_the_errors_of_the_chunks_it_staged(small_chunks: FakeWorld) -> None:
+    world = small_chunks
+    records = [user(1), {"email": "bad", "name": "Bad"}, user(3), {"email": "worse", "name": "Worse"}, user(5)]
+    job_id = upload_and_chunk(world, ndjson(records))
+    first, second = world.queue.messages[:2]
+    world.writer.process_chunk(first)
+    world.writer.process_chunk(second)  # 4 records staged, 2 of them rejected; one chunk never staged
+
+    view = world.api.cancel(job_id, CALLER)
+
+    assert view["status"] == "cancelled"
+    assert (view["counters"]["processed"], view["counters"]["failed"]) == (4, 2)
+    assert view["errors_by_code"] == {"invalid_email": 2}
+    report = world.api.error_report(job_id, "ndjson", CALLER).body or b""
+    assert [orjson.loads(line)["line"] for line in report.splitlines()] == [2, 4]

@@ -126,6 +126,11 @@ def _counters_by_resource(cursor: Cursor, job_id: str, succeeded: dict[Resource,
     return counters
 
 
+def _errors_by_code(cursor: Cursor, job_id: str) -> dict[str, int]:
+    cursor.execute("SELECT code, count(*) FROM import_errors WHERE job_id = %s GROUP BY code ORDER BY code", (job_id,))
+    return {code: count for code, count in cursor.fetchall()}
+
+
 def is_broken(error: BaseException, connection: Connection) -> bool:
     """A failure of the connection rather than of the statement: the server went away (restart, failover, a
     thawed Lambda's stale socket). psycopg2 reports "server closed the connection unexpectedly" as a plain
@@ -369,11 +374,7 @@ class ImportStore(OneConnection):
         counters_by_resource = (
             None if target.single is not None else _counters_by_resource(cursor, job_id, succeeded_by_resource)
         )
-        cursor.execute(
-            "SELECT code, count(*) FROM import_errors WHERE job_id = %s GROUP BY code ORDER BY code",
-            (job_id,),
-        )
-        errors_by_code = {code: count for code, count in cursor.fetchall()}
+        errors_by_code = _errors_by_code(cursor, job_id)
         cursor.execute("SELECT count(DISTINCT idx) FROM import_errors WHERE job_id = %s", (job_id,))
         failed = _one_row(cursor)[0]
         cursor.execute(
@@ -390,6 +391,9 @@ class ImportStore(OneConnection):
         for resource in target.resources:
             cursor.execute(f"DELETE FROM {STAGE_TABLES[resource]} WHERE job_id = %s", (job_id,))
         return MergeOutcome(records_total, succeeded, failed, errors_by_code, True, counters_by_resource)
+
+    def errors_by_code(self, job_id: str) -> dict[str, int]:
+        return self._transaction(lambda cursor: _errors_by_code(cursor, job_id))
 
     def progress(self, job_id: str) -> StagingProgress:
         def work(cursor: Cursor) -> StagingProgress:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -322,6 +322,8 @@ class ImportApi:
         job.chunks_done = progress.chunks
         job.counters.processed = progress.records
         job.counters.failed = progress.failed
+        if job.is_final:  # failed or cancelled before its merge: the errors of the chunks it staged
+            job.errors_by_code = self.store.errors_by_code(job.job_id)
         return job
 
     def cancel(self, job_id: str, caller: Principal) -> dict[str, Any]:
@@ -339,11 +341,14 @@ class ImportApi:
         logger.info("import job cancelled", extra={"job_id": job_id})
         return self.view(job_id, caller)
 
-    def error_report(self, job_id: str, fmt: str, caller: Principal) -> ErrorReport:
+    def error_report(self, job_id: str, fmt: Literal["ndjson", "csv"], caller: Principal) -> ErrorReport:
         job = self._ended_job(job_id, caller, "the full error report")
         key = report_key(job.job_id, fmt)
         if self.objects.info(key) is None:
-            return ErrorReport(REPORT_CONTENT_TYPES[fmt], body=b"")
+            # A job that failed or was cancelled before its merge has no report yet: the errors of the chunks it
+            # staged are kept, and written now.
+            with self.objects.writer(key, REPORT_CONTENT_TYPES[fmt]) as sink:
+                self.store.write_error_report(job_id, fmt, sink)
         return self._served(key, REPORT_CONTENT_TYPES[fmt], f"import-{job_id}-errors.{fmt}")
 
     def rejected_file(self, job_id: str, fmt: RejectedFormat | None, caller: Principal) -> ErrorReport:
