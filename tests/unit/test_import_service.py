@@ -10,6 +10,7 @@ from typing import Any, BinaryIO
 
 import orjson
 import pytest
+from bulkio.domain.auth import Principal
 from bulkio.domain.chunks import FailedChunkerRun, chunk_key, decode_chunk
 from bulkio.domain.errors import Conflict, Unprocessable
 from bulkio.domain.idempotency import StoredRequest, fingerprint
@@ -562,11 +563,26 @@ def test_a_dropped_file_becomes_one_job_per_object_version(world: FakeWorld) -> 
     assert len(world.queue.messages) == 2
 
 
-@pytest.mark.parametrize("key", ["drop/orders/orders.csv", "drop/users.csv", "reports/x/errors.ndjson"])
-def test_objects_outside_known_drop_folders_are_ignored(world: FakeWorld, key: str) -> None:
+@pytest.mark.parametrize("key", ["drop/orders/orders.csv", "drop/user/users.csv", "drop/users.csv"])
+def test_a_file_dropped_outside_the_drop_folders_is_a_failed_job_naming_them(world: FakeWorld, key: str) -> None:
     world.objects.put_bytes(key, ndjson([user(1)]))
 
     world.chunker.on_object_created(BUCKET, key, "etag-1")
+    world.chunker.on_object_created(BUCKET, key, "etag-1")  # the same object's event again: no second job
+
+    [job] = world.jobs.all_jobs()
+    assert (job.status, job.resource, job.source.key) == (JobStatus.FAILED, None, key)
+    assert job.failure is not None and job.failure.code == "unknown_drop_folder"
+    assert "drop/users/, drop/articles/, drop/comments/, drop/mixed/" in job.failure.message
+    assert world.queue.messages == []
+    admin = Principal("ops", frozenset({"admin"}))
+    [listed] = world.api.list_jobs(10, None, admin)["jobs"]
+    assert (listed["status"], listed["resource"], listed["failure"]["code"]) == ("failed", None, "unknown_drop_folder")
+    assert [detail["status"] for _, detail in world.events.published] == ["failed"]
+
+
+def test_objects_outside_uploads_and_drop_are_ignored(world: FakeWorld) -> None:
+    world.chunker.on_object_created(BUCKET, "reports/x/errors.ndjson", "etag-1")
 
     assert world.jobs.all_jobs() == []
     assert world.queue.messages == []

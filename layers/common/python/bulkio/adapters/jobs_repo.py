@@ -72,7 +72,6 @@ def job_to_item(job: ImportJob) -> dict[str, Any]:
         "pk": _job_pk(job.job_id),
         "kind": "import",
         "job_id": job.job_id,
-        "resource": job.resource.value,
         "status": job.status.value,
         "source": source,
         "created_at": iso(job.created_at),
@@ -80,6 +79,8 @@ def job_to_item(job: ImportJob) -> dict[str, Any]:
         "succeeded": job.counters.succeeded,
         "failed": job.counters.failed,
     }
+    if job.resource is not None:
+        item["resource"] = job.resource.value
     if job.format:
         item["format"] = job.format.value
     if job.mode is not ImportMode.IMPORT:
@@ -89,8 +90,14 @@ def job_to_item(job: ImportJob) -> dict[str, Any]:
     if job.owner:
         item["owner"] = job.owner
         item["owner_kind"] = owner_kind(job.owner, "import")
-    if not job.is_final:
+    if not job.is_final or job.completion_pending:
         item["open_kind"] = "import"
+    if job.completion_pending:
+        item["completion_pending"] = True
+    if job.is_final:
+        item["finished_at"] = iso(job.finished_at)
+    if job.failure is not None:
+        item["failure"] = {"code": job.failure.code, "message": job.failure.message}
     if job.callback is not None:
         item["callback"] = {"url": job.callback.url, "secret": job.callback.secret}
         item["callback_state"] = job.callback.state.value
@@ -163,7 +170,7 @@ def job_from_item(item: dict[str, Any]) -> ImportJob:
     failure = item.get("failure")
     return ImportJob(
         job_id=item["job_id"],
-        resource=ImportTarget(item["resource"]),
+        resource=ImportTarget(item["resource"]) if item.get("resource") else None,
         format=Format(item["format"]) if item.get("format") else None,
         status=JobStatus(item["status"]),
         source=JobSource(

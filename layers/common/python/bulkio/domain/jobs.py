@@ -86,7 +86,7 @@ class JobFailure:
 @dataclass(slots=True)
 class ImportJob:
     job_id: str
-    resource: ImportTarget
+    resource: ImportTarget | None  # None: a file dropped in a folder that names no resource (failed at once)
     format: Format | None
     status: JobStatus
     source: JobSource
@@ -124,6 +124,13 @@ class ImportJob:
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def target(self) -> ImportTarget:
+        """What the job loads. Every job that runs has it: one without (an unknown drop folder) failed at birth."""
+        if self.resource is None:
+            raise ValueError(f"job {self.job_id} names no resource: it never runs")
+        return self.resource
 
     @property
     def is_dry_run(self) -> bool:
@@ -273,7 +280,7 @@ def job_view(job: ImportJob, first_errors: list[dict[str, Any]], now: datetime) 
         "job_id": job.job_id,
         "status": job.status.value,
         "mode": job.mode.value,
-        "resource": job.resource.value,
+        "resource": job.resource.value if job.resource is not None else None,
         "format": job.format.value if job.format else None,
         "source": {"kind": job.source.kind.value, "filename": job.source.filename},
         "counters": {

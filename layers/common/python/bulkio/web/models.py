@@ -439,7 +439,7 @@ class _ImportJob(View):
 
     job_id: str
     status: str
-    resource: str
+    resource: str | None = Field(description="users, articles, comments or mixed; null: a file dropped elsewhere")
     format: str | None
     source: Source
     counters: ImportCounters

@@ -181,9 +181,7 @@ class ImportApi:
         except Exception as error:
             self.jobs.fail(job_id, "submission_failed", f"the import could not be started: {error}; submit it again")
             raise
-        logger.info(
-            "import job created", extra={"job_id": job_id, "resource": job.resource.value, "source": kind.value}
-        )
+        logger.info("import job created", extra={"job_id": job_id, "resource": job.target.value, "source": kind.value})
         return body
 
     def _start(self, job: ImportJob, request: NewImport) -> dict[str, Any]:
@@ -477,7 +475,7 @@ def _submitted_body(job: ImportJob) -> dict[str, Any]:
         "job_id": job.job_id,
         "status": job.status.value,
         "mode": job.mode.value,
-        "resource": job.resource.value,
+        "resource": job.target.value,
         "format": job.format.value if job.format else None,
     }
     if job.parent_job_id:

@@ -19,6 +19,7 @@ from bulkio.domain.chunks import ChunkMessage, chunk_key, encode_chunks
 from bulkio.domain.jobs import (
     STARTABLE_STATUSES,
     ImportJob,
+    JobFailure,
     JobSource,
     JobStatus,
     LeaseLost,
@@ -27,7 +28,7 @@ from bulkio.domain.jobs import (
 )
 from bulkio.domain.objects import ObjectChanged
 from bulkio.domain.parsing import SourceRecord, UnreadableFile, detect_format, iter_source_records
-from bulkio.domain.resources import Format, parse_import_target
+from bulkio.domain.resources import Format, ImportTarget, parse_import_target
 from bulkio.domain.sources import SourceUnavailable
 from bulkio.services.imports.common import announce, discard, fetched_key, scratch_prefixes, source_key
 from bulkio.services.imports.ending import JobEnding
@@ -63,21 +64,26 @@ class Chunker:
     def _import_drop(self, bucket: str, key: str, etag: str) -> None:
         parts = key.split("/")
         resource = parse_import_target(parts[1] if len(parts) > 2 else None)
-        if resource is None:
-            logger.warning(
-                "dropped object ignored: put files under drop/users/, drop/articles/, drop/comments/ or drop/mixed/",
-                extra={"key": key},
-            )
-            return
-        filename = parts[-1]
         job = ImportJob(
             job_id=str(uuid.uuid4()),
             resource=resource,
             format=None,
             status=JobStatus.QUEUED,
-            source=JobSource(SourceKind.DROP, bucket=bucket, key=key, filename=filename, etag=etag),
+            source=JobSource(SourceKind.DROP, bucket=bucket, key=key, filename=parts[-1], etag=etag),
             created_at=utc_now(),
         )
+        if resource is None:
+            # A job that failed at once, rather than a log line: an admin sees it among the jobs, with the reason.
+            folders = ", ".join(f"drop/{target.value}/" for target in ImportTarget)
+            job.status, job.finished_at, job.completion_pending = JobStatus.FAILED, utc_now(), True
+            job.failure = JobFailure(
+                "unknown_drop_folder",
+                f"{key} is in no folder that imports: move the file under one of {folders}",
+            )
+            job_id = self.jobs.create_for_drop(job)
+            logger.warning("dropped file in an unknown folder: its job failed", extra={"key": key, "job_id": job_id})
+            self.ending.completion.publish(job_id)
+            return
         self.run_chunker(self.jobs.create_for_drop(job))
 
     def run_chunker(self, job_id: str) -> None:
@@ -102,7 +108,7 @@ class Chunker:
                 records = iter_source_records(
                     stream,
                     fmt,
-                    job.resource,
+                    job.target,
                     filename=job.source.filename,
                     max_record_bytes=self.settings.max_record_bytes,
                     max_decompressed_bytes=self.settings.max_decompressed_bytes,
@@ -207,7 +213,7 @@ class Chunker:
             self.objects.put_bytes(key, chunk.body, "application/x-ndjson")
             faults.crash_at(faults.CHUNKER_AFTER_CHUNK)
             announced.append(
-                ChunkMessage.announcing(job.job_id, job.resource, chunk_no, chunk.first_index, chunk.records)
+                ChunkMessage.announcing(job.job_id, job.target, chunk_no, chunk.first_index, chunk.records)
             )
             if len(announced) == SQS_BATCH:  # one SendMessageBatch per ten chunks
                 announce(self.queue, announced)
@@ -219,7 +225,7 @@ class Chunker:
 
 def store_totals(store: ImportStore, job: ImportJob, chunks_total: int, records_total: int) -> None:
     """The job's totals in PostgreSQL, where the merge checks them (the chunker's, or the sweeper's copy)."""
-    store.register_job(job.job_id, job.resource, dry_run=job.is_dry_run)
+    store.register_job(job.job_id, job.target, dry_run=job.is_dry_run)
     store.set_totals(job.job_id, chunks_total, records_total)
 
 

@@ -74,7 +74,7 @@ class JobEnding:
                 "import job finished",
                 extra={
                     "job_id": job_id,
-                    "resource": job.resource.value,
+                    "resource": job.target.value,
                     "status": finished.status.value,
                     "rows": outcome.records_total,
                     "succeeded": outcome.succeeded,
@@ -119,11 +119,11 @@ class JobEnding:
             "staged rows were lost: their chunks are staged again",
             extra={"job_id": job_id, "chunks": len(lost.chunks), "restages": lost.restages},
         )
-        announce(self.queue, [ChunkMessage.announcing(job_id, job.resource, chunk_no) for chunk_no in lost.chunks])
+        announce(self.queue, [ChunkMessage.announcing(job_id, job.target, chunk_no) for chunk_no in lost.chunks])
 
     def _count_finished(self, job: ImportJob, errors_by_code: dict[str, int], duration_seconds: float) -> None:
         """Counted once per job (the finish above succeeds once): the sums over all instances are the job totals."""
-        resource = job.resource.value
+        resource = job.target.value
         if not job.is_dry_run:  # a dry run imports no record: it counts as a job only
             self.metrics.records.labels(resource, "succeeded").inc(job.counters.succeeded)
             self.metrics.records.labels(resource, "failed").inc(job.counters.failed)

@@ -96,7 +96,7 @@ class Sweeper:
         elif decision.action is SweepAction.RESEND_CHUNKS:
             unstaged = self.store.unstaged_chunks(job.job_id)
             self.store.mark_resent(job.job_id)
-            announce(self.queue, [ChunkMessage.announcing(job.job_id, job.resource, n) for n in unstaged])
+            announce(self.queue, [ChunkMessage.announcing(job.job_id, job.target, n) for n in unstaged])
         elif decision.action is SweepAction.FINISH:
             self.ending.finish_if_complete(job.job_id, wait=False)
         elif decision.action is SweepAction.FAIL:

@@ -60,15 +60,15 @@ class ChunkWriter:
             raise
         faults.crash_at(faults.WRITER_AFTER_STAGE)
         if staged_now:  # a redelivered chunk is not counted again
-            self.metrics.chunks.labels(job.resource.value).inc()
-            self.metrics.chunk_seconds.labels(job.resource.value).observe(time.monotonic() - started)
+            self.metrics.chunks.labels(job.target.value).inc()
+            self.metrics.chunk_seconds.labels(job.target.value).observe(time.monotonic() - started)
         self.ending.finish_if_complete(job_id)
 
     def _validate_and_stage(self, job: ImportJob, chunk_no: int, key: str) -> bool:
         """False when the chunk had been staged before (a redelivery)."""
-        staged, failed = validate_chunk(job.resource, decode_chunk(self.objects.read_bytes(key)), self.rules)
+        staged, failed = validate_chunk(job.target, decode_chunk(self.objects.read_bytes(key)), self.rules)
         # Staging also counts the chunk's records, in the same transaction: a redelivery counts nothing twice.
-        return self.store.stage_chunk(job.job_id, job.resource, chunk_no, staged, failed, job.is_dry_run)
+        return self.store.stage_chunk(job.job_id, job.target, chunk_no, staged, failed, job.is_dry_run)
 
     def retry_later(self, receipt_handle: str, receive_count: int) -> None:
         """A chunk that failed comes back after a backoff (2 s doubling to 60 s by default) rather than the
