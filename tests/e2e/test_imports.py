@@ -176,7 +176,7 @@ def test_problems_for_bad_requests(api: Api) -> None:
     unknown = api.post_json({"resource": "posts"})
     assert unknown.status == 400
     assert unknown.json()["code"] == "invalid_resource"
-    assert unknown.json()["allowed"] == ["users", "articles", "comments"]
+    assert unknown.json()["allowed"] == ["users", "articles", "comments", "mixed"]
     missing = api.call("GET", f"/imports/{uuid.uuid4()}")
     assert (missing.status, missing.json()["code"]) == (404, "job_not_found")
 
