@@ -99,10 +99,22 @@ class FakeJobRepository:
         return self._drops.get((bucket, key, etag))
 
     def list_jobs(
-        self, limit: int, cursor: dict[str, Any] | None, owner: str | None = None
+        self,
+        limit: int,
+        cursor: dict[str, Any] | None,
+        owner: str | None = None,
+        status: str | None = None,
+        resource: str | None = None,
     ) -> tuple[list[ImportJob], dict[str, Any] | None]:
+        def listed(job: ImportJob) -> bool:
+            return (
+                (owner is None or job.owner == owner)
+                and (status is None or job.status.value == status)
+                and (resource is None or (job.resource is not None and job.resource.value == resource))
+            )
+
         newest_first = sorted(
-            (stored for stored in self._jobs.values() if owner is None or stored.job.owner == owner),
+            (stored for stored in self._jobs.values() if listed(stored.job)),
             key=lambda stored: stored.job.created_at,
             reverse=True,
         )

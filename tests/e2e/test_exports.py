@@ -151,3 +151,25 @@ def test_an_export_imports_back_unchanged(api: Api, resource: str, fmt: str) -> 
 
     after = export(api, resource=resource, format=fmt)
     assert after.body == before.body
+
+
+def test_export_jobs_are_listed_newest_first_and_filtered(api: Api) -> None:
+    body = {"resource": "comments", "format": "csv", "fields": ["id"], "limit": 1}
+    created = api.call("POST", "/exports", orjson.dumps(body), {"Content-Type": "application/json"}).json()
+    wait_for_export(api, created["job_id"])
+
+    listed = api.call("GET", "/exports/jobs?limit=5&resource=comments&status=completed")
+    assert listed.status == 200, listed.body
+    jobs = listed.json()["jobs"]
+    assert jobs[0]["job_id"] == created["job_id"]
+    assert all((job["resource"], job["status"]) == ("comments", "completed") for job in jobs)
+    assert "download_url" not in jobs[0]  # GET /v1/exports/{job_id} hands it out
+    assert api.call("GET", "/exports/jobs?state=done").json()["code"] == "unknown_parameter"
+    assert api.call("GET", "/exports/jobs?status=done").json()["code"] == "invalid_status"
+    assert api.call("GET", f"/exports/{created['job_id']}").json()["job_id"] == created["job_id"]
+
+
+def test_an_export_without_resource_says_it_is_required(api: Api) -> None:
+    reply = api.call("GET", "/exports?format=csv")
+    assert (reply.status, reply.json()["code"]) == (400, "invalid_resource")
+    assert reply.json()["detail"].startswith("resource is required")

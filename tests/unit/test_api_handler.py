@@ -12,11 +12,13 @@ import orjson
 import pytest
 from bulkio import bootstrap
 from bulkio.domain.jobs import Counters
-from bulkio.services.imports.api import INLINE_REPORT_BYTES
+from bulkio.domain.resources import Format, ImportTarget
+from bulkio.services.imports.api import INLINE_REPORT_BYTES, NewImport
 from bulkio.services.imports.common import report_key, source_key
 from bulkio.web.api import ROUTE_SCOPES
 
-from tests.fakes import FakeWorld, build_world, make_settings
+from tests.fakes import CALLER as SERVICE_CALLER
+from tests.fakes import OWNER, FakeWorld, build_world, make_settings
 from tests.functions import LambdaContext, load_function_app
 
 BOUNDARY = "api-test-boundary"
@@ -398,3 +400,42 @@ def test_jobs_are_listed_newest_first_in_pages(api: ModuleType, world: FakeWorld
 def test_a_bad_limit_or_cursor_is_a_problem(api: ModuleType, world: FakeWorld) -> None:
     assert_problem(call(api, event("GET", "/v1/imports", query={"limit": "0"})), 400, "invalid_limit")
     assert_problem(call(api, event("GET", "/v1/imports", query={"cursor": "%%%"})), 400, "invalid_cursor")
+
+
+def test_the_listing_filters_by_status_and_resource(api: ModuleType, world: FakeWorld) -> None:
+    queued = world.api.submit(NewImport(ImportTarget.USERS, Format.CSV), None, OWNER).body["job_id"]
+    mixed = world.api.submit(NewImport(ImportTarget.MIXED, Format.NDJSON), None, OWNER).body["job_id"]
+    world.api.cancel(mixed, SERVICE_CALLER)
+
+    def listed(query: dict[str, str]) -> list[str]:
+        response = call(api, event("GET", "/v1/imports", query=query))
+        assert response.status == 200, response.text
+        return [job["job_id"] for job in response.json()["jobs"]]
+
+    assert listed({"status": "cancelled"}) == [mixed]
+    assert listed({"status": "awaiting_upload", "resource": "users"}) == [queued]
+    assert listed({"resource": "articles"}) == []
+    assert set(listed({})) == {queued, mixed}
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "fragment"),
+    [
+        ({"state": "failed"}, "unknown_parameter", "unknown query parameter state: this route takes cursor, limit"),
+        ({"status": "done"}, "invalid_status", "status 'done' is not a job status"),
+        ({"resource": "orders"}, "invalid_resource", "resource 'orders' is not supported"),
+    ],
+)
+def test_a_listing_refuses_unknown_parameters_and_values(
+    api: ModuleType, world: FakeWorld, query: dict[str, str], code: str, fragment: str
+) -> None:
+    problem = assert_problem(call(api, event("GET", "/v1/imports", query=query)), 400, code)
+    assert fragment in problem["detail"]
+
+
+def test_a_route_without_query_parameters_refuses_any(api: ModuleType, world: FakeWorld) -> None:
+    job_id = world.api.submit(NewImport(ImportTarget.USERS, Format.CSV), None, OWNER).body["job_id"]
+    problem = assert_problem(
+        call(api, event("POST", f"/v1/imports/{job_id}/cancel", query={"force": "1"})), 400, "unknown_parameter"
+    )
+    assert problem["detail"] == "unknown query parameter force: this route takes none"

@@ -35,7 +35,7 @@ def queued_job(owner: str | None = "user-1") -> ExportJob:
     )
 
 
-def test_a_new_job_is_written_with_the_attributes_it_always_had() -> None:
+def test_a_new_job_is_written_with_the_attributes_it_always_had_and_its_owners_listing_key() -> None:
     assert ExportJobItem.from_job(queued_job()).to_item() == {
         "pk": "export#job-1",
         "kind": "export",
@@ -48,6 +48,7 @@ def test_a_new_job_is_written_with_the_attributes_it_always_had() -> None:
         "rows": 0,
         "bytes": 0,
         "owner": "user-1",
+        "owner_kind": "user-1#export",
     }
 
 

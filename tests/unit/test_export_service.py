@@ -37,6 +37,29 @@ class FakeExportJobs:
         job = self.jobs.get(job_id)
         return replace(job) if job else None
 
+    def list_jobs(
+        self,
+        limit: int,
+        cursor: dict[str, Any] | None,
+        owner: str | None = None,
+        status: str | None = None,
+        resource: str | None = None,
+    ) -> tuple[list[ExportJob], dict[str, Any] | None]:
+        listed = sorted(
+            (
+                job
+                for job in self.jobs.values()
+                if (owner is None or job.owner == owner)
+                and (status is None or job.status.value == status)
+                and (resource is None or job.resource == resource)
+            ),
+            key=lambda job: job.created_at,
+            reverse=True,
+        )
+        start = int(cursor["offset"]) if cursor else 0
+        more = start + limit < len(listed)
+        return [replace(job) for job in listed[start : start + limit]], {"offset": start + limit} if more else None
+
     def _move(self, job_id: str, allowed: set[ExportStatus], **changes: Any) -> bool:
         job = self.jobs.get(job_id)
         if job is None or job.status not in allowed:

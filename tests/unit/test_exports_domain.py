@@ -296,3 +296,11 @@ def test_body_filter_values_of_the_wrong_json_type_are_rejected(filters: dict[st
 @pytest.mark.parametrize("limit", [True, 0, 1.5, "x"])
 def test_body_limit_must_be_a_positive_integer(limit: Any) -> None:
     assert rejected_body({"resource": "users", "limit": limit}).code == "invalid_limit"
+
+
+@pytest.mark.parametrize("resource", [None, ""])
+def test_an_export_without_resource_says_that_it_is_required(resource: str | None) -> None:
+    refusal = rejected(resource, {})
+    assert refusal.code == "invalid_resource"
+    assert refusal.message == "resource is required: say which to export, one of users, articles, comments"
+    assert rejected_body({}).message == refusal.message

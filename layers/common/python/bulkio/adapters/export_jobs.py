@@ -7,6 +7,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from bulkio.adapters.job_listing import list_page
 from bulkio.adapters.jobs_repo import iso_now
 from bulkio.domain.export_jobs import ExportJob, ExportStatus
 from bulkio.domain.export_messages import ExportJobItem, StoredFailure
@@ -27,6 +28,19 @@ class DynamoExportJobRepository:
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
+
+    def list_jobs(
+        self,
+        limit: int,
+        cursor: dict[str, Any] | None,
+        owner: str | None = None,
+        status: str | None = None,
+        resource: str | None = None,
+    ) -> tuple[list[ExportJob], dict[str, Any] | None]:
+        """Newest first, one page: `owner`'s export jobs, or everyone's when None, of `status` and `resource`."""
+        equal = {name: value for name, value in (("status", status), ("resource", resource)) if value is not None}
+        items, last = list_page(self._table, "export", limit, cursor, owner, equal)
+        return [ExportJobItem.model_validate(item).to_job() for item in items], last
 
     def get(self, job_id: str) -> ExportJob | None:
         item = self._table.get_item(Key={"pk": _pk(job_id)}, ConsistentRead=True).get("Item")

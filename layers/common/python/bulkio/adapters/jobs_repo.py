@@ -16,6 +16,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
+from bulkio.adapters.job_listing import list_page, owner_kind
 from bulkio.domain.callbacks import CallbackState, DeliveryAttempt, DeliveryTrigger, JobCallback
 from bulkio.domain.idempotency import IdempotencyClaim, StoredRequest
 from bulkio.domain.jobs import (
@@ -23,7 +24,6 @@ from bulkio.domain.jobs import (
     Counters,
     ImportJob,
     ImportMode,
-    InvalidCursor,
     JobFailure,
     JobSource,
     JobStatus,
@@ -36,8 +36,6 @@ from bulkio.domain.jobs import (
 )
 from bulkio.domain.resources import Format, ImportTarget
 
-JOBS_BY_CREATION_INDEX = "by_kind_created"
-JOBS_BY_OWNER_INDEX = "by_owner_created"  # sparse: only jobs with an owner (not S3 drops)
 OPEN_JOBS_INDEX = "by_open_created"  # sparse: only jobs that have not ended (`open_kind` goes when they end)
 
 
@@ -60,10 +58,6 @@ def _is_condition_failure(error: ClientError) -> bool:
 
 def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, Decimal | int) else None
-
-
-def owner_kind(owner: str, kind: str) -> str:
-    return f"{owner}#{kind}"
 
 
 def job_to_item(job: ImportJob) -> dict[str, Any]:
@@ -248,32 +242,18 @@ class DynamoJobRepository:
         return str(item["job_id"]) if item else None
 
     def list_jobs(
-        self, limit: int, cursor: dict[str, Any] | None, owner: str | None = None
+        self,
+        limit: int,
+        cursor: dict[str, Any] | None,
+        owner: str | None = None,
+        status: str | None = None,
+        resource: str | None = None,
     ) -> tuple[list[ImportJob], dict[str, Any] | None]:
-        """Newest first, one page: `owner`'s jobs, or everyone's when None. The returned cursor (DynamoDB's
-        LastEvaluatedKey) fetches the next page of the same listing, and only of that one."""
-        index, key_name, key_value = (
-            (JOBS_BY_CREATION_INDEX, "kind", "import")
-            if owner is None
-            else (JOBS_BY_OWNER_INDEX, "owner_kind", owner_kind(owner, "import"))
-        )
-        query: dict[str, Any] = {
-            "IndexName": index,
-            "KeyConditionExpression": Key(key_name).eq(key_value),
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
-        if cursor:
-            if not isinstance(cursor, dict) or cursor.get(key_name) != key_value:
-                raise InvalidCursor("the cursor belongs to another listing")
-            query["ExclusiveStartKey"] = cursor
-        try:
-            page = self._table.query(**query)
-        except ClientError as error:
-            if cursor and error.response.get("Error", {}).get("Code") == "ValidationException":
-                raise InvalidCursor("DynamoDB refused the cursor as a start key") from error
-            raise
-        return [job_from_item(item) for item in page.get("Items", [])], page.get("LastEvaluatedKey")
+        """Newest first, one page: `owner`'s jobs, or everyone's when None, of `status` and `resource` if given.
+        The returned cursor fetches the next page of the same listing, and only of that one."""
+        equal = {name: value for name, value in (("status", status), ("resource", resource)) if value is not None}
+        items, last = list_page(self._table, "import", limit, cursor, owner, equal)
+        return [job_from_item(item) for item in items], last
 
     def create_for_drop(self, job: ImportJob) -> str:
         """Creates the job for an S3 drop once per (bucket, key, etag); returns the job id that owns it."""

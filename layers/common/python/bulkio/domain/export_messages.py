@@ -98,8 +98,12 @@ class ExportJobItem(BaseModel):
         )
 
     def to_item(self) -> dict[str, Any]:
-        """The attributes to put: absent ones (a job not yet started has no started_at) are left out, not null."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The attributes to put: absent ones (a job not yet started has no started_at) are left out, not null.
+        An owned job also gets the key of the owner's listing (the index by_owner_created)."""
+        item = self.model_dump(mode="json", exclude_none=True)
+        if self.owner:
+            item["owner_kind"] = f"{self.owner}#export"
+        return item
 
 
 class ExportExecutionInput(BaseModel):

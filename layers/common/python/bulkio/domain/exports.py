@@ -174,6 +174,10 @@ def allowed_filters(resource: Resource) -> list[str]:
 
 def _resource(value: Any) -> Resource:
     allowed = [resource.value for resource in Resource]
+    if value in (None, ""):
+        raise InvalidExportRequest(
+            "invalid_resource", f"resource is required: say which to export, one of {', '.join(allowed)}", allowed
+        )
     if value not in allowed:
         raise InvalidExportRequest(
             "invalid_resource", f"resource {value!r} is not exportable: use one of {', '.join(allowed)}", allowed

@@ -19,8 +19,10 @@ from bulkio.domain.export_messages import TaskError
 from bulkio.domain.exports import CONTENT_TYPES, parse_export_format, parse_export_query, parse_export_request
 from bulkio.domain.jobs import utc_now
 from bulkio.domain.metrics import JobSummary
+from bulkio.domain.resources import Resource
 from bulkio.domain.submissions import Submitted
 from bulkio.services.idempotency import idempotency_scope, submit_once
+from bulkio.services.listing import listed_page
 from bulkio.services.ports import (
     EventPublisher,
     ExportExecutionStarter,
@@ -135,6 +137,26 @@ class ExportService:
             raise
         logger.info("export job created", extra={"job_id": job_id, "resource": job.resource})
         return {"job_id": job_id, "status": job.status.value}
+
+    def list_jobs(
+        self,
+        limit: int,
+        cursor: str | None,
+        caller: Principal,
+        status: ExportStatus | None = None,
+        resource: Resource | None = None,
+    ) -> dict[str, Any]:
+        """The caller's export jobs, newest first (an admin's: everyone's); each without its download URL, which
+        GET /v1/exports/{job_id} hands out."""
+        owner = None if caller.is_admin else caller.subject
+        jobs, last = listed_page(
+            lambda start: self.jobs.list_jobs(
+                limit, start, owner, status.value if status else None, resource.value if resource else None
+            ),
+            cursor,
+        )
+        now = utc_now()
+        return {"jobs": [export_view(job, now, None) for job in jobs], "next": last}
 
     def view(self, job_id: str, caller: Principal) -> dict[str, Any]:
         job = self._job(job_id)

@@ -35,7 +35,12 @@ class ImportJobRepository(Protocol):
     def job_for_drop(self, bucket: str, key: str, etag: str) -> str | None: ...
 
     def list_jobs(
-        self, limit: int, cursor: dict[str, Any] | None, owner: str | None = None
+        self,
+        limit: int,
+        cursor: dict[str, Any] | None,
+        owner: str | None = None,
+        status: str | None = None,
+        resource: str | None = None,
     ) -> tuple[list[ImportJob], dict[str, Any] | None]: ...
 
     def create_for_drop(self, job: ImportJob) -> str: ...
@@ -322,6 +327,15 @@ class ExportJobRepository(Protocol):
     def create(self, job: ExportJob) -> None: ...
 
     def get(self, job_id: str) -> ExportJob | None: ...
+
+    def list_jobs(
+        self,
+        limit: int,
+        cursor: dict[str, Any] | None,
+        owner: str | None = None,
+        status: str | None = None,
+        resource: str | None = None,
+    ) -> tuple[list[ExportJob], dict[str, Any] | None]: ...
 
     def start(self, job_id: str) -> bool:
         """queued → running; a retried worker may take a running job again."""

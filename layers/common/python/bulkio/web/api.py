@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_type_hints
 from urllib.parse import urlsplit
 
 import orjson
@@ -38,8 +38,10 @@ from bulkio.web.links import export_links, import_links, with_export_links, with
 from bulkio.web.models import (
     MAX_WAIT_SECONDS,
     DeliveryList,
+    ExportJobPage,
     ExportJobView,
     ExportRequest,
+    ExportStatusFilter,
     ExportSubmitted,
     Health,
     IdempotencyKey,
@@ -47,11 +49,14 @@ from bulkio.web.models import (
     ImportJobPage,
     ImportJobView,
     ImportSubmitted,
+    ImportTargetFilter,
     ImportUpload,
+    JobStatusFilter,
     PageLimit,
     RedeliveryQueued,
     RejectedFormatName,
     ReportFormat,
+    ResourceFilter,
     UploadStatus,
     WaitSeconds,
 )
@@ -62,15 +67,34 @@ app = APIGatewayRestResolver(enable_validation=True)
 
 # (method, route template) -> the scope it needs; None: open to anyone. Filled by @route, nowhere else.
 ROUTE_SCOPES: dict[tuple[str, str], Scope | None] = {**openapi.DECLARED_SCOPES}
+# (method, route template) -> the query parameters it takes (its Query-annotated parameters). Filled by @route.
+ROUTE_QUERIES: dict[tuple[str, str], frozenset[str]] = {}
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def route(method: str, path: str, scope: Scope | None, summary: str, **details: Any) -> Callable[[Handler], Handler]:
-    """Registers a route with Powertools and records its scope; the document lists the scope as its security."""
-    ROUTE_SCOPES[(method, openapi.template_of(path))] = scope
+    """Registers a route with Powertools and records its scope and query parameters; the document lists the scope
+    as its security."""
+    key = (method, openapi.template_of(path))
+    ROUTE_SCOPES[key] = scope
     security = [{openapi.BEARER: [scope.value]}] if scope is not None else None
-    return app.route(path, method, summary=summary, security=security, **details)
+    register = app.route(path, method, summary=summary, security=security, **details)
+
+    def registered(handler: Handler) -> Handler:
+        ROUTE_QUERIES[key] = _query_names(handler)
+        return register(handler)
+
+    return registered
+
+
+def _query_names(handler: Callable[..., Any]) -> frozenset[str]:
+    names = set()
+    for name, hint in get_type_hints(handler, include_extras=True).items():
+        for meta in getattr(hint, "__metadata__", ()):
+            if isinstance(meta, Query):
+                names.add(meta.alias or name)
+    return frozenset(names)
 
 
 # --------------------------------------------------------------------------------------------- answers
@@ -134,10 +158,27 @@ def check_scope(event: Mapping[str, Any]) -> None:
         require_scope(caller_from_authorizer(_authorizer_context(event)), scope)
 
 
+def check_query(event: Mapping[str, Any]) -> None:
+    """A query parameter the route does not take is refused, rather than ignored: a misspelled filter would
+    otherwise answer the unfiltered listing as if it were filtered."""
+    key = (str(event.get("httpMethod") or "").upper(), str(event.get("resource") or ""))
+    taken = ROUTE_QUERIES.get(key)
+    unknown = sorted(set(event.get("queryStringParameters") or {}) - (taken or frozenset()))
+    if taken is not None and unknown:
+        allowed = sorted(taken)
+        raise bad_request(
+            "unknown_parameter",
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+            + (f"this route takes {', '.join(allowed)}" if allowed else "this route takes none"),
+            allowed=allowed,
+        )
+
+
 def resolve(event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The scope first, before Powertools validates anything: a caller without it learns nothing else."""
     try:
         check_scope(event)
+        check_query(event)
     except Problem as problem:
         proxy = APIGatewayProxyEvent(dict(event))
         return ResponseBuilder[APIGatewayProxyEvent](_problem_response(problem, proxy.path)).build(proxy)
@@ -295,8 +336,10 @@ def create_import(
 def list_imports(
     limit: Annotated[PageLimit, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+    status: Annotated[JobStatusFilter, Query(description="only the jobs in this status")] = None,
+    resource: Annotated[ImportTargetFilter, Query(description="only the jobs loading this")] = None,
 ) -> Response[ImportJobPage]:
-    page = import_api().list_jobs(limit, cursor, _caller())
+    page = import_api().list_jobs(limit, cursor, _caller(), status, resource)
     return _ok(ImportJobPage.model_validate({**page, "jobs": [with_import_links(job) for job in page["jobs"]]}))
 
 
@@ -419,6 +462,18 @@ def create_export(
     return _submitted(result, body, export_links(result.job_id)["self"])
 
 
+@route("GET", "/v1/exports/jobs", Scope.EXPORTS_READ, "The caller's export jobs, newest first (an admin sees all)")
+def list_exports(
+    limit: Annotated[PageLimit, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+    status: Annotated[ExportStatusFilter, Query(description="only the jobs in this status")] = None,
+    resource: Annotated[ResourceFilter, Query(description="only the jobs exporting this")] = None,
+) -> Response[ExportJobPage]:
+    page = export_service().list_jobs(limit, cursor, _caller(), status, resource)
+    return _ok(ExportJobPage.model_validate({**page, "jobs": [with_export_links(job) for job in page["jobs"]]}))
+
+
+# Registered after /v1/exports/jobs, which its template would match too.
 @route("GET", "/v1/exports/<job_id>", Scope.EXPORTS_READ, "An export job, with a download URL once completed")
 def get_export(job_id: str) -> Response[ExportJobView]:
     return _ok(ExportJobView.model_validate(with_export_links(export_service().view(job_id, _caller()))))

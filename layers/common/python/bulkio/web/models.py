@@ -13,9 +13,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from pydantic_core import PydanticCustomError
 
 from bulkio.domain.errors import Refusal
+from bulkio.domain.export_jobs import ExportStatus
 from bulkio.domain.exports import parse_export_request
 from bulkio.domain.idempotency import valid_key
-from bulkio.domain.jobs import ImportMode
+from bulkio.domain.jobs import ImportMode, JobStatus
 from bulkio.domain.rejected import REJECTED_FORMATS, RejectedFormat
 from bulkio.domain.resources import (
     Format,
@@ -66,6 +67,38 @@ def _import_target(value: object) -> ImportTarget:
             allowed=allowed,
         )
     return target
+
+
+def _job_status(value: object) -> JobStatus | None:
+    if value in (None, ""):
+        return None
+    allowed = [status.value for status in JobStatus]
+    if value in allowed:
+        return JobStatus(value)
+    raise rule_broken(
+        "invalid_status", f"status {value!r} is not a job status: use one of {', '.join(allowed)}", allowed=allowed
+    )
+
+
+def _import_target_filter(value: object) -> ImportTarget | None:
+    return None if value in (None, "") else _import_target(value)
+
+
+def _export_status(value: object) -> ExportStatus | None:
+    if value in (None, ""):
+        return None
+    allowed = [status.value for status in ExportStatus]
+    if value in allowed:
+        return ExportStatus(value)
+    raise rule_broken(
+        "invalid_status",
+        f"status {value!r} is not an export job status: use one of {', '.join(allowed)}",
+        allowed=allowed,
+    )
+
+
+def _resource_filter(value: object) -> Resource | None:
+    return None if value in (None, "") else _resource(value)
 
 
 def _format(value: object) -> Format | None:
@@ -169,6 +202,10 @@ def _rejected_format(value: object) -> object:
 
 ResourceName = Annotated[Resource, BeforeValidator(_resource)]
 ImportTargetName = Annotated[ImportTarget, BeforeValidator(_import_target)]
+ImportTargetFilter = Annotated[ImportTarget | None, BeforeValidator(_import_target_filter)]
+JobStatusFilter = Annotated[JobStatus | None, BeforeValidator(_job_status)]
+ExportStatusFilter = Annotated[ExportStatus | None, BeforeValidator(_export_status)]
+ResourceFilter = Annotated[Resource | None, BeforeValidator(_resource_filter)]
 FormatName = Annotated[Format | None, BeforeValidator(_format)]
 ImportModeName = Annotated[ImportMode, BeforeValidator(_import_mode)]
 ParentJobId = Annotated[str | None, BeforeValidator(_parent_job_id)]
@@ -563,3 +600,8 @@ class ProblemBody(BaseModel):
     detail: str
     code: str
     instance: str | None = None
+
+
+class ExportJobPage(View):
+    jobs: list[ExportJobView]
+    next: str | None = Field(description="pass it as `cursor` for the next page; null on the last page")

@@ -3,7 +3,6 @@ web layer's: this answers values and raises the domain's refusals."""
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ from datetime import timedelta
 from typing import Any, BinaryIO, Literal
 from urllib.parse import unquote, urlsplit
 
-import orjson
 from aws_lambda_powertools import Logger
 
 from bulkio.config import Settings
@@ -21,7 +19,6 @@ from bulkio.domain.errors import Conflict, Gone, InvalidRequest, NotFound
 from bulkio.domain.jobs import (
     ImportJob,
     ImportMode,
-    InvalidCursor,
     JobSource,
     JobStatus,
     SourceKind,
@@ -50,6 +47,7 @@ from bulkio.services.imports.common import (
     source_key,
 )
 from bulkio.services.imports.completion import Completion
+from bulkio.services.listing import listed_page
 from bulkio.services.ports import (
     CallbackQueue,
     ChunkerLauncher,
@@ -284,20 +282,25 @@ class ImportApi:
                 f"the parts of job {job.job_id} are no longer kept: create a new import and upload the file again",
             ) from None
 
-    def list_jobs(self, limit: int, cursor: str | None, caller: Principal) -> dict[str, Any]:
-        """The caller's jobs, newest first; an admin sees everyone's (and the S3 drops')."""
-        try:
-            start = orjson.loads(base64.urlsafe_b64decode(cursor)) if cursor else None
-            jobs, last = self.jobs.list_jobs(limit, start, owner=None if caller.is_admin else caller.subject)
-        except (ValueError, orjson.JSONDecodeError, InvalidCursor) as error:
-            raise InvalidRequest(
-                "invalid_cursor", "cursor is not one this API returned: pass `next` as given"
-            ) from error
+    def list_jobs(
+        self,
+        limit: int,
+        cursor: str | None,
+        caller: Principal,
+        status: JobStatus | None = None,
+        resource: ImportTarget | None = None,
+    ) -> dict[str, Any]:
+        """The caller's jobs, newest first, of a status and a resource if given; an admin sees everyone's (and the
+        S3 drops')."""
+        owner = None if caller.is_admin else caller.subject
+        jobs, last = listed_page(
+            lambda start: self.jobs.list_jobs(
+                limit, start, owner, status.value if status else None, resource.value if resource else None
+            ),
+            cursor,
+        )
         now = utc_now()
-        return {
-            "jobs": [job_summary(self._with_progress(job), now) for job in jobs],
-            "next": base64.urlsafe_b64encode(orjson.dumps(last)).decode() if last else None,
-        }
+        return {"jobs": [job_summary(self._with_progress(job), now) for job in jobs], "next": last}
 
     def view(self, job_id: str, caller: Principal, wait_seconds: float = 0) -> dict[str, Any]:
         """The job; with `wait_seconds`, once its status or its percentage changes, or when they run out (a long
