@@ -16,7 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infra.local.functions_host import HostConfig
+from infra.local.stack import REPOSITORY_ROOT
 from infra.local.workers import LogSink, WorkerPool, function_environment, load_stack
+
+SAMPLES = REPOSITORY_ROOT / "tests" / "events"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("function", help="logical id (ApiFunction) or function name (bulkio-local-api)")
     parser.add_argument("event", help="event JSON file, or - for stdin")
     arguments = parser.parse_args(argv)
+    if arguments.event != "-" and not Path(arguments.event).is_file():
+        samples = ", ".join(sorted(str(path) for path in SAMPLES.glob("*.json")))
+        print(f"no event file {arguments.event}: give a JSON event, or one of the samples: {samples}", file=sys.stderr)
+        return 2
     settings = HostConfig.from_environment().settings
     if not settings.database_url:
         # Without DATABASE_URL, `make run` uses the project-local cluster: point at it the same way.
