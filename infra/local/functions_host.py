@@ -23,7 +23,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from infra.local.api_server import make_api_handler
 from infra.local.event_sources import start_event_sources
 from infra.local.function_urls import compile_url_mounts
 from infra.local.gateway import compile_routes
+from infra.local.http_server import LocalHttpServer
 from infra.local.invoke_api import make_invoke_handler
 from infra.local.stop_signal import StopSignal
 from infra.local.template_model import REGION, Function
@@ -89,7 +89,7 @@ class FunctionsHost:
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._servers: list[ThreadingHTTPServer] = []
+        self._servers: list[LocalHttpServer] = []
         self._access_log_lock = threading.Lock()
 
     def access_log(self, text: str) -> None:
@@ -111,8 +111,7 @@ class FunctionsHost:
             (self.config.api_port, make_api_handler(self)),
             (self.config.invoke_port, make_invoke_handler(self)),
         ):
-            server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-            server.daemon_threads = True
+            server = LocalHttpServer(("127.0.0.1", port), handler)
             self._servers.append(server)
             self.spawn(server.serve_forever, f"http-{port}")
         start_event_sources(self)

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import select
+import signal
 import site
 import struct
 import sys
@@ -173,7 +174,18 @@ def _configure_logging() -> None:
     logging.getLogger().setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "WARNING"))
 
 
+# API Gateway's contract for a Lambda authorizer: it refuses a token by raising exactly this.
+AUTHORIZER_REFUSAL = "Unauthorized"
+
+
+def _is_authorizer_refusal(error: Exception) -> bool:
+    return type(error) is Exception and str(error) == AUTHORIZER_REFUSAL
+
+
 def main() -> int:
+    # Ctrl-C reaches the whole process group: the host stops its workers itself (it kills them as it shuts down),
+    # so a worker ignores it rather than print a KeyboardInterrupt traceback per process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Layers built from requirements are site directories: .pth files in them must be honoured.
     for site_dir in filter(None, os.environ.get("LOCAL_RUNTIME_SITE_DIRS", "").split(os.pathsep)):
         site.addsitedir(site_dir)
@@ -199,7 +211,11 @@ def main() -> int:
         try:
             _send_result(channel, requests, handler(json.loads(payload), context))
         except Exception as error:
-            traceback.print_exc()
+            if _is_authorizer_refusal(error):
+                # An expected answer, not a failure: one line instead of a traceback per rejected token.
+                print("token refused: the authorizer answered Unauthorized (401)", file=sys.stderr)
+            else:
+                traceback.print_exc()
             write_frame(channel, "error", error_payload(error))
         sys.stdout.flush()
         sys.stderr.flush()

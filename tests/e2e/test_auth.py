@@ -3,6 +3,9 @@ runs it, the route scopes, the streaming export's own check, and who may see whi
 
 from __future__ import annotations
 
+import socket
+import struct
+import time
 import uuid
 from typing import Any
 
@@ -144,3 +147,30 @@ def test_idempotency_keys_belong_to_their_caller(local_stack: RunningStack) -> N
     assert first.status == second.status == 202
     assert first.json()["job_id"] != second.json()["job_id"]
     assert "idempotent-replayed" not in second.headers
+
+
+def test_a_refused_token_and_a_client_that_hangs_up_are_one_line_each_in_the_console(
+    local_stack: RunningStack,
+) -> None:
+    console = local_stack.state_dir / "console.log"
+    before = console.stat().st_size
+    base = local_stack.api_url.rstrip("/")
+    refused = Api(local_stack, {"Authorization": "Bearer not-a-token"}).call("GET", "/imports")
+    assert refused.status == 401
+
+    # A client that reads the start of an answer and hangs up (`curl … | head -3`), resetting the connection the
+    # server keeps open for its next request.
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(f"GET /v1/health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        client.recv(16)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    deadline = time.monotonic() + 15
+    text = ""
+    while time.monotonic() < deadline and "hung up" not in text:
+        time.sleep(0.3)
+        text = console.read_bytes()[before:].decode("utf-8", "replace")
+
+    assert "token refused: the authorizer answered Unauthorized (401)" in text
+    assert "hung up before the answer was sent" in text
+    assert "Traceback" not in text

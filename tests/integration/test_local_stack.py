@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
-from tests.fixtures.aws import FIXTURE_MAX_REQUEST_BYTES, FixtureStack
+from tests.fixtures.aws import FIXTURE_MAX_REQUEST_BYTES, FIXTURE_TEMPLATE, FixtureStack
 from tests.fixtures.local_stack.helpers import eventually, http
 
 pytestmark = pytest.mark.integration
@@ -225,3 +229,40 @@ def test_worker_exceeding_timeout_is_killed_and_invocation_fails(fixture_stack: 
     # A fresh worker replaces the killed one.
     after = lambda_client.invoke(FunctionName=function_name, Payload=json.dumps({"value": 1}))
     assert "FunctionError" not in after
+
+
+FIXTURE_FUNCTIONS = FIXTURE_TEMPLATE.parent / "functions"
+
+
+def _workers_in(folder: Path) -> list[int]:
+    """The functions host's worker processes running code from `folder` (their working directory)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"lambda_runtime.py" in (proc / "cmdline").read_bytes() and (proc / "cwd").resolve() == folder:
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_worker_ignores_ctrl_c_and_the_host_stops_it(fixture_stack: FixtureStack) -> None:
+    """Ctrl-C reaches the whole process group: a worker prints no KeyboardInterrupt traceback and keeps serving
+    (the host stops its workers itself when it shuts down)."""
+    lambda_client = fixture_stack.stack.client("lambda")
+    function_name = fixture_stack.stack.functions["ToolFunction"]
+    assert lambda_client.invoke(FunctionName=function_name, Payload=json.dumps({"value": 1}))["StatusCode"] == 200
+    workers = _workers_in(FIXTURE_FUNCTIONS)
+    assert workers
+
+    for pid in workers:
+        os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+
+    assert all(Path(f"/proc/{pid}").exists() for pid in workers)
+    response = lambda_client.invoke(FunctionName=function_name, Payload=json.dumps({"value": 2}))
+    assert json.loads(response["Payload"].read())["echo"] == {"value": 2}
+    logs = "".join(path.read_text() for path in fixture_stack.stack.logs_dir.glob("*.log"))
+    assert "KeyboardInterrupt" not in logs
