@@ -439,3 +439,11 @@ def test_a_route_without_query_parameters_refuses_any(api: ModuleType, world: Fa
         call(api, event("POST", f"/v1/imports/{job_id}/cancel", query={"force": "1"})), 400, "unknown_parameter"
     )
     assert problem["detail"] == "unknown query parameter force: this route takes none"
+
+
+def test_a_callback_url_is_checked_and_named_as_such(api: ModuleType, world: FakeWorld) -> None:
+    problem = assert_problem(
+        post_json(api, {"resource": "users", "callback_url": "ftp://hooks.example/x"}), 400, "invalid_callback_url"
+    )
+    assert problem["detail"].startswith("callback_url scheme 'ftp' is not allowed")
+    assert world.jobs.all_jobs() == []

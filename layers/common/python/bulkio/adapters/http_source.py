@@ -49,8 +49,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def check_url(url: str, allow_http: bool, denied_ports: Collection[int] = ()) -> str | None:
-    """Returns why the URL is not acceptable, or None. Syntax only: no DNS, no connection.
+def check_url(url: str, allow_http: bool, denied_ports: Collection[int] = (), field: str = "url") -> str | None:
+    """Returns why the URL is not acceptable, or None, naming it as the request's `field`. Syntax only: no DNS, no
+    connection.
 
     A port in `denied_ports` (URL_DENIED_PORTS) is refused here when the host is literally this machine; other
     hosts are only known once resolved, and then refused by the chunker (resolve_vetted)."""
@@ -58,16 +59,16 @@ def check_url(url: str, allow_http: bool, denied_ports: Collection[int] = ()) ->
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        return f"url is malformed ({error}): give an absolute URL like https://example.com/users.csv"
+        return f"{field} is malformed ({error}): give an absolute URL like https://example.com/users.csv"
     allowed = {"https", "http"} if allow_http else {"https"}
     if parts.scheme not in allowed:
-        return f"url scheme {parts.scheme or '(none)'!r} is not allowed: use {' or '.join(sorted(allowed))}"
+        return f"{field} scheme {parts.scheme or '(none)'!r} is not allowed: use {' or '.join(sorted(allowed))}"
     if not parts.hostname:
-        return "url has no host: give an absolute URL like https://example.com/users.csv"
+        return f"{field} has no host: give an absolute URL like https://example.com/users.csv"
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        return "url must not carry credentials (user:password@host): the file must be readable without them"
+        return f"{field} must not carry credentials (user:password@host): the file must be readable without them"
     if port == 0:
-        return "url port 0 is not allowed"
+        return f"{field} port 0 is not allowed"
     effective_port = port or (443 if parts.scheme == "https" else 80)
     if effective_port in denied_ports and _is_this_machine(parts.hostname):
         return _denied_port_reason(parts.hostname, None, effective_port)

@@ -304,9 +304,9 @@ def _vetted(field: str, url: str | None) -> str | None:
     if url is None:
         return None
     settings = import_api().settings
-    reason = check_url(url, settings.allow_http_urls, settings.url_denied_ports)
+    reason = check_url(url, settings.allow_http_urls, settings.url_denied_ports, field)
     if reason:
-        raise bad_request(f"invalid_{field}", reason.replace("url ", f"{field} ", 1))
+        raise bad_request(f"invalid_{field}", reason)
     return url
 
 
