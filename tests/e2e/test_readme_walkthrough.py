@@ -1,6 +1,7 @@
 """The README's "Try it", run as a newcomer runs it: its bash blocks in order, in a shell at the repository's
-root, against a stack on the documented ports (make run's). Skipped, saying why, when those ports are busy
-(`make run` is up, say)."""
+root, against a stack on the documented ports (make run's), then the API section's examples that build on it
+(those starting `# with AUTH and API as in "Try it"`). Skipped, saying why, when those ports are busy (`make
+run` is up, say)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from infra.local.stack import REPOSITORY_ROOT, StackPorts
 from tests.fixtures.aws import running_stack
 
 README = REPOSITORY_ROOT / "README.md"
-DOCUMENTED_PORTS = {"API": 3000, "AWS endpoint": 4566, "Invoke API": 4567, "the walkthrough's web server": 8000}
+DOCUMENTED_PORTS = {
+    "API": 3000,
+    "AWS endpoint": 4566,
+    "Invoke API": 4567,
+    "the examples' web server": 8000,
+    "the callback example's receiver": 8001,
+}
+FOLLOW_UP = '# with AUTH and API as in "Try it"'
 # What a reader types in place of the README's placeholders.
 PLACEHOLDERS = {
     '"<upload.url from the response>"': (
@@ -25,13 +33,19 @@ PLACEHOLDERS = {
     ),
 }
 # Files the walkthrough writes at the repository's root (sample-data/ is git-ignored): removed after the test.
-WRITTEN = ("rejected-users.csv", "published.csv", "users.ndjson")
+WRITTEN = ("rejected-users.csv", "published.csv", "users.ndjson", "mixed.ndjson")
 FAILURE_SIGNS = ("Traceback", "command not found", "curl: (", "No such file", "bulkio.dev/problems/", "syntax error")
 
 
-def try_it_blocks() -> list[str]:
-    section = README.read_text().split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
+def bash_blocks(section: str) -> list[str]:
     return re.findall(r"^```bash\n(.*?)^```", section, re.S | re.M)
+
+
+def try_it_blocks() -> list[str]:
+    readme = README.read_text()
+    try_it = readme.split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
+    api = readme.split("\n## API\n", 1)[1].split("\n## Formats", 1)[0]
+    return bash_blocks(try_it) + [block for block in bash_blocks(api) if block.startswith(FOLLOW_UP)]
 
 
 def busy(port: int) -> bool:
@@ -79,3 +93,7 @@ def test_the_try_it_walkthrough_runs_as_written(database_url: str, tmp_path: Pat
     assert not failures, "\n---\n".join(failures)
     assert "completed_with_errors: 9,427 imported, 573 rejected of 10,000 records" in output
     assert "== comments csv" in output and "rows, " in output
+    # The API section's examples: a dry run validated, a mixed file's counters, a callback attempt recorded.
+    assert '"status":"validated"' in output
+    assert '"counters_by_resource":{"users":{"total":1' in output
+    assert "the endpoint answered HTTP 501" in output
